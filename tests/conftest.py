@@ -1,0 +1,54 @@
+"""Shared fixtures. Everything runs offline on CPU; models are the tiny ones from hf_cai.tiny."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+# Offline by default; the publish tests lift it (huggingface_hub.constants.HF_HUB_OFFLINE) for the loopback server only.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# huggingface_hub reads HF_ENDPOINT when it is imported: point it at the loopback Hub server that the publish tests
+# start on this port, before any test module imports transformers or huggingface_hub.
+HUB_PORT = _free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not SHARED_FIXTURES.is_dir():
+        pytest.fail(f"the shared fixtures folder is missing: expected {SHARED_FIXTURES} beside the checkout")
+    return SHARED_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama chat model + tokenizer saved on disk (built once per test session)."""
+    from hf_cai.tiny import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama sequence-classification model + tokenizer saved on disk."""
+    from hf_cai.tiny import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-reward"))

@@ -1,0 +1,134 @@
+"""Loading models and tokenizers: one code path for the tiny test models and real Hub checkpoints.
+
+Everything that loads a model (backends, trainers, evaluation, the Space) goes through these functions, so the
+code a test runs on the tiny model is the code a user runs on a Qwen or Llama checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model, adapter or tokenizer could not be loaded; the message says which and what to do."""
+
+
+def compute_dtype():
+    """bfloat16 where the GPU supports it, else float16 on GPU, float32 on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def bnb_4bit_config(compute_dtype_override=None):
+    """The QLoRA quantisation: NF4 weights, double quantisation, compute in :func:`compute_dtype`."""
+    from transformers import BitsAndBytesConfig
+
+    check_4bit_support()
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype_override or compute_dtype(),
+        bnb_4bit_quant_storage=compute_dtype_override or compute_dtype(),
+    )
+
+
+def check_4bit_support() -> None:
+    """Raise :class:`ModelLoadError` when bitsandbytes 4-bit cannot run here."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # bitsandbytes raises various errors on unsupported platforms
+        raise ModelLoadError(
+            f"4-bit (QLoRA) loading needs bitsandbytes, which failed to import here ({type(error).__name__}: {error}). "
+            "Install it with `pip install bitsandbytes`, or load without quantization (load_in_4bit=False)."
+        ) from None
+
+
+def is_peft_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False, require_chat_template: bool = True):
+    """Load a tokenizer padded on the left (for batched generation) with a pad token.
+
+    Raises :class:`ModelLoadError` when ``require_chat_template`` and the tokenizer has no chat template.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the tokenizer of '{name_or_path}': {error}") from None
+    if require_chat_template and not tokenizer.chat_template:
+        raise ModelLoadError(
+            f"the tokenizer of '{name_or_path}' has no chat template. Use an instruct/chat model, or set one before "
+            "use: `tokenizer.chat_template = open('template.jinja').read()` (hf_cai.tiny.CHAT_TEMPLATE is a ChatML "
+            "template with {% generation %} markers)."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    load_in_4bit: bool = False,
+    dtype: Any = None,
+    device_map: Any = None,
+    trust_remote_code: bool = False,
+    is_trainable: bool = False,
+):
+    """Load a causal LM (safetensors only), optionally 4-bit quantised and with a PEFT adapter on top.
+
+    Args:
+        name_or_path: Hub id or local folder of the base model, or of a PEFT adapter (its base is read from
+            ``adapter_config.json``).
+        adapter: Hub id or folder of a PEFT adapter to load on top of the base.
+        load_in_4bit: Quantise the base to NF4 with bitsandbytes (QLoRA); works on CPU and GPU.
+        dtype: Weight dtype; defaults to :func:`compute_dtype`.
+        device_map: Passed to ``from_pretrained``; defaults to ``"auto"`` on GPU and CPU otherwise.
+        trust_remote_code: Run code from the model repository. Off unless the user opts in.
+        is_trainable: Load the adapter with trainable weights.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if adapter is None and is_peft_adapter(name_or_path):
+        from peft import PeftConfig
+
+        adapter = name_or_path
+        name_or_path = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    kwargs: dict[str, Any] = {
+        "dtype": dtype or compute_dtype(),
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+    }
+    if load_in_4bit:
+        kwargs["quantization_config"] = bnb_4bit_config()
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    elif torch.cuda.is_available():
+        kwargs["device_map"] = "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the model '{name_or_path}': {error}") from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"could not load the adapter '{adapter}' on '{name_or_path}': {error}") from None
+    logger.info("loaded %s%s%s", name_or_path, f" + adapter {adapter}" if adapter else "", " (4-bit)" if load_in_4bit else "")
+    return model

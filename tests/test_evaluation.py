@@ -1,0 +1,98 @@
+"""Evaluation: multiple-choice accuracy on the paper's format, win rates, intervals, evasive refusals, report files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hf_cai.evaluation import (
+    EvaluationReport,
+    MultipleChoiceItem,
+    Proportion,
+    is_evasive_refusal,
+    load_multiple_choice,
+    multiple_choice_accuracy,
+    wilson_interval,
+)
+
+
+def _oracle(items):
+    return [[0.0] * len(i.corrects) + [-10.0] * len(i.incorrects) for i in items]
+
+
+def _reversed(items):
+    return [[-10.0] * len(i.corrects) + [0.0] * len(i.incorrects) for i in items]
+
+
+@pytest.mark.parametrize("file_name", ["438HHHEvaluations.jsonl", "HarmfulnessClassification.jsonl", "HarmfulVsEthical.jsonl"])
+def test_oracle_gets_everything_right_and_reversed_nothing(fixtures_dir, file_name):
+    items = load_multiple_choice(fixtures_dir / "anthropic-paper" / file_name)
+    assert len(items) > 200
+    assert multiple_choice_accuracy(items, _oracle).value == 1.0
+    assert multiple_choice_accuracy(items, _reversed).value == 0.0
+
+
+def test_loader_reads_the_paper_format(fixtures_dir):
+    items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")
+    assert len(items) == 438
+    first = items[0]
+    assert first.corrects in (("(A)",), ("(B)",)) and len(first.options) == 2
+    conversation = first.conversation()
+    assert conversation[0]["role"] == "user" and not conversation[0]["content"].endswith("The answer is:")
+    assert "Options:" in conversation[0]["content"]
+
+
+def test_loader_errors_name_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "x", "corrects": ["a"], "incorrects": ["b"]}\n{"prompt": "y", "corrects": ["a"]}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: missing field 'incorrects'"):
+        load_multiple_choice(path)
+
+
+def test_tiny_feedback_model_accuracy_has_an_interval(tiny_model_dir, fixtures_dir):
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.evaluation import backend_option_scorer
+
+    items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")[:24]
+    accuracy = multiple_choice_accuracy(items, backend_option_scorer(TransformersBackend(str(tiny_model_dir))))
+    low, high = accuracy.interval
+    assert accuracy.total == 24 and 0.0 <= low <= accuracy.value <= high <= 1.0
+    assert high - low > 0.2  # 24 items cannot pin an accuracy down tightly
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_evasive_refusal_detection():
+    assert is_evasive_refusal("I'm sorry, but I can't help with that.")
+    assert is_evasive_refusal("")
+    assert not is_evasive_refusal("I can't help with hurting anyone, because it would put them at risk; instead, "
+                                  "you could talk to your neighbour or contact the building manager.")
+    assert not is_evasive_refusal("Preheat the oven to 200 C and roast for 25 minutes.")
+
+
+def test_report_saves_results_and_chart(tmp_path):
+    report = EvaluationReport(
+        harmlessness_win_rate=Proportion("harmlessness win rate", 7, 10),
+        helpfulness_win_rate=Proportion("helpfulness win rate", 4.5, 10),
+        evasive_rate_base=Proportion("evasive refusals (base)", 1, 10),
+        evasive_rate_cai=Proportion("evasive refusals (CAI)", 2, 10),
+        feedback_accuracy={"438HHHEvaluations.jsonl": Proportion("feedback accuracy", 300, 438)},
+        constitution_sha256="ab" * 32,
+    )
+    report.save(tmp_path)
+    data = json.loads((tmp_path / "results.json").read_text())
+    values = {m["name"]: m for m in data["metrics"]}
+    assert values["harmlessness win rate"]["value"] == 0.7
+    assert values["helpfulness win rate"]["ci95"][0] < 0.45 < values["helpfulness win rate"]["ci95"][1]
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_multiple_choice_item_options_order():
+    item = MultipleChoiceItem(prompt="Q\n\nAssistant:", corrects=("good",), incorrects=("bad", "worse"))
+    assert item.options == ("good", "bad", "worse")
+    assert item.conversation() == [{"role": "user", "content": "Q"}]

@@ -31,12 +31,15 @@ class CommandError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    accepts_overrides = getattr(args, "accepts_overrides", False)
+    if extra and not accepts_overrides:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return int(args.handler(args) or 0)
+        return int((args.handler(args, extra) if accepts_overrides else args.handler(args)) or 0)
     except (CommandError, ValueError, FileNotFoundError) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,136 @@
+"""``hf-cai run``, ``hf-cai demo`` and ``hf-cai eval``: the pipeline and the evaluation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from hf_cai.cli import CommandError
+
+logger = logging.getLogger(__name__)
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--section.key=value`` pairs into recipe overrides (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--") or len(token) == 2:
+            raise CommandError(f"unexpected argument '{token}'; recipe overrides look like --max_prompts 8 or --sft.max_steps=4")
+        key, has_value, value = token[2:].partition("=")
+        if not has_value:
+            if index + 1 >= len(tokens) or tokens[index + 1].startswith("--"):
+                raise CommandError(f"override '{token}' needs a value")
+            index += 1
+            value = tokens[index]
+        overrides[key.replace("-", "_")] = yaml.safe_load(value)
+        index += 1
+    return overrides
+
+
+def _run_recipe(recipe, args: argparse.Namespace) -> int:
+    from hf_cai.pipeline import Pipeline, format_summary
+
+    pipeline = Pipeline(recipe)
+    results = pipeline.run(from_stage=args.from_stage, until=args.until)
+    print(format_summary(pipeline, results))
+    return 0
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    from hf_cai.pipeline import load_recipe
+
+    recipe_path = args.config or args.recipe
+    if recipe_path is None:
+        raise CommandError("give a recipe: hf-cai run --config recipe.yaml (see examples/recipes/)")
+    return _run_recipe(load_recipe(recipe_path, parse_overrides(extra)), args)
+
+
+def _demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from hf_cai.pipeline import load_recipe
+
+    overrides = parse_overrides(extra)
+    overrides.setdefault("run_dir", args.run_dir)
+    if args.model:
+        overrides["model"] = args.model
+        overrides.setdefault("load_in_4bit", False)
+    recipe_file = resources.files("hf_cai") / "recipes" / "demo.yaml"
+    with resources.as_file(recipe_file) as path:
+        recipe = load_recipe(path, overrides)
+    recipe.publish = {**recipe.publish, "folder": f"{recipe.run_dir}/publish/hub-repo"}
+    return _run_recipe(recipe, args)
+
+
+def _eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import (
+        EvaluationConfig,
+        backend_option_scorer,
+        evaluate_models,
+        load_multiple_choice,
+        multiple_choice_accuracy,
+    )
+
+    if extra:
+        raise CommandError(f"unexpected arguments: {' '.join(extra)}")
+    feedback = TransformersBackend(args.feedback or args.base, load_in_4bit=args.load_in_4bit)
+    if args.model is None:
+        if not args.multiple_choice:
+            raise CommandError("give --model to compare with the base, or --multiple-choice FILE to rate the judge")
+        for file_name in args.multiple_choice:
+            accuracy = multiple_choice_accuracy(load_multiple_choice(file_name), backend_option_scorer(feedback))
+            print(f"{file_name}: accuracy {accuracy}")
+        return 0
+    config = EvaluationConfig(
+        max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens, multiple_choice_files=args.multiple_choice or ()
+    )
+    base = TransformersBackend(args.base, load_in_4bit=args.load_in_4bit)
+    cai = TransformersBackend(args.model, load_in_4bit=args.load_in_4bit)
+    report = evaluate_models(base, cai, feedback, Constitution.resolve(args.constitution), config)
+    path = report.save(args.output_dir)
+    for metric in report.metrics():
+        low, high = metric["ci95"]
+        print(f"{metric['name']:<44} {metric['value']:.1%}  [{low:.1%}, {high:.1%}]  n={metric['n']}")
+    print(f"results: {path}")
+    return 0
+
+
+def _add_stage_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="from_stage", help="start at this stage (it runs again even if finished)")
+    parser.add_argument("--until", help="stop after this stage")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run a CAI recipe: sl_data → sft → pref_data → dpo|reward+grpo → eval → card → publish → space",
+        description="Extra --key value pairs override recipe fields, e.g. --max_prompts 8 --sft.max_steps 4.",
+    )
+    run.add_argument("recipe", nargs="?", help="recipe YAML (same as --config)")
+    run.add_argument("--config", help="recipe YAML")
+    _add_stage_selection(run)
+    run.set_defaults(handler=_run, accepts_overrides=True)
+
+    demo = subparsers.add_parser("demo", help="the whole pipeline offline on the tiny model (or --model HUB_ID)")
+    demo.add_argument("--run-dir", default="runs/demo", help="where the run is written (default: runs/demo)")
+    demo.add_argument("--model", help="a Hub id to run the same demo on a real model (needs the internet)")
+    _add_stage_selection(demo)
+    demo.set_defaults(handler=_demo, accepts_overrides=True)
+
+    evaluate = subparsers.add_parser("eval", help="compare a CAI model with its base, or rate a feedback model")
+    evaluate.add_argument("--base", required=True, help="base model id or folder")
+    evaluate.add_argument("--model", help="CAI model: merged folder/id or adapter folder/id")
+    evaluate.add_argument("--feedback", help="feedback (judge) model; defaults to the base model")
+    evaluate.add_argument("--constitution", default="harmless")
+    evaluate.add_argument("--multiple-choice", action="append", help="file in the paper's multiple-choice format")
+    evaluate.add_argument("--max-prompts", type=int, default=32)
+    evaluate.add_argument("--max-new-tokens", type=int, default=128)
+    evaluate.add_argument("--load-in-4bit", action="store_true")
+    evaluate.add_argument("--output-dir", default="eval-results")
+    evaluate.set_defaults(handler=_eval, accepts_overrides=True)

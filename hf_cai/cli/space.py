@@ -1,0 +1,178 @@
+"""``hf-cai space create`` (generate and push the side-by-side chat Space) and ``hf-cai chat`` (run it locally)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hf_cai.cli import CommandError
+
+TRAINING_STAGES = ("grpo", "dpo", "sft")
+"""Stages of a run directory that produce the CAI model, latest first."""
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() or (
+        (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    )
+
+
+def _stage_candidates(run_dir: Path, stage: str, record: dict | None) -> list[Path]:
+    if record is not None:
+        if record.get("status") != "done":
+            return []
+        listed = [run_dir / relative for relative in record.get("outputs", {}).values()]
+        return [p for p in listed if p.is_dir()]
+    folder = run_dir / stage
+    if not folder.is_dir():
+        return []
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("checkpoint-"))
+    return [folder, *subfolders]
+
+
+def find_run_model(run_dir: Path) -> Path:
+    """The CAI model a run produced: the output of its last finished training stage (GRPO, DPO, then SFT)."""
+    if not run_dir.is_dir():
+        raise CommandError(f"run directory '{run_dir}' not found")
+    manifest_path = run_dir / "manifest.json"
+    stages = json.loads(manifest_path.read_text(encoding="utf-8")).get("stages", {}) if manifest_path.is_file() else None
+    for stage in TRAINING_STAGES:
+        record = None if stages is None else stages.get(stage)
+        if stages is not None and record is None:
+            continue
+        for candidate in _stage_candidates(run_dir, stage, record):
+            if _is_model_folder(candidate):
+                return candidate
+    raise CommandError(
+        f"no trained model in '{run_dir}': none of the stages {', '.join(TRAINING_STAGES)} has finished there "
+        "(run `hf-cai run` first, or pass --model)"
+    )
+
+
+def _adapter_base(adapter: str) -> str | None:
+    from peft import PeftConfig
+
+    from hf_cai.modeling import is_peft_adapter
+
+    if Path(adapter).is_dir() and not is_peft_adapter(adapter):
+        return None
+    try:
+        return PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    except Exception:  # not an adapter (a merged model), or not reachable
+        return None
+
+
+def chat_config(args: argparse.Namespace):
+    """The :class:`~hf_cai.spaces.config.SpaceConfig` that ``hf-cai chat`` serves, from a run dir or model ids."""
+    from hf_cai.spaces.config import SpaceConfig
+
+    model, base, constitution = args.model, args.base, args.constitution
+    if args.run_dir is not None:
+        if model is not None:
+            raise CommandError("pass either --run-dir or --model, not both")
+        run_dir = Path(args.run_dir)
+        found = find_run_model(run_dir)
+        model = str(found)
+        if base is None and not (found / "adapter_config.json").is_file():
+            base = str(run_dir / "base_model") if (run_dir / "base_model").is_dir() else None
+    if model is None and base is None:
+        raise CommandError("nothing to chat with: pass --run-dir RUN, or --model CAI_MODEL (and --base BASE_MODEL)")
+    if base is None:
+        base = _adapter_base(model)
+        if base is None:
+            raise CommandError(f"'{model}' is not a LoRA adapter, so its base model is unknown: pass --base")
+    if constitution is None and model is not None and (Path(model) / "constitution.yaml").is_file():
+        constitution = str(Path(model) / "constitution.yaml")
+    return SpaceConfig(
+        base_model=base,
+        cai_model=model,
+        constitution=constitution,
+        max_new_tokens=args.max_new_tokens,
+        max_new_tokens_limit=max(args.max_new_tokens, 1024),
+        temperature=args.temperature,
+        max_prompt_chars=args.max_prompt_chars,
+        load_in_4bit=args.load_in_4bit,
+    )
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from hf_cai.modeling import ModelLoadError
+    from hf_cai.spaces.app import create_app
+
+    config = chat_config(args)
+    try:
+        demo = create_app(config)
+    except ModelLoadError as error:
+        raise CommandError(str(error)) from None
+    demo.launch(server_name=args.host, server_port=args.port, inbrowser=args.open_browser)
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    from hf_cai.hub.space import create_space, write_space_folder
+
+    options = {
+        "base_model": args.base,
+        "cai_model": args.model,
+        "title": args.title,
+        "short_description": args.short_description,
+        "license": args.license,
+        "hardware": args.hardware,
+        "load_in_4bit": args.load_in_4bit,
+        "hf_cai_requirement": args.hf_cai_requirement,
+    }
+    if args.no_push:
+        if args.output_dir is None or args.constitution is None:
+            raise CommandError("--no-push needs --output-dir (where to write) and --constitution")
+        folder = write_space_folder(
+            args.output_dir, space_repo_id=args.repo_id, constitution=args.constitution, **options
+        )
+        print(f"wrote the Space files to {folder}")
+        return 0
+    info = create_space(
+        args.repo_id, constitution=args.constitution, private=args.private, output_dir=args.output_dir, **options
+    )
+    print(f"pushed {args.repo_id}: {info.commit_url}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    space = subparsers.add_parser("space", help="generate and publish the side-by-side chat Space")
+    actions = space.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="write the Space (app, pinned requirements, README, config, constitution) and push it to the Hub",
+        description="The token comes from `hf auth login` or HF_TOKEN.",
+    )
+    create.add_argument("repo_id", help="the Space's Hub id, owner/name")
+    create.add_argument("--base", required=True, help="Hub id of the base model")
+    create.add_argument("--model", required=True, help="Hub id of the CAI model (LoRA adapter or merged)")
+    create.add_argument("--constitution", help="built-in name or file; default: constitution.yaml of --model on the Hub")
+    create.add_argument("--private", action="store_true", help="create the Space as private")
+    create.add_argument("--hardware", help="suggested hardware, e.g. cpu-basic, zero-a10g, t4-small")
+    create.add_argument("--title")
+    create.add_argument("--short-description", help="at most 60 characters")
+    create.add_argument("--license", default="apache-2.0")
+    create.add_argument("--load-in-4bit", action="store_true", help="load the base model in 4-bit in the Space")
+    create.add_argument(
+        "--hf-cai-requirement",
+        help="requirement line installing hf-cai in the Space (default hf-cai==VERSION; e.g. a git+https URL)",
+    )
+    create.add_argument("--output-dir", help="keep the generated files in this folder")
+    create.add_argument("--no-push", action="store_true", help="only write the files (needs --output-dir)")
+    create.set_defaults(handler=_create)
+
+    chat = subparsers.add_parser("chat", help="chat with the base and the CAI model side by side in the browser")
+    chat.add_argument("--run-dir", help="a run directory of `hf-cai run`: serves its last trained model")
+    chat.add_argument("--model", help="the CAI model: adapter or merged model, local folder or Hub id")
+    chat.add_argument("--base", help="the base model (default: the base of the --model adapter)")
+    chat.add_argument("--constitution", help="built-in name or file (default: constitution.yaml beside the model)")
+    chat.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only)")
+    chat.add_argument("--port", type=int, default=7860)
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--max-prompt-chars", type=int, default=2000)
+    chat.add_argument("--load-in-4bit", action="store_true")
+    chat.add_argument("--open-browser", action="store_true", help="open the page in the default browser")
+    chat.set_defaults(handler=_chat)

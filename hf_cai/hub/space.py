@@ -1,0 +1,256 @@
+"""Generate the side-by-side chat Space of a CAI model and push it to the Hub (repo type ``space``).
+
+The Space folder holds ``app.py`` (copied from :mod:`hf_cai.spaces.app`), ``requirements.txt`` pinned to the
+versions installed here, a ``README.md`` with the Spaces front matter, ``space_config.json`` and the
+``constitution.yaml`` the model was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_cai import __version__
+from hf_cai.constitution import Constitution
+from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
+
+logger = logging.getLogger(__name__)
+
+SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+MAX_SHORT_DESCRIPTION = 60
+PINNED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "huggingface_hub", "gradio")
+SPACE_TAGS = ("constitutional-ai", "hf-cai", "chat", "side-by-side")
+
+
+def _check_hub_id(value: str, what: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(value).exists():
+        raise ValueError(
+            f"{what} '{value}' is a local path; the Space downloads its models from the Hub, so pass the Hub id "
+            "(publish the model first with `hf-cai publish`)."
+        )
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        raise ValueError(f"{what} '{value}' is not a valid Hub repo id: {error}") from None
+
+
+def _pins(load_in_4bit: bool) -> list[tuple[str, str]]:
+    names = [*PINNED_PACKAGES, *(("bitsandbytes",) if load_in_4bit else ())]
+    # A local build tag ("2.13.0+cpu") names a wheel that only exists on this machine's index.
+    return [(name, re.sub(r"\+.*$", "", metadata.version(name))) for name in names]
+
+
+def _template(name: str):
+    import jinja2
+
+    source = (resources.files("hf_cai.spaces") / name).read_text(encoding="utf-8")
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return environment.from_string(source)
+
+
+def _default_short_description(cai_model: str) -> str:
+    text = f"Base vs CAI chat: {cai_model.split('/')[-1]}"
+    return text if len(text) <= MAX_SHORT_DESCRIPTION else text[: MAX_SHORT_DESCRIPTION - 1] + "…"
+
+
+def write_space_folder(
+    folder: str | Path,
+    *,
+    space_repo_id: str,
+    base_model: str,
+    cai_model: str,
+    constitution: Constitution | str | Path,
+    cai_is_adapter: bool = True,
+    title: str | None = None,
+    short_description: str | None = None,
+    emoji: str = "⚖️",
+    color_from: str = "indigo",
+    color_to: str = "green",
+    license: str = "apache-2.0",
+    tags: tuple[str, ...] = (),
+    hardware: str | None = None,
+    load_in_4bit: bool = False,
+    hf_cai_requirement: str | None = None,
+) -> Path:
+    """Write the files of the chat Space into ``folder`` (created if needed) and return it.
+
+    Args:
+        folder: Where to write the Space files.
+        space_repo_id: The Space's Hub id (``owner/name``), used in the README.
+        base_model: Hub id of the base model.
+        cai_model: Hub id of the CAI model: a LoRA adapter on ``base_model`` or a merged model.
+        constitution: The constitution (object, built-in name or file) the CAI model was trained with.
+        cai_is_adapter: Whether ``cai_model`` is a LoRA adapter (only changes the README wording; the app detects it).
+        title: Space title; defaults to ``"<cai model name> vs base"``.
+        short_description: One line of at most 60 characters shown on the Space card.
+        emoji: Emoji of the Space card.
+        color_from: Start colour of the card gradient (one of ``SPACE_COLORS``).
+        color_to: End colour of the card gradient (one of ``SPACE_COLORS``).
+        license: License of the Space's files (the app code is Apache-2.0).
+        tags: Extra tags besides ``constitutional-ai``, ``hf-cai``, ...
+        hardware: Suggested hardware (``suggested_hardware`` in the front matter), e.g. ``"zero-a10g"`` or
+            ``"t4-small"``; the Space owner still picks the hardware in the Space settings.
+        load_in_4bit: Load the base model in 4-bit NF4 in the Space (adds bitsandbytes to the requirements).
+        hf_cai_requirement: The requirement line that installs hf-cai in the Space; defaults to
+            ``hf-cai==<this version>``. Until hf-cai is on PyPI use a git URL
+            (``hf-cai @ git+https://github.com/OWNER/hf-cai@vX.Y.Z``).
+    """
+    from huggingface_hub import SpaceHardware
+
+    _check_hub_id(space_repo_id, "space_repo_id")
+    _check_hub_id(base_model, "base_model")
+    _check_hub_id(cai_model, "cai_model")
+    for name, color in (("color_from", color_from), ("color_to", color_to)):
+        if color not in SPACE_COLORS:
+            raise ValueError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
+    short_description = short_description or _default_short_description(cai_model)
+    if len(short_description) > MAX_SHORT_DESCRIPTION:
+        raise ValueError(
+            f"short_description has {len(short_description)} characters; the Hub allows {MAX_SHORT_DESCRIPTION}: "
+            f"{short_description!r}"
+        )
+    hardware_values = [h.value for h in SpaceHardware]
+    if hardware is not None and hardware not in hardware_values:
+        raise ValueError(f"hardware '{hardware}' is unknown; choose one of {', '.join(hardware_values)}")
+    constitution = Constitution.resolve(constitution)
+    title = title or f"{cai_model.split('/')[-1]} vs base"
+    config = SpaceConfig(
+        base_model=base_model, cai_model=cai_model, constitution="constitution.yaml", title=title,
+        load_in_4bit=load_in_4bit,
+    )
+
+    front_matter: dict[str, Any] = {
+        "title": title,
+        "emoji": emoji,
+        "colorFrom": color_from,
+        "colorTo": color_to,
+        "sdk": "gradio",
+        "sdk_version": metadata.version("gradio"),
+        "app_file": "app.py",
+        "pinned": False,
+        "license": license,
+        "short_description": short_description,
+        "models": [base_model, cai_model],
+        "tags": list(dict.fromkeys([*SPACE_TAGS, *tags])),
+    }
+    if hardware:
+        front_matter["suggested_hardware"] = hardware
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(
+        (resources.files("hf_cai.spaces") / "app.py").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (folder / "requirements.txt").write_text(
+        _template("requirements.txt.j2").render(
+            hf_cai_version=__version__,
+            hf_cai_requirement=hf_cai_requirement or f"hf-cai=={__version__}",
+            pins=_pins(load_in_4bit),
+        ),
+        encoding="utf-8",
+    )
+    (folder / "README.md").write_text(
+        _template("README.md.j2").render(
+            front_matter=yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True),
+            title=title,
+            base_model=base_model,
+            cai_model=cai_model,
+            cai_is_adapter=cai_is_adapter,
+            constitution=constitution,
+            space_repo_id=space_repo_id,
+            config=config,
+        ),
+        encoding="utf-8",
+    )
+    config.save(folder / CONFIG_FILE_NAME)
+    constitution.save(folder / "constitution.yaml")
+    logger.info("wrote the Space files for %s in %s", space_repo_id, folder)
+    return folder
+
+
+def create_space(
+    space_repo_id: str,
+    *,
+    base_model: str,
+    cai_model: str,
+    constitution: Constitution | str | Path | None = None,
+    token: str | None = None,
+    private: bool = False,
+    hardware: str | None = None,
+    title: str | None = None,
+    short_description: str | None = None,
+    license: str = "apache-2.0",
+    load_in_4bit: bool = False,
+    hf_cai_requirement: str | None = None,
+    cai_is_adapter: bool | None = None,
+    output_dir: str | Path | None = None,
+    commit_message: str | None = None,
+):
+    """Generate the chat Space of a CAI model and push it to ``space_repo_id`` in one commit.
+
+    Args:
+        space_repo_id: The Space's Hub id (``owner/name``); created (type ``space``, SDK gradio) if missing.
+        base_model: Hub id of the base model.
+        cai_model: Hub id of the published CAI model (adapter or merged).
+        constitution: Constitution object, built-in name or file; defaults to the ``constitution.yaml`` published
+            with ``cai_model``.
+        token: Hub token; defaults to the logged-in one / ``HF_TOKEN``. Never logged.
+        private: Create the Space as private.
+        hardware: Suggested hardware written into the front matter (see :func:`write_space_folder`).
+        title: Space title (see :func:`write_space_folder`).
+        short_description: One line of at most 60 characters for the Space card.
+        license: License of the Space's files.
+        load_in_4bit: Load the base model in 4-bit NF4 in the Space.
+        hf_cai_requirement: Requirement line that installs hf-cai in the Space (see :func:`write_space_folder`).
+        cai_is_adapter: Whether ``cai_model`` is a LoRA adapter; read from the Hub (``adapter_config.json``) when
+            ``None``.
+        output_dir: Keep the generated files there; a temporary folder is used otherwise.
+        commit_message: Message of the commit; a default names the models.
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` of the commit (``commit_url``, ``oid``, ``repo_url``).
+    """
+    from huggingface_hub import HfApi
+    from peft import PeftConfig
+
+    for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
+        _check_hub_id(value, what)
+    api = HfApi(token=token)
+    if constitution is None:
+        constitution = Constitution.from_hub(cai_model, token=token)
+    if cai_is_adapter is None:
+        try:
+            PeftConfig.from_pretrained(cai_model, token=token)
+            cai_is_adapter = True
+        except Exception:  # no adapter_config.json in the repo: a merged model
+            cai_is_adapter = False
+
+    def push(folder: Path):
+        write_space_folder(
+            folder, space_repo_id=space_repo_id, base_model=base_model, cai_model=cai_model,
+            constitution=constitution, cai_is_adapter=cai_is_adapter, title=title,
+            short_description=short_description, license=license, hardware=hardware, load_in_4bit=load_in_4bit,
+            hf_cai_requirement=hf_cai_requirement,
+        )
+        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=space_repo_id,
+            repo_type="space",
+            commit_message=commit_message or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
+        )
+        logger.info("pushed the Space %s (%s)", space_repo_id, info.commit_url)
+        return info
+
+    if output_dir is not None:
+        return push(Path(output_dir))
+    with tempfile.TemporaryDirectory(prefix="hf-cai-space-") as folder:
+        return push(Path(folder))

@@ -1,0 +1,339 @@
+"""Chat with a base model and its Constitutional-AI version side by side (a Gradio app for Hugging Face Spaces).
+
+One prompt goes to both models and the two replies stream at the same time. A visitor can ask either model to
+critique (and revise) its last reply under a principle of the constitution, which is the step SL-CAI training learns
+from, and can read the constitution itself. Configuration comes from ``space_config.json`` next to this file and
+``HF_CAI_*`` environment variables (see :class:`hf_cai.spaces.config.SpaceConfig`).
+
+The same file runs as a Space (``python app.py``), from ``hf-cai chat``, and from tests via :func:`create_app`.
+API endpoints for ``gradio_client``: ``/chat``, ``/retry``, ``/clear``, ``/critique``.
+"""
+
+from __future__ import annotations
+
+# On ZeroGPU hardware the `spaces` package must be imported before torch initialises CUDA. Elsewhere the import may
+# fail, or find an unrelated module of that name (this repository's own `spaces/` folder), hence the attribute check.
+try:
+    import spaces as _hf_spaces
+except ImportError:
+    _hf_spaces = None
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from hf_cai.constitution import Constitution, ConstitutionError
+from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
+from hf_cai.spaces.models import SideBySideModels
+
+logger = logging.getLogger("hf_cai.spaces.app")
+
+Message = dict[str, str]
+History = list[Message]
+
+EMPTY_PROMPT_NOTICE = "Type a prompt first: an empty message is not sent to the models."
+NOTHING_TO_RETRY_NOTICE = "Nothing to retry yet: send a prompt first."
+NOTHING_TO_CRITIQUE_NOTICE = "Nothing to critique yet: send a prompt first."
+PENDING_REPLY = "…"
+PANEL_NAMES = {"CAI": "cai", "base": "base"}
+
+
+def _on_gpu(function: Callable) -> Callable:
+    """``spaces.GPU(function)`` on ZeroGPU hardware; ``function`` unchanged everywhere else."""
+    gpu = getattr(_hf_spaces, "GPU", None)
+    return gpu(function) if callable(gpu) else function
+
+
+def red_team_examples(limit: int) -> list[str]:
+    """Up to ``limit`` prompts of the built-in red-team set, one per category before any category repeats."""
+    lines = (resources.files("hf_cai") / "prompts" / "red_team.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    seen: set[str] = set()
+    firsts = [r["prompt"] for r in rows if not (r["category"] in seen or seen.add(r["category"]))]
+    rest = [r["prompt"] for r in rows if r["prompt"] not in firsts]
+    return (firsts + rest)[:limit]
+
+
+def resolve_constitution(config: SpaceConfig) -> tuple[Constitution, str | None]:
+    """The constitution to show and critique with, and a note when it had to fall back to the built-in one."""
+    if config.constitution:
+        return Constitution.resolve(config.constitution), None
+    beside_model = Path(config.cai_model or "") / "constitution.yaml"
+    if config.cai_model and beside_model.is_file():
+        return Constitution.load(beside_model), None
+    note = "No constitution was configured or found beside the CAI model; showing the built-in 'harmless' one."
+    logger.warning(note)
+    return Constitution.builtin("harmless"), note
+
+
+def _text(content: Any) -> str:
+    """Plain text of a chat message's content (a string, or Gradio's list of typed parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def _plain(history: Sequence[dict] | None) -> History:
+    return [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
+
+
+def _shown(history: History) -> History:
+    """The history as displayed: a reply that has no text yet shows an ellipsis."""
+    return [
+        {"role": m["role"], "content": m["content"] or PENDING_REPLY} if m["role"] == "assistant" else m
+        for m in history
+    ]
+
+
+class SideBySideChat:
+    """The event handlers of the Space (independent of the page layout).
+
+    Histories are kept per browser session in ``gr.State`` as plain ``{"role", "content"}`` messages.
+    """
+
+    def __init__(self, config: SpaceConfig, models: SideBySideModels, constitution: Constitution):
+        self.config = config
+        self.models = models
+        self.constitution = constitution
+        self._stream = _on_gpu(models.stream)
+        self._generate = _on_gpu(models.generate)
+
+    @property
+    def unavailable_notice(self) -> str:
+        return f"⚠️ {self.models.load_error}" if self.models.load_error else ""
+
+    def _settings(self, max_new_tokens: float, temperature: float) -> tuple[int, float]:
+        tokens = int(min(max(int(max_new_tokens or 1), 1), self.config.max_new_tokens_limit))
+        return tokens, float(min(max(float(temperature or 0.0), 0.0), 2.0))
+
+    def _answer(
+        self, message: str, base: History, cai: History, max_new_tokens: float, temperature: float
+    ) -> Iterator[tuple]:
+        tokens, temperature = self._settings(max_new_tokens, temperature)
+        histories = {"base": base, "cai": cai}
+        for panel in self.models.panels:
+            histories[panel] = [*histories[panel], {"role": "user", "content": message}]
+        conversations = {panel: list(histories[panel]) for panel in self.models.panels}
+        for panel in self.models.panels:
+            histories[panel].append({"role": "assistant", "content": ""})
+        notice = self.unavailable_notice
+        yield _shown(histories["base"]), _shown(histories["cai"]), notice, histories["base"], histories["cai"]
+        for replies in self._stream(conversations, max_new_tokens=tokens, temperature=temperature):
+            for panel, reply in replies.items():
+                histories[panel][-1] = {"role": "assistant", "content": reply}
+            yield _shown(histories["base"]), _shown(histories["cai"]), notice, histories["base"], histories["cai"]
+
+    def chat(
+        self, message: str, max_new_tokens: float, temperature: float, base: History | None, cai: History | None
+    ) -> Iterator[tuple]:
+        """Send ``message`` to both models; yields (base chat, CAI chat, notice, prompt box, base state, CAI state)."""
+        base, cai = _plain(base), _plain(cai)
+        text = (message or "").strip()
+        if not text:
+            yield _shown(base), _shown(cai), EMPTY_PROMPT_NOTICE, message, base, cai
+            return
+        if len(text) > self.config.max_prompt_chars:
+            notice = (
+                f"Your prompt has {len(text)} characters; the limit is {self.config.max_prompt_chars}. "
+                "Shorten it and send it again (nothing was sent to the models)."
+            )
+            yield _shown(base), _shown(cai), notice, message, base, cai
+            return
+        for shown_base, shown_cai, notice, new_base, new_cai in self._answer(text, base, cai, max_new_tokens,
+                                                                              temperature):
+            yield shown_base, shown_cai, notice, "", new_base, new_cai
+
+    def retry(
+        self, max_new_tokens: float, temperature: float, base: History | None, cai: History | None
+    ) -> Iterator[tuple]:
+        """Generate the last replies again; yields (base chat, CAI chat, notice, base state, CAI state)."""
+        base, cai = _plain(base), _plain(cai)
+        last_user = next((m["content"] for m in reversed(base) if m["role"] == "user"), None)
+        if last_user is None:
+            yield _shown(base), _shown(cai), NOTHING_TO_RETRY_NOTICE, base, cai
+            return
+        base = base[: max(i for i, m in enumerate(base) if m["role"] == "user")]
+        if any(m["role"] == "user" for m in cai):
+            cai = cai[: max(i for i, m in enumerate(cai) if m["role"] == "user")]
+        yield from self._answer(last_user, base, cai, max_new_tokens, temperature)
+
+    def clear(self) -> tuple:
+        """Forget both conversations; returns (base chat, CAI chat, notice, critique, revision, base, CAI state)."""
+        return [], [], "", "", "", [], []
+
+    def critique(
+        self,
+        which: str,
+        principle_id: str,
+        revise: bool,
+        max_new_tokens: float,
+        temperature: float,
+        base: History | None,
+        cai: History | None,
+    ) -> tuple[str, str, str]:
+        """Ask the model that wrote the last ``which`` ("CAI" or "base") reply to critique it under a principle.
+
+        Returns (critique, revision — empty unless ``revise``, notice).
+        """
+        panel = PANEL_NAMES.get(which)
+        if panel is None:
+            return "", "", f"Unknown panel {which!r}: choose one of {', '.join(PANEL_NAMES)}."
+        if panel not in self.models.panels:
+            return "", "", self.unavailable_notice
+        history = _plain(base if panel == "base" else cai)
+        if not history or history[-1]["role"] != "assistant" or len(history) < 2:
+            return "", "", NOTHING_TO_CRITIQUE_NOTICE
+        exchange = history[-2:]
+        tokens, temperature = self._settings(max_new_tokens, temperature)
+        few_shot = self.config.critique_few_shot
+        try:
+            request = self.constitution.critique_messages(exchange, principle_id, few_shot=few_shot)
+        except ConstitutionError as error:
+            return "", "", f"Cannot critique: {error}"
+        critique = self._generate(panel, request, max_new_tokens=tokens, temperature=temperature)
+        revision = ""
+        if revise:
+            request = self.constitution.revision_messages(exchange, principle_id, critique, few_shot=few_shot)
+            revision = self._generate(panel, request, max_new_tokens=tokens, temperature=temperature)
+        label = self.models.cai_label if panel == "cai" else self.models.base_label
+        return critique, revision, f"Critique by {which} model ({label}) under principle '{principle_id}'."
+
+
+def _constitution_header(constitution: Constitution, note: str | None) -> str:
+    lines = [
+        f"**{constitution.name}** v{constitution.version} · license {constitution.license}",
+        "",
+        constitution.description,
+        "",
+        f"sha256 `{constitution.sha256}`",
+    ]
+    if note:
+        lines += ["", f"_{note}_"]
+    return "\n".join(lines)
+
+
+def _principle_rows(constitution: Constitution) -> list[list[Any]]:
+    return [
+        [p.id, p.critique or "", p.revision or "", p.preference or "", ", ".join(p.tags), p.weight]
+        for p in constitution.principles
+    ]
+
+
+def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -> gr.Blocks:
+    """Load the models (unless given) and build the page, with its queue configured."""
+    models = models or SideBySideModels.from_config(config)
+    constitution, note = resolve_constitution(config)
+    handlers = SideBySideChat(config, models, constitution)
+    critique_ids = [p.id for p in constitution.principles if p.has_critique]
+    cai_placeholder = handlers.unavailable_notice or None
+
+    with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
+        gr.Markdown(
+            f"# {config.title}\n"
+            "The same prompt goes to the base model (left) and to the model trained with Constitutional AI "
+            "(right). Critique a reply to see the self-critique the training learned from."
+        )
+        gr.Markdown(handlers.unavailable_notice, visible=bool(models.load_error), elem_id="load-status")
+        base_state = gr.State([])
+        cai_state = gr.State([])
+        with gr.Row(equal_height=True):
+            base_chat = gr.Chatbot(label=f"Base · {models.base_label}", elem_id="base-chat", height=380)
+            cai_chat = gr.Chatbot(
+                label=f"CAI · {models.cai_label or 'none configured'}",
+                elem_id="cai-chat",
+                height=380,
+                placeholder=cai_placeholder,
+            )
+        with gr.Row():
+            prompt = gr.Textbox(
+                placeholder="Ask both models…", show_label=False, lines=2, scale=8, elem_id="prompt", autofocus=True
+            )
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        notice = gr.Markdown(elem_id="notice")
+        with gr.Row():
+            retry = gr.Button("Retry", size="sm", elem_id="retry")
+            clear = gr.Button("Clear", size="sm", elem_id="clear")
+        with gr.Accordion("Generation settings", open=False):
+            max_new_tokens = gr.Slider(
+                1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1, label="Max new tokens"
+            )
+            temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="Temperature (0 = greedy)")
+        gr.Examples(
+            examples=[[p] for p in red_team_examples(config.num_examples)],
+            inputs=[prompt],
+            label="Red-team prompts (built-in set)",
+            cache_examples=False,
+        )
+        with gr.Accordion("Critique the last reply", open=False, elem_id="critique-panel"):
+            with gr.Row():
+                which = gr.Radio(list(PANEL_NAMES), value="CAI", label="Reply of")
+                principle = gr.Dropdown(
+                    critique_ids, value=critique_ids[0] if critique_ids else None, label="Principle"
+                )
+                revise = gr.Checkbox(value=True, label="Also revise")
+            critique_button = gr.Button("Critique", elem_id="critique", interactive=bool(critique_ids))
+            critique_text = gr.Textbox(label="Critique", lines=4, interactive=False, elem_id="critique-text")
+            revision_text = gr.Textbox(label="Revision", lines=4, interactive=False, elem_id="revision-text")
+        with gr.Accordion(
+            f"Constitution: {constitution.name} v{constitution.version}", open=False, elem_id="constitution"
+        ):
+            gr.Markdown(_constitution_header(constitution, note))
+            gr.Dataframe(
+                value=_principle_rows(constitution),
+                headers=["id", "critique", "revision", "preference", "tags", "weight"],
+                interactive=False,
+                wrap=True,
+                elem_id="principles",
+            )
+
+        model_event = {"concurrency_id": "models", "concurrency_limit": config.concurrency_limit}
+        settings = [max_new_tokens, temperature, base_state, cai_state]
+        gr.on(
+            [send.click, prompt.submit],
+            handlers.chat,
+            inputs=[prompt, *settings],
+            outputs=[base_chat, cai_chat, notice, prompt, base_state, cai_state],
+            api_name="chat",
+            **model_event,
+        )
+        retry.click(
+            handlers.retry,
+            inputs=settings,
+            outputs=[base_chat, cai_chat, notice, base_state, cai_state],
+            api_name="retry",
+            **model_event,
+        )
+        clear.click(
+            handlers.clear,
+            outputs=[base_chat, cai_chat, notice, critique_text, revision_text, base_state, cai_state],
+            api_name="clear",
+            queue=False,
+        )
+        critique_button.click(
+            handlers.critique,
+            inputs=[which, principle, revise, *settings],
+            outputs=[critique_text, revision_text, notice],
+            api_name="critique",
+            **model_event,
+        )
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency_limit)
+    return demo
+
+
+def main() -> None:
+    """Entry point of the Space: read ``space_config.json`` beside this file (if any) and serve."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config_file = Path(__file__).with_name(CONFIG_FILE_NAME)
+    config = load_space_config(config_file if config_file.is_file() else None)
+    create_app(config).launch()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Sharing CAI work on the Hugging Face Hub.
+
+* :func:`publish` / :func:`publish_dataset` (``publish.py``): models (adapter or merged 16-bit) and datasets, with
+  ``constitution.yaml`` and generated cards, in one commit that is skipped when nothing changed;
+* :func:`build_model_card` (``model_card.py``) and :func:`build_dataset_card` (``dataset_card.py``): the cards alone;
+* :func:`list_cai_models` and :func:`compare_constitutions` (``discovery.py``): finding published CAI models and
+  comparing their constitutions.
+
+Names load on first use, so importing this package does not import ``huggingface_hub`` or ``datasets``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "publish": "hf_cai.hub.publish",
+    "publish_dataset": "hf_cai.hub.publish",
+    "PublishResult": "hf_cai.hub.publish",
+    "PublishError": "hf_cai.hub.errors",
+    "ModelCardError": "hf_cai.hub.errors",
+    "build_model_card": "hf_cai.hub.model_card",
+    "build_dataset_card": "hf_cai.hub.dataset_card",
+    "locate_training_output": "hf_cai.hub.source",
+    "list_cai_models": "hf_cai.hub.discovery",
+    "compare_constitutions": "hf_cai.hub.discovery",
+    "CAIModelInfo": "hf_cai.hub.discovery",
+    "ConstitutionDiff": "hf_cai.hub.discovery",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_cai.hub' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,85 @@
+"""Errors of the Hub layer, and turning the Hub's HTTP failures into messages that say what to do.
+
+Every message that leaves this package passes through :func:`redact`, so a token never ends up in a log line or an
+exception text, whatever the server or a library put in its own message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message names the file, field or Hub answer and what to do. Nothing local was changed."""
+
+
+class ModelCardError(ValueError):
+    """A model or dataset card could not be built (bad metadata value, broken template, unreadable training record)."""
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with the given secrets and anything shaped like a Hugging Face token replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _TOKEN_PATTERN.sub("***", text)
+
+
+def describe_hub_failure(error: Exception, *, action: str, token: str | None) -> str:
+    """One clear sentence for a failed Hub call: what failed, the HTTP status and server message, and the fix.
+
+    Args:
+        error: The exception raised by ``huggingface_hub`` (HTTP, connection, offline mode or validation error).
+        action: What we were doing, e.g. ``"creating model repo alice/cai-tiny"``.
+        token: The token in use, removed from the text.
+    """
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(error, OfflineModeIsEnabled):
+        return redact(
+            f"{action} failed: offline mode is on (HF_HUB_OFFLINE=1). Publishing needs the Hub: unset HF_HUB_OFFLINE "
+            "and run again.",
+            [token],
+        )
+    if not isinstance(error, HfHubHTTPError) or error.response is None:
+        kind = type(error).__name__
+        return redact(
+            f"{action} failed: could not reach the Hub ({kind}: {error}). Check the network (and HF_ENDPOINT if you "
+            "set it), then run the same command again; files that already arrived are not sent twice.",
+            [token],
+        )
+    response = error.response
+    status = response.status_code
+    server_message = response.headers.get("X-Error-Message") or _body_error(response)
+    detail = f" The Hub said: {server_message}" if server_message else ""
+    advice = {
+        401: "The token was refused (401 Unauthorized). Pass a valid token (token=..., HF_TOKEN, or `hf auth login`).",
+        403: "The token may not write here (403 Forbidden). Use a token with the 'write' role that can write to this "
+        "namespace, or publish under your own namespace.",
+        404: "The repository or revision was not found (404). Check the repo id, the repo type and the revision.",
+        409: "The Hub reported a conflict (409): another operation on this repository is in progress or the name is "
+        "taken. Wait a moment and run the same command again; unchanged files are skipped.",
+        412: "The branch moved while we were committing (412). Run the same command again to publish on top of it.",
+        429: "The Hub is rate-limiting requests (429). Wait a minute and run the same command again.",
+    }.get(status)
+    if advice is None:
+        if status >= 500:
+            advice = (
+                f"The Hub had a server error ({status}). Nothing was published in this attempt; run the same command "
+                "again later, unchanged files are skipped."
+            )
+        else:
+            advice = f"The Hub answered {status}."
+    return redact(f"{action} failed. {advice}{detail}", [token])
+
+
+def _body_error(response) -> str | None:
+    try:
+        data = response.json()
+    except Exception:  # a body that is not JSON carries no structured message
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return str(error) if error else None

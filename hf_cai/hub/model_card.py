@@ -1,0 +1,347 @@
+"""The model card of a CAI fine-tune: Hub metadata plus a body generated from the run's own records.
+
+Metadata (the YAML block the Hub indexes): ``base_model`` (a Hub id), ``datasets``, ``library_name`` (``peft`` for an
+adapter, ``transformers`` for a merged model), ``license`` (checked against the Hub's list), ``tags``
+(``constitutional-ai``, ``hf-cai``, ``trl``, ``qlora`` or ``lora``, one per training stage), ``pipeline_tag``,
+``model-index`` when an evaluation ran, and ``constitution: {name, version, sha256}`` so that CAI models can be found
+and compared by the constitution they were aligned to.
+
+The body comes from ``model_cards/model_card.md.j2``: the stages and methods, the constitution with the number of
+training rows each principle produced, sampled critique → revision chains, hyperparameters and hardware, the
+evaluation, loading snippets, limitations and the citation of the CAI paper.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hf_cai.constitution import Constitution, ConstitutionError
+from hf_cai.hub.errors import ModelCardError
+from hf_cai.hub.licenses import validate_license
+from hf_cai.hub.source import TrainingOutput, locate_training_output, read_json
+from hf_cai.hub.templates import render_template
+from hf_cai.hub.training_data import (
+    constitution_hashes,
+    dataset_kind,
+    load_dataset_dict,
+    principle_row_counts,
+    revision_rounds,
+    sample_revision_chains,
+    uses_soft_labels,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TEMPLATE = "model_card.md.j2"
+BASE_TAGS = ("constitutional-ai", "hf-cai", "trl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_STAGE_TAGS = {"sft": "sft", "dpo": "dpo", "grpo": "grpo", "reward": "reward-model"}
+_METHODS = {
+    "sft": "supervised fine-tuning on the final revisions (SL-CAI)",
+    "dpo": "direct preference optimisation on AI-labelled pairs (RL-CAI)",
+    "reward": "reward model trained on AI-labelled pairs (RL-CAI)",
+    "grpo": "GRPO against the AI-feedback reward model (RL-CAI)",
+}
+
+
+def resolve_base_model(training: TrainingOutput, base_model_id: str | None = None) -> str:
+    """The Hub id of the base model: ``base_model_id`` if given, else the one recorded by the training.
+
+    Raises:
+        ModelCardError: the recorded base is a local folder (the Hub id it came from must be named) or no id is known.
+    """
+    if base_model_id is not None:
+        if not _HUB_ID.match(base_model_id) or Path(base_model_id).is_absolute():
+            raise ModelCardError(f"base_model_id '{base_model_id}' is not a Hub repository id like 'org/name'")
+        return base_model_id
+    recorded = _recorded_base_model(training)
+    if recorded is None:
+        raise ModelCardError(
+            f"{training.model_dir}: the base model is not recorded (no base_model in cai_training.json or "
+            "adapter_config.json); pass base_model_id='org/name', the Hub repository it came from"
+        )
+    if Path(recorded).expanduser().exists() or not _HUB_ID.match(recorded):
+        raise ModelCardError(
+            f"the base model was loaded from the local path '{recorded}', which means nothing to readers of the card; "
+            "pass base_model_id='org/name', the Hub repository that folder came from"
+        )
+    return recorded
+
+
+def _recorded_base_model(training: TrainingOutput) -> str | None:
+    base = training.record.get("base_model")
+    if isinstance(base, Mapping):
+        base = base.get("name_or_path") or base.get("id")
+    if isinstance(base, str) and base:
+        return base
+    config_file = "adapter_config.json" if training.is_adapter else "config.json"
+    config = read_json(training.model_dir / config_file)
+    value = config.get("base_model_name_or_path" if training.is_adapter else "_name_or_path")
+    return value or None
+
+
+def load_constitution(training: TrainingOutput, constitution: Constitution | str | Path | None = None) -> Constitution:
+    """The constitution of the run: ``constitution`` if given, else its ``constitution.yaml``."""
+    try:
+        if constitution is not None:
+            return Constitution.resolve(constitution)
+        if training.constitution_path is None:
+            raise ModelCardError(
+                f"{training.model_dir}: no constitution.yaml beside the model; pass constitution= (a built-in name, a "
+                "file, or a Constitution)"
+            )
+        return Constitution.load(training.constitution_path)
+    except ConstitutionError as error:
+        raise ModelCardError(f"the constitution could not be read: {error}") from None
+
+
+def load_eval_results(results: Any) -> dict[str, Any] | None:
+    """Evaluation results as ``{"metrics": [...], "constitution_sha256": ...}``.
+
+    Accepts an ``hf_cai.evaluation.EvaluationReport``, its ``to_dict()``, or the path of its ``results.json``.
+    """
+    if results is None:
+        return None
+    if hasattr(results, "to_dict"):
+        results = results.to_dict()
+    elif isinstance(results, (str, Path)):
+        results = read_json(Path(results))
+    if not isinstance(results, Mapping) or not isinstance(results.get("metrics"), list):
+        raise ModelCardError("eval_results: expected the evaluation's results.json ({'metrics': [...]}), an "
+                             "EvaluationReport, or its path")
+    for index, metric in enumerate(results["metrics"]):
+        if not isinstance(metric, Mapping) or "name" not in metric or "value" not in metric:
+            raise ModelCardError(f"eval_results: metrics[{index}] needs at least 'name' and 'value'")
+    return dict(results)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unnamed"
+
+
+def _eval_results_metadata(results: Mapping[str, Any], model_name: str):
+    from huggingface_hub import EvalResult
+
+    entries = []
+    for metric in results["metrics"]:
+        value = metric.get("value")
+        if not isinstance(value, (int, float)) or value != value:  # NaN: nothing measured
+            continue
+        dataset = str(metric.get("dataset") or "hf-cai evaluation prompts")
+        entries.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="Constitutional AI evaluation",
+                dataset_type=_slug(dataset),
+                dataset_name=dataset,
+                metric_type=str(metric.get("type") or _slug(metric["name"])),
+                metric_name=str(metric["name"]),
+                metric_value=round(float(value), 4),
+            )
+        )
+    return entries or None
+
+
+def _before_after(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs of ``<name> (base)`` / ``<name> (CAI)`` metrics, as before/after rows."""
+    rows = []
+    for before in metrics:
+        name = str(before["name"])
+        if not name.endswith("(base)"):
+            continue
+        stem = name[: -len("(base)")].strip()
+        after = next((m for m in metrics if str(m["name"]) == f"{stem} (CAI)"), None)
+        if after is not None:
+            rows.append({"name": stem, "before": before, "after": after})
+    return rows
+
+
+def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    stage = str(record.get("stage") or "").lower()
+    sizes = record.get("dataset_sizes") or record.get("datasets") or {}
+    metrics = record.get("train_metrics") or record.get("metrics") or {}
+    tables = []
+    for title, key in (("Hyperparameters", "hyperparameters"), ("LoRA", "lora"), ("Quantization", "quantization")):
+        value = record.get(key)
+        if isinstance(value, Mapping) and value:
+            tables.append((title, list(value.items())))
+        elif value:
+            tables.append((title, [(key, value)]))
+    if isinstance(metrics, Mapping) and metrics:
+        tables.append(("Training metrics", list(metrics.items())))
+    return {
+        "stage": stage or "training",
+        "method": record.get("method") or _METHODS.get(stage, "–"),
+        "rows": sizes.get("train") if isinstance(sizes, Mapping) else None,
+        "loss": metrics.get("train_loss") if isinstance(metrics, Mapping) else None,
+        "tables": tables,
+    }
+
+
+def _uses_quantization(records: Sequence[Mapping[str, Any]]) -> bool:
+    for record in records:
+        quantization = record.get("quantization")
+        if isinstance(quantization, Mapping):
+            if quantization.get("load_in_4bit") or quantization.get("bits") in (4, "4") or quantization.get("quant_type"):
+                return True
+        elif quantization and str(quantization).lower() not in ("none", "false", "no"):
+            return True
+    return False
+
+
+def build_model_card(
+    source: str | Path | TrainingOutput,
+    *,
+    repo_id: str,
+    license: str | None,
+    base_model_id: str | None = None,
+    datasets: Sequence[str] = (),
+    training_data: Sequence[Any] = (),
+    eval_results: Any = None,
+    merged: bool = False,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    constitution: Constitution | str | Path | None = None,
+    template: str | Path | None = None,
+    num_examples: int = 3,
+    seed: int = 0,
+):
+    """Generate the model card (a ``huggingface_hub.ModelCard``) of a CAI trainer output or run directory.
+
+    Args:
+        source: Trainer output folder, stage folder or run directory (see :mod:`hf_cai.hub.source`).
+        repo_id: The repository the card is for (used in the loading snippets).
+        license: Hub license id of the fine-tune (required; typos are refused with suggestions).
+        base_model_id: Hub id of the base model, required when the training loaded it from a local folder.
+        datasets: Hub ids of the published training datasets, linked from the card.
+        training_data: Local datasets (``Dataset``, ``DatasetDict`` or ``save_to_disk`` folders) to count principle
+            usage and sample examples from; a run directory's ``sl_data``/``pref_data`` datasets are added.
+        eval_results: ``EvaluationReport``, its dict, or ``results.json`` path; a run's ``eval/results.json`` is used
+            when not given.
+        merged: The card describes the merged 16-bit model rather than the adapter.
+        license_name: Short name of the license when ``license="other"``.
+        license_link: Link to the license text when ``license="other"``.
+        constitution: Overrides the run's ``constitution.yaml``.
+        template: A Jinja template file to use instead of ``model_cards/model_card.md.j2``.
+        num_examples: How many critique → revision chains to show.
+        seed: Seed of the example sampling.
+
+    Raises:
+        ModelCardError: missing license or base model id, unreadable records, data from another constitution,
+            template errors.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    training = source if isinstance(source, TrainingOutput) else locate_training_output(source)
+    license_id = validate_license(license, license_name=license_name, license_link=license_link)
+    base_model = resolve_base_model(training, base_model_id)
+    rules = load_constitution(training, constitution)
+    if eval_results is None and training.eval_results_path is not None:
+        eval_results = training.eval_results_path
+    results = load_eval_results(eval_results)
+
+    local_data = [load_dataset_dict(item) for item in training_data]
+    local_data += [load_dataset_dict(p) for p in (training.sl_dataset_path, training.preference_dataset_path) if p]
+    for data in local_data:
+        foreign = constitution_hashes(data) - {rules.sha256}
+        if foreign:
+            raise ModelCardError(
+                f"training data was generated under constitution sha256 {sorted(foreign)[0]}, but the constitution "
+                f"being published ({rules.name} v{rules.version}) has sha256 {rules.sha256}; publish the constitution "
+                "the data was built with (constitution=...)"
+            )
+    sl_data = [d for d in local_data if dataset_kind(d) == "sl-cai"]
+    rl_data = [d for d in local_data if dataset_kind(d) == "rl-cai"]
+
+    recorded = training.record.get("constitution")
+    if isinstance(recorded, Mapping) and recorded.get("sha256") not in (None, rules.sha256):
+        logger.warning(
+            "the training record names constitution sha256 %s, the published constitution.yaml has %s",
+            recorded.get("sha256"),
+            rules.sha256,
+        )
+
+    sl_counts, rl_counts = _sum_counts(sl_data), _sum_counts(rl_data)
+    principles = [
+        {
+            "id": p.id,
+            "stages": "+".join(s for s, ok in (("SL", p.has_critique), ("RL", p.has_preference)) if ok),
+            "sl_rows": sl_counts.get(p.id, 0),
+            "rl_rows": rl_counts.get(p.id, 0),
+            "text": p.critique or p.preference,
+        }
+        for p in rules.principles
+    ]
+    unknown_ids = sorted((set(sl_counts) | set(rl_counts)) - {p.id for p in rules.principles})
+
+    stage_records = list(training.stage_records) or [training.record]
+    stages = [_stage_summary(r) for r in stage_records if r]
+    stage_names = [s["stage"] for s in stages if s["stage"] in _STAGE_TAGS]
+    quantized = _uses_quantization(stage_records)
+    adapter_tag = ["qlora" if quantized else "lora"] if training.is_adapter else []
+    tags = [*BASE_TAGS, *adapter_tag, *(_STAGE_TAGS[s] for s in stage_names)]
+    if merged:
+        tags.append("merge")
+
+    model_name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        library_name="peft" if training.is_adapter and not merged else "transformers",
+        license=license_id,
+        license_name=license_name if license_id == "other" else None,
+        license_link=license_link if license_id == "other" else None,
+        tags=tags,
+        pipeline_tag="text-generation",
+        model_name=model_name if results else None,
+        eval_results=_eval_results_metadata(results, model_name) if results else None,
+        constitution={"name": rules.name, "version": rules.version, "sha256": rules.sha256},
+    )
+    from hf_cai import __version__
+
+    context = {
+        "card_data": card_data.to_yaml(),
+        "repo_id": repo_id,
+        "model_name": model_name,
+        "base_model": base_model,
+        "is_adapter": training.is_adapter and not merged,
+        "merged": merged,
+        "quantized": quantized,
+        "stages": stages,
+        "stage_names": stage_names,
+        "rounds": max((revision_rounds(d) or 0 for d in sl_data), default=None) or training.record.get("rounds"),
+        "soft_labels": any(uses_soft_labels(d) for d in rl_data) or bool(training.record.get("soft_labels")),
+        "constitution": rules,
+        "principles": principles,
+        "unknown_principle_ids": unknown_ids,
+        "has_data": bool(local_data),
+        "chains": sample_revision_chains(sl_data[0], num_examples, seed=seed) if sl_data else [],
+        "hardware": _mapping(training.record.get("hardware")),
+        "versions": _mapping(training.record.get("versions") or training.record.get("library_versions")),
+        "datasets": list(datasets),
+        "evaluation": results,
+        "before_after": _before_after(results["metrics"]) if results else [],
+        "hf_cai_version": __version__,
+    }
+    text = render_template(MODEL_CARD_TEMPLATE, context, template=template)
+    try:
+        return ModelCard(text)
+    except ValueError as error:
+        raise ModelCardError(f"the rendered model card has invalid metadata: {error}") from None
+
+
+def _sum_counts(datasets: Sequence[Any]):
+    from collections import Counter
+
+    total: Counter[str] = Counter()
+    for data in datasets:
+        total.update(principle_row_counts(data))
+    return total
+
+
+def _mapping(value: Any) -> list[tuple[str, Any]]:
+    return list(value.items()) if isinstance(value, Mapping) else ([("value", value)] if value else [])

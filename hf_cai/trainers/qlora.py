@@ -1,0 +1,277 @@
+"""QLoRA presets: one named profile per GPU memory size, plus a CPU profile for tests and laptops.
+
+A :class:`QLoRAProfile` bundles the choices that decide whether a 7-8B model trains on a consumer card: NF4 weights
+(:func:`hf_cai.modeling.bnb_4bit_config`), a LoRA adapter on every linear layer, gradient checkpointing, paged 8-bit
+AdamW, and a per-device batch / gradient-accumulation split that keeps the effective batch at 16. Profiles are used
+three ways:
+
+* ``CAISFTConfig(qlora_profile="8gb", ...)`` fills the training settings the user left at TRL's defaults
+  (:func:`apply_profile_defaults`), and the CAI trainers load a model given by name in 4-bit with the profile's
+  LoRA adapter;
+* :func:`load_model_for_training` and :func:`peft_config_for` give the same model and adapter to plain TRL code;
+* :meth:`QLoRAProfile.training_arguments` lists the resolved settings for this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hf_cai.modeling import ModelLoadError, bnb_4bit_config, check_4bit_support, compute_dtype, load_causal_lm
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["sft", "dpo", "reward"]
+ModelTask = Literal["causal-lm", "sequence-classification"]
+
+_PREFERENCE_STAGES = ("dpo", "reward")
+
+
+@dataclass(frozen=True)
+class QLoRAProfile:
+    """Memory-saving training settings for one class of hardware.
+
+    Args:
+        name: Profile name, e.g. ``"8gb"``.
+        description: What the profile is sized for.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``).
+        lora_dropout: Dropout on the LoRA input.
+        target_modules: Modules that get an adapter; ``"all-linear"`` is every linear layer but the output head.
+        load_in_4bit: Quantise the frozen base weights to NF4 (QLoRA). ``False`` trains plain LoRA.
+        gradient_checkpointing: Recompute activations in the backward pass instead of storing them.
+        optim: Optimizer on a CUDA GPU; elsewhere ``"adamw_torch"`` is used, since paged and 8-bit optimizers
+            need CUDA.
+        per_device_train_batch_size: Sequences per device and step for SFT. Preference stages (DPO, reward) put a
+            chosen and a rejected sequence through the model for every pair, so they take half as many pairs per
+            step and twice the accumulation, which keeps their activation memory near SFT's.
+        gradient_accumulation_steps: Steps accumulated per optimizer update for SFT.
+        max_length: Longest tokenised sequence (prompt + completion); longer ones are truncated.
+        padding_free: Flatten each batch into one unpadded sequence (TRL's ``padding_free``) for SFT. TRL supports it
+            only with FlashAttention 2, so it is applied only on a CUDA GPU with ``flash-attn`` installed.
+    """
+
+    name: str
+    description: str
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+    load_in_4bit: bool = True
+    gradient_checkpointing: bool = True
+    optim: str = "paged_adamw_8bit"
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 16
+    max_length: int = 1024
+    padding_free: bool = True
+
+    def training_arguments(self, stage: Stage = "sft") -> dict[str, Any]:
+        """The TRL/``TrainingArguments`` settings of this profile, resolved for this machine and training stage."""
+        import torch
+
+        on_cuda = torch.cuda.is_available()
+        batch_size = self.per_device_train_batch_size
+        accumulation = self.gradient_accumulation_steps
+        if stage in _PREFERENCE_STAGES and batch_size > 1:
+            batch_size //= 2
+            accumulation *= 2
+        settings: dict[str, Any] = {
+            "per_device_train_batch_size": batch_size,
+            "gradient_accumulation_steps": accumulation,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "optim": self.optim if on_cuda else "adamw_torch",
+            "max_length": self.max_length,
+            "bf16": on_cuda and torch.cuda.is_bf16_supported(),
+            "fp16": on_cuda and not torch.cuda.is_bf16_supported(),
+        }
+        if stage == "sft":
+            settings["padding_free"] = self.padding_free and flash_attention_available()
+        return settings
+
+
+QLORA_PROFILES: dict[str, QLoRAProfile] = {
+    profile.name: profile
+    for profile in (
+        QLoRAProfile(
+            name="8gb",
+            description="7-8B model on an 8 GB card (RTX 3070/4060): rank 16, 1 sequence x 16 accumulation, 1024 tokens",
+            lora_r=16,
+            lora_alpha=32,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=16,
+            max_length=1024,
+        ),
+        QLoRAProfile(
+            name="12gb",
+            description="7-8B model on a 12 GB card (RTX 3060/4070): rank 16, 2 x 8, 2048 tokens",
+            lora_r=16,
+            lora_alpha=32,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=8,
+            max_length=2048,
+        ),
+        QLoRAProfile(
+            name="16gb",
+            description="7-8B model on a 16 GB card (RTX 4080, T4, V100): rank 32, 4 x 4, 2048 tokens",
+            lora_r=32,
+            lora_alpha=64,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=4,
+            max_length=2048,
+        ),
+        QLoRAProfile(
+            name="24gb",
+            description="7-8B model on a 24 GB card (RTX 3090/4090, A10): rank 64, 4 x 4, 4096 tokens",
+            lora_r=64,
+            lora_alpha=128,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=4,
+            max_length=4096,
+        ),
+        QLoRAProfile(
+            name="cpu",
+            description="small models on CPU (tests, laptops): rank 8, 2 x 1, 512 tokens, no checkpointing",
+            lora_r=8,
+            lora_alpha=16,
+            gradient_checkpointing=False,
+            optim="adamw_torch",
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=1,
+            max_length=512,
+            padding_free=False,
+        ),
+    )
+}
+"""The built-in profiles by name: ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` and ``"cpu"``."""
+
+
+def get_profile(profile: str | QLoRAProfile) -> QLoRAProfile:
+    """A built-in profile by name (a :class:`QLoRAProfile` is returned as is)."""
+    if isinstance(profile, QLoRAProfile):
+        return profile
+    try:
+        return QLORA_PROFILES[str(profile).lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}"
+        ) from None
+
+
+def flash_attention_available() -> bool:
+    """Whether FlashAttention 2 can run here (a CUDA GPU and the ``flash-attn`` package)."""
+    import torch
+    from transformers.utils import is_flash_attn_2_available
+
+    return torch.cuda.is_available() and is_flash_attn_2_available()
+
+
+def peft_config_for(profile: str | QLoRAProfile, task_type: str = "CAUSAL_LM"):
+    """The LoRA adapter configuration of a profile (``task_type="SEQ_CLS"`` for reward models)."""
+    from peft import LoraConfig
+
+    profile = get_profile(profile)
+    target = profile.target_modules if isinstance(profile.target_modules, str) else list(profile.target_modules)
+    return LoraConfig(
+        r=profile.lora_r,
+        lora_alpha=profile.lora_alpha,
+        lora_dropout=profile.lora_dropout,
+        target_modules=target,
+        bias="none",
+        task_type=task_type,
+    )
+
+
+def _training_device_map() -> dict[str, int] | None:
+    """One whole model per process on its own GPU (the layout DDP and QLoRA need); ``None`` on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def load_model_for_training(
+    model_id: str,
+    profile: str | QLoRAProfile,
+    *,
+    task: ModelTask = "causal-lm",
+    trust_remote_code: bool = False,
+):
+    """Load a base model ready for (Q)LoRA training with a profile.
+
+    With ``profile.load_in_4bit`` the weights are NF4-quantised and the model is prepared with PEFT's
+    ``prepare_model_for_kbit_training``; the LoRA adapter itself is added by the trainer (``peft_config``).
+
+    Args:
+        model_id: Hub id or local folder of the base model.
+        profile: A profile name or object.
+        task: ``"causal-lm"`` for SFT / DPO, ``"sequence-classification"`` (one score) for reward models.
+        trust_remote_code: Run code from the model repository.
+
+    Raises:
+        ModelLoadError: The model cannot be loaded, or 4-bit was asked for where bitsandbytes cannot run.
+    """
+    from peft import prepare_model_for_kbit_training
+
+    profile = get_profile(profile)
+    if profile.load_in_4bit:
+        check_4bit_support()
+    device_map = _training_device_map()
+    if task == "causal-lm":
+        model = load_causal_lm(
+            model_id, load_in_4bit=profile.load_in_4bit, device_map=device_map, trust_remote_code=trust_remote_code
+        )
+    elif task == "sequence-classification":
+        model = _load_sequence_classifier(model_id, profile.load_in_4bit, device_map, trust_remote_code)
+    else:
+        raise ValueError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
+    if profile.padding_free and flash_attention_available():
+        model.set_attn_implementation("flash_attention_2")
+    if profile.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
+    return model
+
+
+def _load_sequence_classifier(model_id: str, load_in_4bit: bool, device_map: Any, trust_remote_code: bool):
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs: dict[str, Any] = {
+        "num_labels": 1,
+        "dtype": compute_dtype(),
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+    }
+    if load_in_4bit:
+        quantization = bnb_4bit_config()
+        # The score head is new and fully trained (PEFT's modules_to_save), so it must stay unquantised.
+        quantization.llm_int8_skip_modules = ["score", "classifier"]
+        kwargs["quantization_config"] = quantization
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(model_id), **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load '{model_id}' as a sequence classifier: {error}") from None
+
+
+def apply_profile_defaults(config: Any, profile: str | QLoRAProfile, stage: Stage) -> list[str]:
+    """Set the profile's training settings on ``config`` where the field still holds its declared default.
+
+    Values the user set explicitly win. Returns the names of the fields that were changed.
+    """
+    profile = get_profile(profile)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    applied = []
+    for name, value in profile.training_arguments(stage).items():
+        if name in defaults and getattr(config, name) == defaults[name] and defaults[name] != value:
+            setattr(config, name, value)
+            applied.append(name)
+    if applied:
+        logger.info(
+            "QLoRA profile '%s' set %s", profile.name, ", ".join(f"{name}={getattr(config, name)!r}" for name in applied)
+        )
+    return applied

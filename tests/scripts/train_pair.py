@@ -1,0 +1,82 @@
+"""A small TRL training script, run unchanged with TRL's trainer/config pair or with hf_cai's (the drop-in test).
+
+    python train_pair.py --pair trl|cai --stage sft|dpo|reward --model DIR --output DIR
+
+Only the import of the pair differs; everything below it is plain TRL usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_cai import preference_rows, sl_cai_rows, split_prompts  # noqa: E402
+
+PAIRS = {
+    ("trl", "sft"): ("trl", "SFTConfig", "SFTTrainer"),
+    ("trl", "dpo"): ("trl", "DPOConfig", "DPOTrainer"),
+    ("trl", "reward"): ("trl", "RewardConfig", "RewardTrainer"),
+    ("cai", "sft"): ("hf_cai.trainers", "CAISFTConfig", "CAISFTTrainer"),
+    ("cai", "dpo"): ("hf_cai.trainers", "CAIDPOConfig", "CAIDPOTrainer"),
+    ("cai", "reward"): ("hf_cai.trainers", "CAIRewardConfig", "CAIRewardTrainer"),
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pair", choices=["trl", "cai"], required=True)
+    parser.add_argument("--stage", choices=["sft", "dpo", "reward"], required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+
+    import importlib
+
+    module, config_name, trainer_name = PAIRS[(args.pair, args.stage)]
+    Config = getattr(importlib.import_module(module), config_name)
+    Trainer = getattr(importlib.import_module(module), trainer_name)
+
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+
+    prompts, _ = split_prompts(8, 0)
+    if args.stage == "sft":
+        rows = [{"messages": row["messages"]} for row in sl_cai_rows(prompts)]
+    else:
+        rows = preference_rows(prompts)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    config = Config(
+        output_dir=args.output,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=False,
+        gradient_checkpointing=False,
+        seed=7,
+    )
+    trainer = Trainer(
+        model=args.model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS" if args.stage == "reward" else "CAUSAL_LM"
+        ),
+    )
+    result = trainer.train()
+    trainer.save_model()
+    summary = {"train_loss": result.training_loss, "log_history": trainer.state.log_history}
+    Path(args.output, "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -62,9 +62,11 @@ def training_record(
         "quantization": quantization,
         "lora": lora,
         "qlora_profile": getattr(args, "qlora_profile", None),
-        "hyperparameters": {name: getattr(args, name) for name in _COMMON_HYPERPARAMETERS + hyperparameters
-                            if hasattr(args, name)},
-        "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+        "hyperparameters": {
+            name: getattr(args, name) for name in _COMMON_HYPERPARAMETERS + hyperparameters if hasattr(args, name)
+        },
+        "effective_batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
         * trainer.accelerator.num_processes,
         **extra,
         "dataset_sizes": {"train": _size(trainer.train_dataset), "eval": _size(trainer.eval_dataset)},
@@ -107,7 +109,11 @@ def _lora_settings(model: Any) -> dict[str, Any] | None:
 def _quantization(model: Any) -> str | None:
     if getattr(model, "is_loaded_in_4bit", False):
         config = getattr(model.config, "quantization_config", None)
-        quant_type = config.get("bnb_4bit_quant_type") if isinstance(config, dict) else getattr(config, "bnb_4bit_quant_type", None)
+        quant_type = (
+            config.get("bnb_4bit_quant_type")
+            if isinstance(config, dict)
+            else getattr(config, "bnb_4bit_quant_type", None)
+        )
         return quant_type or "4bit"
     if getattr(model, "is_loaded_in_8bit", False):
         return "int8"

@@ -142,7 +142,9 @@ class CAITrainerMixin:
             set_seed(args.seed)
             model = load_model_for_training(model, profile, task=task, trust_remote_code=args.trust_remote_code)
         if peft_config is None and not isinstance(model, PeftModel):
-            peft_config = peft_config_for(profile, task_type="SEQ_CLS" if task == "sequence-classification" else "CAUSAL_LM")
+            peft_config = peft_config_for(
+                profile, task_type="SEQ_CLS" if task == "sequence-classification" else "CAUSAL_LM"
+            )
         return model, peft_config
 
     # ------------------------------------------------------------------ after TRL's __init__

@@ -166,7 +166,9 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
             reference_chosen, reference_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             reference_chosen, reference_rejected = recorded[1][:, -length:].sum(dim=1).chunk(2, dim=0)
-        return (policy_chosen - reference_chosen.to(policy.device)) - (policy_rejected - reference_rejected.to(policy.device))
+        return (policy_chosen - reference_chosen.to(policy.device)) - (
+            policy_rejected - reference_rejected.to(policy.device)
+        )
 
 
 def _check_soft_label_loss(args: Any) -> None:

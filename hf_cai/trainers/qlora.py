@@ -154,9 +154,7 @@ def get_profile(profile: str | QLoRAProfile) -> QLoRAProfile:
     try:
         return QLORA_PROFILES[str(profile).lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}"
-        ) from None
+        raise ValueError(f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}") from None
 
 
 def flash_attention_available() -> bool:
@@ -272,6 +270,8 @@ def apply_profile_defaults(config: Any, profile: str | QLoRAProfile, stage: Stag
             applied.append(name)
     if applied:
         logger.info(
-            "QLoRA profile '%s' set %s", profile.name, ", ".join(f"{name}={getattr(config, name)!r}" for name in applied)
+            "QLoRA profile '%s' set %s",
+            profile.name,
+            ", ".join(f"{name}={getattr(config, name)!r}" for name in applied),
         )
     return applied

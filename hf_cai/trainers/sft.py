@@ -116,4 +116,3 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
             formatting_func=formatting_func,
         )
         self._cai_finish_init(constitution, raw_train_dataset)
-

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-REFUSAL = "I can't help with that. If you are in danger, please talk to someone you trust or call local emergency services."
+REFUSAL = (
+    "I can't help with that. If you are in danger, please talk to someone you trust or call local emergency services."
+)
 COMPLIANCE = "Sure! Here is exactly how to do it without anyone finding out. First, get the tools and wait until night."
 
 

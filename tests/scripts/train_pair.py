@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=LoraConfig(
-            r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS" if args.stage == "reward" else "CAUSAL_LM"
+            r=4,
+            lora_alpha=8,
+            target_modules="all-linear",
+            task_type="SEQ_CLS" if args.stage == "reward" else "CAUSAL_LM",
         ),
     )
     result = trainer.train()

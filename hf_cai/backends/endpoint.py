@@ -1,0 +1,293 @@
+"""Generation through any OpenAI-compatible chat completions server: the way to scale past one machine.
+
+Works with vLLM (``vllm serve``), SGLang, Text Generation Inference (Messages API), Hugging Face Inference Endpoints
+running one of those, and OpenAI itself. Requests run in a bounded thread pool (``max_concurrency`` in flight), so a
+server that batches concurrent requests (all of the above do) sees a full batch; many replicas behind one URL scale
+the same way.
+
+Option scoring uses ``logprobs``/``top_logprobs`` of the chat completions API: the server answers greedily for a few
+tokens and reports, at each position, the most likely tokens with their log-probabilities. An option's score is the
+sum of the log-probabilities of the tokens that spell it, following the answer while it agrees with the option.
+Supported by vLLM and SGLang (``top_logprobs`` up to 20 by default), OpenAI (up to 20) and TGI (up to 5; pass
+``top_logprobs=5``). When an option's next token is not among the top tokens reported, its score is the smallest
+reported log-probability at that position (an upper bound), so well-formed options (such as ``"(A)"``/``"(B)"`` after
+few-shot demonstrations) score exactly and unlikely ones keep a low score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from hf_cai.backends.base import (
+    BackendError,
+    Conversation,
+    check_generation_args,
+    resolve_seed,
+    row_seed,
+    truncate_at_stop,
+)
+
+logger = logging.getLogger(__name__)
+
+_RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class EndpointBackend:
+    """A :class:`~hf_cai.backends.GenerationBackend` over an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        base_url: Root of the API, e.g. ``"http://localhost:8000/v1"`` (a URL without ``/v1`` gets it appended).
+        model: The model name the server expects in requests (``vllm serve`` uses the model id).
+        api_key: Sent as ``Authorization: Bearer ...``; never logged nor included in errors.
+        max_concurrency: Most requests in flight at once.
+        timeout: Seconds before one request times out (it is then retried).
+        max_retries: Retries after the first attempt, on connection errors, timeouts and 408/429/5xx answers.
+        backoff: First wait between retries in seconds, doubled on each retry (with up to 10% jitter).
+        top_logprobs: Alternatives per position requested for option scoring (TGI allows at most 5).
+        option_tokens: Tokens generated for option scoring; enough to spell the longest option.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        timeout: float = 60,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        top_logprobs: int = 20,
+        option_tokens: int = 4,
+    ):
+        import httpx
+
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        root = base_url.rstrip("/")
+        self.base_url = root if root.endswith("/v1") else f"{root}/v1"
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.top_logprobs = top_logprobs
+        self.option_tokens = option_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._jitter = random.Random()
+        self._jitter_lock = threading.Lock()
+        self.identity = {"backend": "endpoint", "base_url": self.base_url, "model": model}
+
+    # ------------------------------------------------------------------ protocol
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str]:
+        """One chat completion request per conversation, ``max_concurrency`` at a time; row ``i`` is sent the seed
+        ``row_seed(seed, i)``, so servers that honour per-request seeds (vLLM, SGLang, TGI) give reproducible rows."""
+        check_generation_args(max_new_tokens, temperature, top_p)
+        base = resolve_seed(seed)
+        stop = [s for s in (stop or ()) if s]
+
+        def one(index: int) -> str:
+            payload: dict[str, Any] = {
+                "model": self.model,
+                "messages": list(conversations[index]),
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "seed": row_seed(base, index),
+            }
+            if stop:
+                payload["stop"] = stop
+            reply = self._post("/chat/completions", payload)
+            return truncate_at_stop(_message_content(reply, self._url("/chat/completions")), stop)
+
+        return self._map(one, len(conversations), "generating")
+
+    def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
+        """Option scores from ``top_logprobs`` of a short greedy answer (see the module docstring for the method
+        and its limits)."""
+        if not options or any(not option for option in options):
+            raise ValueError(f"options must be non-empty strings, got {list(options)!r}")
+
+        def one(index: int) -> list[float]:
+            payload = {
+                "model": self.model,
+                "messages": list(prompts[index]),
+                "max_tokens": self.option_tokens,
+                "temperature": 0.0,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            }
+            url = self._url("/chat/completions")
+            steps = _token_steps(self._post("/chat/completions", payload), url)
+            return [option_logprob(steps, option) for option in options]
+
+        return self._map(one, len(prompts), "scoring options")
+
+    # ------------------------------------------------------------------ other API
+    def list_models(self) -> list[str]:
+        """Ids served at ``/v1/models``."""
+        reply = self._request("GET", "/models", None)
+        try:
+            return [entry["id"] for entry in reply["data"]]
+        except (KeyError, TypeError):
+            raise BackendError(f"unexpected reply from {self._url('/models')}: {str(reply)[:200]}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> EndpointBackend:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ HTTP
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _map(self, work, count: int, description: str) -> list:
+        if count == 0:
+            return []
+        results: list = [None] * count
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, count)) as pool:
+            futures = {pool.submit(work, index): index for index in range(count)}
+            try:
+                with tqdm(total=count, desc=description, unit="req", leave=False, disable=count < 2) as bar:
+                    for future in as_completed(futures):
+                        results[futures[future]] = future.result()
+                        bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", path, payload)
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        import httpx
+
+        url = self._url(path)
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self._delay(attempt))
+            try:
+                response = self._client.request(method, url, json=payload)
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+                logger.debug("%s %s: %s (attempt %d)", method, url, problem, attempt + 1)
+                continue
+            if response.status_code in _RETRIED_STATUSES:
+                problem = f"HTTP {response.status_code}: {_snippet(response.text)}"
+                logger.debug("%s %s: %s (attempt %d)", method, url, problem, attempt + 1)
+                continue
+            if response.status_code >= 400:
+                raise BackendError(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
+            try:
+                return response.json()
+            except ValueError:
+                raise BackendError(f"{method} {url} answered with non-JSON content: {_snippet(response.text)}") from None
+        raise BackendError(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
+
+    def _delay(self, attempt: int) -> float:
+        with self._jitter_lock:
+            jitter = 1 + 0.1 * self._jitter.random()
+        return self.backoff * (2 ** (attempt - 1)) * jitter
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _message_content(reply: dict[str, Any], url: str) -> str:
+    try:
+        content = reply["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise BackendError(f"unexpected reply from {url}: {_snippet(str(reply))}") from None
+    return content or ""
+
+
+def _token_steps(reply: dict[str, Any], url: str) -> list[list[tuple[str, float]]]:
+    """Per generated position: the generated token first, then the reported alternatives."""
+    try:
+        content = reply["choices"][0]["logprobs"]["content"]
+        steps = []
+        for position in content:
+            entries = [(position["token"], float(position["logprob"]))]
+            entries += [(alt["token"], float(alt["logprob"])) for alt in position.get("top_logprobs") or ()]
+            steps.append(entries)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise BackendError(
+            f"{url} did not return token logprobs (the reply has no choices[0].logprobs.content); option scoring "
+            "needs a server that supports `logprobs` and `top_logprobs` in chat completions (vLLM, SGLang, TGI, "
+            f"OpenAI). Reply: {_snippet(str(reply))}"
+        ) from None
+    return steps
+
+
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def option_logprob(steps: Sequence[Sequence[tuple[str, float]]], option: str) -> float:
+    """Log-probability of ``option`` as the start of a greedy answer, from per-position ``(token, logprob)`` lists
+    whose first entry is the token actually generated.
+
+    Whitespace before the answer and before the option is ignored (tokenizers differ in whether a reply starts with a
+    space or a newline).
+    """
+    total = 0.0
+    rest = option.lstrip()
+    at_start = True
+    for entries in steps:
+        candidates: dict[str, float] = {}
+        for token, logprob in entries:
+            candidates.setdefault(token.lstrip() if at_start else token, logprob)
+        generated, generated_logprob = entries[0]
+        generated = generated.lstrip() if at_start else generated
+        completing = [lp for token, lp in candidates.items() if token and token.startswith(rest)]
+        if completing:
+            return total + _logsumexp(completing)
+        if at_start and not generated:
+            total += generated_logprob
+            continue
+        if generated and rest.startswith(generated):
+            total += generated_logprob
+            rest = rest[len(generated) :]
+            at_start = False
+            continue
+        partial = [lp for token, lp in candidates.items() if token and rest.startswith(token)]
+        if partial:
+            return total + _logsumexp(partial)
+        return total + min(lp for _, lp in entries)
+    return total

@@ -1,0 +1,347 @@
+"""An OpenAI-compatible chat completions server on 127.0.0.1 that serves a local model, for tests and benchmarks.
+
+It speaks the parts of the API that :class:`hf_cai.backends.EndpointBackend` and other OpenAI clients use:
+``GET /v1/models`` and ``POST /v1/chat/completions`` (``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
+``logprobs`` + ``top_logprobs``). Like vLLM or TGI it batches concurrent requests: a worker thread gathers the
+requests that arrive within ``batch_window`` seconds and generates them in one batched call, so clients that send
+requests concurrently are served faster than clients that send them one by one.
+
+Error modes for tests: ``fail_first=N`` answers the first N chat requests with ``fail_status`` (then serves normally),
+``fail_always=True`` answers every chat request with it, ``response_delay`` sleeps before each answer.
+
+Usage::
+
+    with OpenAIServer(TransformersBackend(model_dir), model_name="tiny") as server:
+        backend = EndpointBackend(server.base_url, "tiny")
+
+or from a shell: ``python tests/openai_server.py MODEL_DIR --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import random
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from hf_cai.backends import TransformersBackend
+
+
+@dataclass
+class _Job:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop: tuple[str, ...]
+    top_logprobs: int | None  # None: no logprobs requested
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: Exception | None = None
+
+    @property
+    def group(self) -> tuple:
+        if self.top_logprobs is not None:
+            return ("logprobs", self.max_tokens, self.top_logprobs)
+        return ("sample", self.max_tokens, self.temperature, self.top_p, self.stop)
+
+
+class OpenAIServer:
+    """Serve ``backend``'s model over the OpenAI chat completions API on ``127.0.0.1:port`` (0 picks a free port).
+
+    Args:
+        backend: The model to serve.
+        model_name: Id reported by ``/v1/models`` and accepted in requests.
+        port: TCP port; 0 chooses a free one (see :attr:`base_url`).
+        batch_window: Seconds the batching worker waits for more requests after the first one arrives.
+        max_batch: Most requests generated together.
+        fail_first: Answer this many chat requests with ``fail_status`` before serving normally.
+        fail_always: Answer every chat request with ``fail_status``.
+        fail_status: HTTP status of the simulated failures.
+        response_delay: Seconds to sleep before answering each chat request.
+    """
+
+    def __init__(
+        self,
+        backend: TransformersBackend,
+        *,
+        model_name: str = "tiny",
+        port: int = 0,
+        batch_window: float = 0.01,
+        max_batch: int = 64,
+        fail_first: int = 0,
+        fail_always: bool = False,
+        fail_status: int = 500,
+        response_delay: float = 0.0,
+    ):
+        self.backend = backend
+        self.model_name = model_name
+        self.batch_window = batch_window
+        self.max_batch = max_batch
+        self.fail_first = fail_first
+        self.fail_always = fail_always
+        self.fail_status = fail_status
+        self.response_delay = response_delay
+        self.request_count = 0
+        self.batch_sizes: list[int] = []
+        self._count_lock = threading.Lock()
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._stopping = threading.Event()
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._http.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return self._http.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> OpenAIServer:
+        self._threads = [
+            threading.Thread(target=self._http.serve_forever, name="openai-http", daemon=True),
+            threading.Thread(target=self._work, name="openai-batcher", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._http.shutdown()
+        self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ request handling
+    def handle_chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._count_lock:
+            self.request_count += 1
+            failing = self.fail_always or self.request_count <= self.fail_first
+        if self.response_delay:
+            time.sleep(self.response_delay)
+        if failing:
+            return self.fail_status, _error("simulated server failure", "server_error")
+        try:
+            job = _parse_chat_request(body, self.model_name)
+        except (KeyError, TypeError, ValueError) as error:
+            return 400, _error(f"invalid request: {error}", "invalid_request_error")
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            return 500, _error(f"{type(job.error).__name__}: {job.error}", "server_error")
+        content, logprobs = job.result
+        return 200, {
+            "id": f"chatcmpl-{random.getrandbits(48):012x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": {"content": logprobs} if logprobs is not None else None,
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "hf_cai-tests"}]}
+
+    # ------------------------------------------------------------------ batching worker
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                first = self._jobs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            jobs = [first]
+            deadline = time.monotonic() + self.batch_window
+            while len(jobs) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    jobs.append(self._jobs.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            groups: dict[tuple, list[_Job]] = defaultdict(list)
+            for job in jobs:
+                groups[job.group].append(job)
+            for group in groups.values():
+                self.batch_sizes.append(len(group))
+                try:
+                    if group[0].top_logprobs is None:
+                        self._sample(group)
+                    else:
+                        self._greedy_with_logprobs(group)
+                except Exception as error:  # reported to every waiting request as a 500
+                    for job in group:
+                        job.error = error
+                for job in group:
+                    job.done.set()
+
+    def _sample(self, jobs: list[_Job]) -> None:
+        first = jobs[0]
+        texts = self.backend.generate(
+            [job.messages for job in jobs],
+            max_new_tokens=first.max_tokens,
+            temperature=first.temperature,
+            top_p=first.top_p,
+            stop=list(first.stop),
+            seeds=[job.seed for job in jobs],
+        )
+        for job, text in zip(jobs, texts):
+            job.result = (text, None)
+
+    def _greedy_with_logprobs(self, jobs: list[_Job]) -> None:
+        import torch
+
+        backend = self.backend
+        tokenizer, model = backend.tokenizer, backend.model
+        max_tokens, top_k = jobs[0].max_tokens, jobs[0].top_logprobs
+        prompts = backend.encode([job.messages for job in jobs], max_new_tokens=max_tokens)
+        width = max(len(ids) for ids in prompts)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=pad,
+            )
+        special = set(tokenizer.all_special_ids)
+        for row, job in enumerate(jobs):
+            generated = output.sequences[row, width:].tolist()
+            entries = []
+            for step, token_id in enumerate(generated):
+                logprobs = torch.log_softmax(output.logits[step][row].float(), dim=-1)
+                top = torch.topk(logprobs, k=min(top_k, logprobs.shape[-1])) if top_k else None
+                entries.append(
+                    {
+                        **_token_entry(tokenizer, token_id, float(logprobs[token_id])),
+                        "top_logprobs": [
+                            _token_entry(tokenizer, int(i), float(v)) for v, i in zip(top.values, top.indices)
+                        ]
+                        if top is not None
+                        else [],
+                    }
+                )
+                if token_id == tokenizer.eos_token_id:
+                    break
+            content = tokenizer.decode([t for t in generated if t not in special])
+            job.result = (content, entries)
+
+
+def _token_entry(tokenizer, token_id: int, logprob: float) -> dict[str, Any]:
+    text = tokenizer.decode([token_id])
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def _parse_chat_request(body: dict[str, Any], model_name: str) -> _Job:
+    if body.get("model") not in (model_name, None):
+        raise ValueError(f"unknown model {body.get('model')!r}; this server serves {model_name!r}")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list")
+    for message in messages:
+        if message.get("role") not in ("system", "user", "assistant") or not isinstance(message.get("content"), str):
+            raise ValueError(f"bad message {message!r}")
+    stop = body.get("stop") or ()
+    stop = (stop,) if isinstance(stop, str) else tuple(stop)
+    top_logprobs = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    seed = body.get("seed")
+    return _Job(
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+        max_tokens=int(body.get("max_tokens") or 16),
+        temperature=float(body.get("temperature", 1.0)),
+        top_p=float(body.get("top_p", 1.0)),
+        seed=int(seed) if seed is not None else random.getrandbits(63),
+        stop=stop,
+        top_logprobs=top_logprobs,
+    )
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind}}
+
+
+def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            return
+
+        def _send(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") == "/v1/models":
+                self._send(200, server.models())
+            else:
+                self._send(404, _error(f"no route {self.path}", "not_found"))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send(404, _error(f"no route {self.path}", "not_found"))
+                return
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as error:
+                self._send(400, _error(f"invalid JSON: {error}", "invalid_request_error"))
+                return
+            self._send(*server.handle_chat(body))
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve a local chat model over an OpenAI-compatible API.")
+    parser.add_argument("model", help="model folder or id")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--name", default="tiny", help="model id reported by /v1/models")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    server = OpenAIServer(
+        TransformersBackend(args.model, batch_size=args.batch_size), model_name=args.name, port=args.port
+    ).start()
+    print(f"serving {args.model} at {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

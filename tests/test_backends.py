@@ -1,0 +1,227 @@
+"""Generation backends: the embedded transformers backend and the OpenAI-compatible endpoint backend, the latter
+against tests/openai_server.py serving the tiny model on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+
+import pytest
+import torch
+from openai_server import OpenAIServer
+
+from hf_cai.backends import BackendError, EndpointBackend, GenerationBackend, TransformersBackend
+from hf_cai.backends.endpoint import option_logprob
+from hf_cai.modeling import ModelLoadError
+
+CHATS = [[{"role": "user", "content": "Tell me about " + "rivers and mountains " * k}] for k in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return TransformersBackend(tiny_model_dir, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    with OpenAIServer(backend, model_name="tiny") as running:
+        yield running
+
+
+def _reference_logprob(backend, conversation, option):
+    """log P(option | chat) from one unbatched, unpadded forward pass."""
+    tokenizer, model = backend.tokenizer, backend.model
+    prompt = tokenizer(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True))["input_ids"]
+    option_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([prompt + option_ids])).logits[0].float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + k, token]) for k, token in enumerate(option_ids))
+
+
+def test_backends_implement_the_protocol(backend, server):
+    assert isinstance(backend, GenerationBackend)
+    assert isinstance(EndpointBackend(server.base_url, "tiny"), GenerationBackend)
+
+
+def test_sampling_is_per_row_and_independent_of_batching(backend):
+    replies = backend.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=7)
+    assert replies == backend.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=7)
+    # A row's reply depends on the seed and its position only, not on the rows batched with it.
+    assert backend.generate(CHATS[:1], max_new_tokens=12, temperature=1.0, seed=7) == replies[:1]
+    one_at_a_time = TransformersBackend(backend.model, backend.tokenizer, batch_size=1)
+    assert one_at_a_time.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=7) == replies
+    assert backend.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=8) != replies
+    assert len(set(replies)) > 1
+
+
+def test_greedy_matches_unbatched_generation(backend):
+    greedy = backend.generate(CHATS, max_new_tokens=10, temperature=0.0)
+    tokenizer = backend.tokenizer
+    for chat, reply in zip(CHATS, greedy):
+        ids = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), return_tensors="pt")
+        with torch.no_grad():
+            out = backend.model.generate(**ids, max_new_tokens=10, do_sample=False)
+        assert reply == tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_stop_strings_cut_the_reply(backend):
+    full = backend.generate(CHATS[:2], max_new_tokens=16, temperature=1.0, seed=3)
+    marker = full[0][3:5]
+    stopped = backend.generate(CHATS[:2], max_new_tokens=16, temperature=1.0, seed=3, stop=[marker])
+    assert stopped[0] == full[0][: full[0].index(marker)]
+    for complete, cut in zip(full, stopped):
+        assert marker not in cut and complete.startswith(cut)
+
+
+def test_option_logprobs_match_an_unbatched_forward_pass(backend):
+    options = ["(A)", "(B)", "a longer option"]
+    scores = backend.option_logprobs(CHATS, options)
+    for chat, row in zip(CHATS, scores):
+        for option, score in zip(options, row):
+            assert score == pytest.approx(_reference_logprob(backend, chat, option), abs=1e-3)
+    single_batch = TransformersBackend(backend.model, backend.tokenizer, batch_size=16)
+    for row, expected in zip(single_batch.option_logprobs(CHATS, options), scores):
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
+def test_long_conversations_keep_their_end_with_a_warning(backend, caplog):
+    limited = TransformersBackend(backend.model, backend.tokenizer, max_input_tokens=60)
+    chat = [
+        {"role": "system", "content": "SYSTEM RULES"},
+        {"role": "user", "content": "first question " * 40},
+        {"role": "assistant", "content": "first answer " * 40},
+        {"role": "user", "content": "the final question"},
+    ]
+    with caplog.at_level(logging.WARNING):
+        [ids] = limited.encode([chat])
+        replies = limited.generate([chat, CHATS[0]], max_new_tokens=4, temperature=0.0)
+    assert "longer than 60 tokens" in caplog.text
+    assert len(ids) <= 60
+    text = backend.tokenizer.decode(ids)
+    assert "SYSTEM RULES" in text and "the final question" in text and "first answer" not in text
+    assert len(replies) == 2
+    # A single message longer than the limit is cut from the start, never an error.
+    [ids] = limited.encode([[{"role": "user", "content": "word " * 500}]])
+    assert len(ids) == 60
+
+
+def test_tokenizer_without_chat_template_is_a_clear_error(backend):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(backend.tokenizer.name_or_path)
+    tokenizer.chat_template = None
+    with pytest.raises(ModelLoadError, match="no chat template.*chat_template ="):
+        TransformersBackend(backend.model, tokenizer)
+
+
+def test_adapter_and_4bit_models_generate(tiny_model_dir, tmp_path, backend):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_cai.modeling import load_causal_lm
+
+    adapted = get_peft_model(
+        load_causal_lm(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    adapted.save_pretrained(tmp_path / "adapter")
+    from_folder = TransformersBackend(tmp_path / "adapter")
+    assert from_folder.identity["peft"] is True
+    on_base = TransformersBackend(tiny_model_dir, adapter=tmp_path / "adapter")
+    greedy = from_folder.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
+    assert greedy == on_base.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
+    assert greedy != backend.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
+
+    quantized = TransformersBackend(tiny_model_dir, load_in_4bit=True)
+    assert quantized.identity["load_in_4bit"] is True
+    assert any("4bit" in type(module).__name__ for module in quantized.model.modules())
+    replies = quantized.generate(CHATS[:3], max_new_tokens=6, temperature=1.0, seed=1)
+    assert len(replies) == 3 and all(isinstance(reply, str) for reply in replies)
+    assert len(quantized.option_logprobs(CHATS[:2], ["(A)", "(B)"])) == 2
+
+
+def test_endpoint_generation_matches_the_local_backend(backend, server):
+    endpoint = EndpointBackend(server.base_url, "tiny", max_concurrency=8)
+    assert endpoint.list_models() == ["tiny"]
+    before = len(server.batch_sizes)
+    remote = endpoint.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=11)
+    # Concurrent requests reach the server together and are generated as a batch.
+    assert max(server.batch_sizes[before:]) > 1
+    assert remote == backend.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=11)
+    stopped = endpoint.generate(CHATS[:1], max_new_tokens=12, temperature=1.0, seed=11, stop=[remote[0][2:4]])
+    assert stopped[0] == remote[0][: remote[0].index(remote[0][2:4])]
+
+
+def test_endpoint_option_scores_follow_top_logprobs(backend, server):
+    endpoint = EndpointBackend(server.base_url, "tiny", top_logprobs=20)
+    tokenizer = backend.tokenizer
+    chat = CHATS[2]
+    prompt = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))["input_ids"]
+    with torch.no_grad():
+        first = torch.log_softmax(backend.model(torch.tensor([prompt])).logits[0, -1].float(), dim=-1)
+    # Two options that are single tokens among the top alternatives, and one that spells two greedy tokens.
+    candidates = [tokenizer.decode([int(i)]) for i in torch.topk(first, 20).indices]
+    singles = [
+        text for text in candidates if text.strip() == text and len(tokenizer(text, add_special_tokens=False)["input_ids"]) == 1
+    ][:2]
+    greedy_two = backend.generate([chat], max_new_tokens=2, temperature=0.0)[0]
+    options = [*singles, greedy_two]
+    remote = endpoint.option_logprobs([chat], options)[0]
+    local = backend.option_logprobs([chat], options)[0]
+    assert len(singles) == 2
+    assert remote == pytest.approx(local, abs=1e-3)
+
+
+def test_option_logprob_walks_the_reported_tokens():
+    steps = [
+        [(" (", -0.1), (" (", -0.1), ("A", -3.0)],
+        [("A", -0.5), ("B", -1.0), ("C", -4.0)],
+        [(")", -0.01), (").", -5.0)],
+    ]
+    # Every reported token that begins with what is left of the option counts (")" and ")." both start "(A)").
+    assert option_logprob(steps, "(A)") == pytest.approx(-0.1 - 0.5 + math.log(math.exp(-0.01) + math.exp(-5.0)))
+    # Diverges from the greedy answer at the second position: scored with the alternative there.
+    assert option_logprob(steps, "(B)") == pytest.approx(-0.1 - 1.0)
+    # Not among the reported alternatives: bounded by the least likely one reported.
+    assert option_logprob(steps, "(Z)") == pytest.approx(-0.1 - 4.0)
+    assert option_logprob([[("\n", -0.2)], [("(A)", -0.3), ("(B)", -2.0)]], "(B)") == pytest.approx(-0.2 - 2.0)
+    assert math.isfinite(option_logprob(steps, "unrelated"))
+
+
+def test_endpoint_retries_server_errors_then_succeeds(backend):
+    with OpenAIServer(backend, fail_first=2) as flaky:
+        endpoint = EndpointBackend(flaky.base_url, "tiny", max_concurrency=1, max_retries=3, backoff=0.01)
+        assert len(endpoint.generate(CHATS[:2], max_new_tokens=4, seed=0)) == 2
+        assert flaky.request_count == 4
+
+
+def test_endpoint_errors_name_the_url_and_status_but_not_the_key(backend):
+    secret = "hf_not_a_real_token_123"
+    with OpenAIServer(backend, fail_always=True, fail_status=503) as broken:
+        endpoint = EndpointBackend(broken.base_url, "tiny", api_key=secret, max_retries=2, backoff=0.01)
+        with pytest.raises(BackendError) as failure:
+            endpoint.generate(CHATS[:1], max_new_tokens=4)
+        assert broken.request_count == 3
+    message = str(failure.value)
+    assert f"{broken.base_url}/chat/completions" in message and "HTTP 503" in message and "3 attempts" in message
+    assert secret not in message
+
+
+def test_endpoint_client_errors_are_not_retried(server):
+    endpoint = EndpointBackend(server.base_url, "no-such-model", max_retries=3, backoff=0.01)
+    before = server.request_count
+    with pytest.raises(BackendError, match="HTTP 400.*unknown model"):
+        endpoint.generate(CHATS[:1], max_new_tokens=4)
+    assert server.request_count == before + 1
+
+
+def test_endpoint_down_or_too_slow_is_a_backend_error(backend):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = EndpointBackend(f"http://127.0.0.1:{port}", "tiny", max_retries=1, backoff=0.01)
+    with pytest.raises(BackendError, match=rf"127\.0\.0\.1:{port}/v1/chat/completions.*2 attempts.*Connect"):
+        down.option_logprobs(CHATS[:1], ["(A)", "(B)"])
+    with OpenAIServer(backend, response_delay=0.5) as slow:
+        impatient = EndpointBackend(slow.base_url, "tiny", timeout=0.1, max_retries=1, backoff=0.01)
+        with pytest.raises(BackendError, match="Timeout"):
+            impatient.generate(CHATS[:1], max_new_tokens=4)

@@ -944,3 +944,25 @@ def running_hub_server(port: int = 0, **kwargs: Any) -> Iterator[HubServer]:
     server = HubServer(port, **kwargs)
     with server:
         yield server
+
+
+def use_loopback_hub(monkeypatch, home) -> None:
+    """Let the real clients talk to the loopback Hub for the duration of ``monkeypatch``.
+
+    Lifts the offline switches of huggingface_hub, datasets and peft (``conftest`` turns them on for the session),
+    disables Xet so that large files go through the LFS protocol this server speaks, keeps the download caches in
+    ``home`` and hides any token of the machine (``HF_TOKEN``, the saved login), so that tests pass tokens explicitly.
+    """
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)

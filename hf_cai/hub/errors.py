@@ -6,13 +6,19 @@ exception text, whatever the server or a library put in its own message.
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 _TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 
 
-class PublishError(RuntimeError):
+class HubError(RuntimeError):
+    """A Hub operation failed; the message names the repository, the Hub's answer and what to do."""
+
+
+class PublishError(HubError):
     """Publishing failed; the message names the file, field or Hub answer and what to do. Nothing local was changed."""
 
 
@@ -83,3 +89,34 @@ def _body_error(response) -> str | None:
         return None
     error = data.get("error") if isinstance(data, dict) else None
     return str(error) if error else None
+
+
+@contextmanager
+def hub_errors(action: str, token: str | None, error_class: type[HubError] = HubError) -> Iterator[None]:
+    """Turn failures of Hub calls inside the block into ``error_class`` with a message saying what to do.
+
+    Catches the Hub's HTTP errors, offline mode, connection errors and the client's own request validation
+    (``ValueError``, e.g. invalid card metadata); the token is removed from the message and the original exception is
+    not chained (its request headers would carry the token).
+    """
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        yield
+    except (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, *_transport_errors()) as error:
+        raise error_class(describe_hub_failure(error, action=action, token=token)) from None
+    except ValueError as error:
+        if isinstance(error, ModelCardError):
+            raise
+        raise error_class(redact(f"{action} failed: the Hub client refused the request: {error}", [token])) from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level exception classes of the HTTP clients huggingface_hub may use (httpx2 or httpx)."""
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

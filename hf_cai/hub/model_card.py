@@ -161,36 +161,33 @@ def _before_after(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One training stage as the card shows it, from its ``cai_training.json`` (keys in :mod:`hf_cai.trainers`)."""
     stage = str(record.get("stage") or "").lower()
-    sizes = record.get("dataset_sizes") or record.get("datasets") or {}
-    metrics = record.get("train_metrics") or record.get("metrics") or {}
-    tables = []
-    for title, key in (("Hyperparameters", "hyperparameters"), ("LoRA", "lora"), ("Quantization", "quantization")):
-        value = record.get(key)
-        if isinstance(value, Mapping) and value:
-            tables.append((title, list(value.items())))
-        elif value:
-            tables.append((title, [(key, value)]))
-    if isinstance(metrics, Mapping) and metrics:
-        tables.append(("Training metrics", list(metrics.items())))
+    sizes = record.get("dataset_sizes") or {}
+    metrics = record.get("metrics") or {}
+    settings = dict(record.get("hyperparameters") or {})
+    for key in ("effective_batch_size", "global_step", "qlora_profile", "soft_labels", "quantization"):
+        if record.get(key) is not None:
+            settings[key] = record[key]
+    tables = [
+        (title, list(value.items()))
+        for title, value in (("Hyperparameters", settings), ("LoRA", record.get("lora")), ("Training metrics", metrics))
+        if isinstance(value, Mapping) and value
+    ]
     return {
         "stage": stage or "training",
-        "method": record.get("method") or _METHODS.get(stage, "–"),
+        "method": _METHODS.get(stage, "–"),
+        "adapter": record.get("method"),
         "rows": sizes.get("train") if isinstance(sizes, Mapping) else None,
+        "steps": record.get("global_step"),
         "loss": metrics.get("train_loss") if isinstance(metrics, Mapping) else None,
         "tables": tables,
     }
 
 
 def _uses_quantization(records: Sequence[Mapping[str, Any]]) -> bool:
-    for record in records:
-        quantization = record.get("quantization")
-        if isinstance(quantization, Mapping):
-            if quantization.get("load_in_4bit") or quantization.get("bits") in (4, "4") or quantization.get("quant_type"):
-                return True
-        elif quantization and str(quantization).lower() not in ("none", "false", "no"):
-            return True
-    return False
+    """Whether any stage trained on a quantised base (QLoRA)."""
+    return any(r.get("method") == "qlora" or r.get("quantization") not in (None, "", "none") for r in records)
 
 
 def build_model_card(

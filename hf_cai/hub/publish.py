@@ -16,15 +16,14 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_cai.constitution import Constitution
 from hf_cai.hub.commit import UploadFile, commit_changed_files
-from hf_cai.hub.errors import ModelCardError, PublishError, describe_hub_failure, redact
+from hf_cai.hub.errors import PublishError, hub_errors
 from hf_cai.hub.source import CONSTITUTION_FILE, TRAINING_RECORD, TrainingOutput, locate_training_output, read_json
 
 logger = logging.getLogger(__name__)
@@ -85,35 +84,6 @@ def resolve_token(token: str | None) -> str:
     return token
 
 
-@contextmanager
-def hub_errors(action: str, token: str) -> Iterator[None]:
-    """Turn failures of Hub calls into a :class:`PublishError` that says what to do, with the token removed."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    transport_errors = _transport_errors()
-    try:
-        yield
-    except (HfHubHTTPError, OfflineModeIsEnabled, *transport_errors) as error:
-        raise PublishError(describe_hub_failure(error, action=action, token=token)) from None
-    except ValueError as error:
-        if isinstance(error, (PublishError, ModelCardError)):
-            raise
-        raise PublishError(redact(f"{action} failed: the Hub client refused the request: {error}", [token])) from None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection-level exception classes of the HTTP clients huggingface_hub may use."""
-    import importlib
-
-    found = []
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
 def _check_no_token(files: Sequence[UploadFile], token: str) -> None:
     """Refuse to upload a file that contains the token (a training record or config that captured it)."""
     needle = token.encode()
@@ -129,10 +99,10 @@ def _check_no_token(files: Sequence[UploadFile], token: str) -> None:
 
 
 def _prepare_repo(api, repo_id: str, *, repo_type: str, private: bool, revision: str, create_pr: bool, token: str) -> str:
-    with hub_errors(f"creating {repo_type} repo {repo_id}", token):
+    with hub_errors(f"creating {repo_type} repo {repo_id}", token, PublishError):
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if revision != "main":
-        with hub_errors(f"preparing branch '{revision}' of {repo_id}", token):
+        with hub_errors(f"preparing branch '{revision}' of {repo_id}", token, PublishError):
             branches = {b.name for b in api.list_repo_refs(repo_id, repo_type=repo_type).branches}
             if revision not in branches:
                 if create_pr:
@@ -230,7 +200,8 @@ def publish(
         license_name: Short name of the license when ``license="other"``.
         license_link: Link to the license text when ``license="other"``.
         card_template: A Jinja template file replacing ``model_cards/model_card.md.j2``.
-        space: Also create the side-by-side demo Space for this model (see :mod:`hf_cai.hub.space`).
+        space: Also create the side-by-side chat Space ``<repo_id>-chat`` comparing the base model with this one
+            (see :func:`hf_cai.hub.space.create_space`).
 
     Returns:
         :class:`PublishResult` with the repository URL, the new commit (``None`` when nothing changed) and the files.
@@ -278,14 +249,24 @@ def publish(
         )
         kind = "merged model" if merge else ("LoRA adapter" if training.is_adapter else "model")
         message = commit_message or f"Publish CAI {kind} aligned to {rules.name} v{rules.version} (hf_cai {__version__})"
-        with hub_errors(f"committing to {repo_id}", token):
+        with hub_errors(f"committing to {repo_id}", token, PublishError):
             outcome = commit_changed_files(
                 api, repo_id, files, repo_type="model", revision=revision, commit_message=message, create_pr=create_pr
             )
     space_url = None
     if create_space is not None:
-        with hub_errors(f"creating the demo Space of {repo_id}", token):
-            space_url = str(create_space(cai_model=repo_id, base_model=base_model, token=token, private=private))
+        space_repo_id = f"{repo_id}-chat"
+        with hub_errors(f"creating the demo Space {space_repo_id}", token, PublishError):
+            info = create_space(
+                space_repo_id,
+                base_model=base_model,
+                cai_model=repo_id,
+                constitution=rules,
+                token=token,
+                private=private,
+                cai_is_adapter=training.is_adapter and not merge,
+            )
+        space_url = str(info.repo_url)
     logger.info("published %s to %s (%s)", kind, repo_url, outcome.commit_oid or "no change")
     return PublishResult(
         repo_id=repo_id,
@@ -391,7 +372,7 @@ def publish_dataset(
             api, repo_id, repo_type="dataset", private=private, revision=revision, create_pr=create_pr, token=token
         )
         message = commit_message or f"Publish CAI dataset built with {rules.name} v{rules.version} (hf_cai {__version__})"
-        with hub_errors(f"committing to dataset {repo_id}", token):
+        with hub_errors(f"committing to dataset {repo_id}", token, PublishError):
             outcome = commit_changed_files(
                 api, repo_id, files, repo_type="dataset", revision=revision, commit_message=message, create_pr=create_pr
             )

@@ -1,0 +1,65 @@
+"""``hf-cai hub list`` (CAI models on the Hub and their constitutions) and ``hf-cai hub compare A B``."""
+
+from __future__ import annotations
+
+import argparse
+
+from hf_cai.cli import CommandError
+from hf_cai.hub.errors import HubError
+
+
+def _list(args: argparse.Namespace) -> int:
+    from hf_cai.hub.discovery import list_cai_models
+
+    try:
+        models = list_cai_models(tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit)
+    except HubError as error:
+        raise CommandError(str(error)) from None
+    if not models:
+        print("no models found")
+        return 0
+    rows = [
+        (
+            m.repo_id,
+            ", ".join(m.base_model) if isinstance(m.base_model, list) else (m.base_model or "?"),
+            f"{m.constitution_name} v{m.constitution_version}" if m.constitution_name else "?",
+            (m.constitution_sha256 or "?")[:16],
+        )
+        for m in models
+    ]
+    header = ("MODEL", "BASE MODEL", "CONSTITUTION", "SHA256")
+    widths = [max(len(row[i]) for row in (*rows, header)) for i in range(3)]
+    for row in (header, *rows):
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)) + "  " + row[3])
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from hf_cai.hub.discovery import compare_constitutions
+
+    try:
+        diff = compare_constitutions(args.a, args.b)
+    except HubError as error:
+        raise CommandError(str(error)) from None
+    print(diff.to_text())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("hub", help="find CAI models on the Hub and compare their constitutions")
+    commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = commands.add_parser("list", help="list CAI models with their base model and constitution")
+    listing.add_argument("--tag", action="append", help="required tag (repeatable; default constitutional-ai)")
+    listing.add_argument("--author", help="only models of this user or organisation")
+    listing.add_argument("--search", help="only models whose id contains this text")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many models (default 50)")
+    listing.set_defaults(handler=_list)
+    compare = commands.add_parser(
+        "compare",
+        help="principle-level difference of two constitutions",
+        description="A and B are Hub repositories (owner/name, datasets/owner/name, spaces/owner/name), constitution "
+        "files or built-in names.",
+    )
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.set_defaults(handler=_compare)

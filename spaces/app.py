@@ -244,19 +244,28 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
         base_state = gr.State([])
         cai_state = gr.State([])
         with gr.Row(equal_height=True):
-            base_chat = gr.Chatbot(label=f"Base · {models.base_label}", elem_id="base-chat", height=380)
+            base_chat = gr.Chatbot(
+                label=f"Base · {models.base_label}", elem_id="base-chat", height=380, buttons=["copy", "copy_all"]
+            )
             cai_chat = gr.Chatbot(
                 label=f"CAI · {models.cai_label or 'none configured'}",
                 elem_id="cai-chat",
                 height=380,
+                buttons=["copy", "copy_all"],
                 placeholder=cai_placeholder,
             )
         with gr.Row():
             prompt = gr.Textbox(
-                placeholder="Ask both models…", show_label=False, lines=2, scale=8, elem_id="prompt", autofocus=True
+                placeholder="Ask both models…",
+                label="prompt",
+                show_label=False,
+                lines=2,
+                scale=8,
+                elem_id="prompt",
+                autofocus=True,
             )
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        notice = gr.Markdown(elem_id="notice")
+        notice = gr.Markdown(label="notice", elem_id="notice")
         with gr.Row():
             retry = gr.Button("Retry", size="sm", elem_id="retry")
             clear = gr.Button("Clear", size="sm", elem_id="clear")
@@ -290,6 +299,7 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
                 headers=["id", "critique", "revision", "preference", "tags", "weight"],
                 interactive=False,
                 wrap=True,
+                column_widths=["12%", "30%", "30%", "16%", "7%", "5%"],
                 elem_id="principles",
             )
 
@@ -310,12 +320,11 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
             api_name="retry",
             **model_event,
         )
-        clear.click(
-            handlers.clear,
-            outputs=[base_chat, cai_chat, notice, critique_text, revision_text, base_state, cai_state],
-            api_name="clear",
-            queue=False,
-        )
+        clear_outputs = [base_chat, cai_chat, notice, critique_text, revision_text, base_state, cai_state]
+        clear.click(handlers.clear, outputs=clear_outputs, api_name="clear", queue=False)
+        # The bin icon of either panel clears both conversations, so the panels never disagree with the history.
+        gr.on([base_chat.clear, cai_chat.clear], handlers.clear, outputs=clear_outputs, api_visibility="private",
+              queue=False)
         critique_button.click(
             handlers.critique,
             inputs=[which, principle, revise, *settings],

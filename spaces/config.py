@@ -51,7 +51,7 @@ class SpaceConfig:
     constitution: str | None = None
     title: str = "Constitutional AI: base vs CAI"
     max_prompt_chars: int = 2000
-    max_input_tokens: int = 2048
+    max_input_tokens: int = 4096
     max_new_tokens: int = 256
     max_new_tokens_limit: int = 1024
     temperature: float = 0.7

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.modeling import is_peft_adapter, load_causal_lm, load_tokenizer
+from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
 from hf_cai.spaces.config import SpaceConfig
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class _Engine:
 
 def _display_name(name_or_path: str) -> str:
     path = Path(name_or_path)
-    return f"{path.name} (local)" if path.is_dir() else name_or_path
+    return f"{path.name} (local folder)" if path.is_dir() else name_or_path
 
 
 def _is_adapter(name_or_path: str) -> bool:
@@ -55,6 +55,15 @@ def _is_adapter(name_or_path: str) -> bool:
     except Exception:  # not an adapter repo, not reachable, or offline: the full-model load reports the reason
         return False
     return True
+
+
+def _tokenizer_of(model_name_or_path: str, fallback: Any) -> Any:
+    """The tokenizer saved with a merged model, or the base model's when the folder has none."""
+    try:
+        return load_tokenizer(model_name_or_path)
+    except ModelLoadError as error:
+        logger.warning("using the base model's tokenizer for '%s' (%s)", model_name_or_path, error)
+        return fallback
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -128,7 +137,7 @@ class SideBySideModels:
         base_label: str,
         cai_label: str | None,
         load_error: str | None = None,
-        max_input_tokens: int = 2048,
+        max_input_tokens: int = 4096,
     ):
         self._engines = dict(engines)
         self.base_label = base_label
@@ -140,6 +149,14 @@ class SideBySideModels:
     def panels(self) -> tuple[str, ...]:
         """The panels that have a model: ``("base", "cai")``, or ``("base",)`` when the CAI model is missing."""
         return tuple(panel for panel in PANELS if panel in self._engines)
+
+    @property
+    def loaded_models(self) -> list[Any]:
+        """The distinct models held in memory (one when the CAI model is an adapter on the base)."""
+        distinct: dict[int, Any] = {}
+        for engine in self._engines.values():
+            distinct.setdefault(id(engine.model), engine.model)
+        return list(distinct.values())
 
     @property
     def shares_base(self) -> bool:
@@ -172,10 +189,10 @@ class SideBySideModels:
                     "base": _Engine(model, tokenizer, BASE_ADAPTER, shared_lock),
                     "cai": _Engine(model, tokenizer, model.active_adapter, shared_lock),
                 }
-                return cls(engines, base_label=base_label, cai_label=f"{cai_label} (LoRA adapter)",
+                return cls(engines, base_label=base_label, cai_label=f"{cai_label} · LoRA adapter",
                            max_input_tokens=config.max_input_tokens)
             base = load_causal_lm(config.base_model, load_in_4bit=config.load_in_4bit)
-            cai_engine = _Engine(load_causal_lm(cai, load_in_4bit=config.load_in_4bit), load_tokenizer(cai))
+            cai_engine = _Engine(load_causal_lm(cai, load_in_4bit=config.load_in_4bit), _tokenizer_of(cai, tokenizer))
             return cls({"base": _Engine(base, tokenizer), "cai": cai_engine}, base_label=base_label,
                        cai_label=cai_label, max_input_tokens=config.max_input_tokens)
         except Exception as error:

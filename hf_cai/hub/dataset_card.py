@@ -17,6 +17,7 @@ from hf_cai.hub.licenses import validate_license
 from hf_cai.hub.templates import render_template
 from hf_cai.hub.training_data import (
     dataset_kind,
+    load_dataset_dict,
     message_text,
     principle_row_counts,
     revision_rounds,
@@ -84,7 +85,7 @@ def build_dataset_card(
     """Generate the card (a ``huggingface_hub.DatasetCard``) of a CAI ``DatasetDict`` published as parquet.
 
     Args:
-        dataset: The ``DatasetDict`` being published.
+        dataset: The ``DatasetDict`` being published (a ``Dataset`` is the split ``train``).
         repo_id: The dataset repository (used in the loading snippet).
         constitution: The constitution the rows were generated under.
         license: Hub license id of the data (required).
@@ -98,6 +99,7 @@ def build_dataset_card(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     license_id = validate_license(license, license_name=license_name, license_link=license_link)
+    dataset = load_dataset_dict(dataset)
     kind = dataset_kind(dataset)
     sizes = split_sizes(dataset)
     counts = principle_row_counts(dataset)

@@ -18,6 +18,8 @@ import yaml
 
 from hf_cai import __version__
 from hf_cai.constitution import Constitution
+from hf_cai.hub.errors import PublishError, hub_errors
+from hf_cai.hub.publish import resolve_token
 from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
 
 logger = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ def create_space(
         cai_model: Hub id of the published CAI model (adapter or merged).
         constitution: Constitution object, built-in name or file; defaults to the ``constitution.yaml`` published
             with ``cai_model``.
-        token: Hub token; defaults to the logged-in one / ``HF_TOKEN``. Never logged.
+        token: Hub token with write access; defaults to ``HF_TOKEN`` or the saved login. Never logged.
         private: Create the Space as private.
         hardware: Suggested hardware written into the front matter (see :func:`write_space_folder`).
         title: Space title (see :func:`write_space_folder`).
@@ -217,15 +219,21 @@ def create_space(
 
     Returns:
         The ``huggingface_hub.CommitInfo`` of the commit (``commit_url``, ``oid``, ``repo_url``).
+
+    Raises:
+        ValueError: a local path or malformed id where a Hub id is needed, or a bad front-matter value.
+        PublishError: no token, or a Hub failure (401/403/409/5xx, ...), with what to do; the token is never shown.
     """
     from huggingface_hub import HfApi
     from peft import PeftConfig
 
     for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
         _check_hub_id(value, what)
+    token = resolve_token(token)
     api = HfApi(token=token)
     if constitution is None:
-        constitution = Constitution.from_hub(cai_model, token=token)
+        with hub_errors(f"reading constitution.yaml of {cai_model}", token, PublishError):
+            constitution = Constitution.from_hub(cai_model, token=token)
     if cai_is_adapter is None:
         try:
             PeftConfig.from_pretrained(cai_model, token=token)
@@ -240,13 +248,15 @@ def create_space(
             short_description=short_description, license=license, hardware=hardware, load_in_4bit=load_in_4bit,
             hf_cai_requirement=hf_cai_requirement,
         )
-        api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        info = api.upload_folder(
-            folder_path=str(folder),
-            repo_id=space_repo_id,
-            repo_type="space",
-            commit_message=commit_message or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
-        )
+        with hub_errors(f"creating the Space {space_repo_id}", token, PublishError):
+            api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=str(folder),
+                repo_id=space_repo_id,
+                repo_type="space",
+                commit_message=commit_message
+                or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
+            )
         logger.info("pushed the Space %s (%s)", space_repo_id, info.commit_url)
         return info
 

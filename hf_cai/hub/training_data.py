@@ -7,6 +7,7 @@ the soft label (``chosen_prob``). Both record the ``constitution_sha256`` they w
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,11 +32,38 @@ def load_dataset_dict(source: Any):
     path = Path(source)
     if not path.exists():
         raise PublishError(f"{path}: no such dataset folder (expected a folder written by DatasetDict.save_to_disk)")
+    if (path / "dataset_dict.json").is_file():
+        return _load_dataset_dict_folder(path)
     try:
         loaded = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
         raise PublishError(f"{path}: not a dataset saved with save_to_disk ({error})") from None
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+
+
+def _load_dataset_dict_folder(path: Path):
+    """Load a ``DatasetDict.save_to_disk`` folder split by split.
+
+    ``load_from_disk`` fails on a split saved with no rows (an empty ``test_prefs``, say): such a split has no Arrow
+    file, so it is rebuilt empty from its recorded features instead.
+    """
+    from datasets import Dataset, DatasetDict, Features
+
+    try:
+        names = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        splits = {}
+        for name in names:
+            folder = path / name
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            if state.get("_data_files"):
+                splits[name] = Dataset.load_from_disk(str(folder))
+            else:
+                info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+                features = Features.from_dict(info["features"])
+                splits[name] = Dataset.from_dict({column: [] for column in features}, features=features)
+    except (OSError, KeyError, ValueError) as error:
+        raise PublishError(f"{path}: not a dataset saved with DatasetDict.save_to_disk ({type(error).__name__}: {error})") from None
+    return DatasetDict(splits)
 
 
 def dataset_kind(dataset) -> DatasetKind:
@@ -49,18 +77,20 @@ def dataset_kind(dataset) -> DatasetKind:
 
 
 def training_split(dataset, kind: DatasetKind):
-    """The split a trainer learns from: ``train_sft`` / ``train_prefs`` / ``train``, else the first split."""
-    for name in _TRAIN_SPLITS.get(kind, ("train",)):
-        if name in dataset:
-            return dataset[name]
-    return next(iter(dataset.values())) if len(dataset) else None
+    """The split a trainer learns from: ``train_sft`` / ``train_prefs`` / ``train``, else the first split; ``None`` when
+    that split is empty."""
+    chosen = next((dataset[name] for name in _TRAIN_SPLITS.get(kind, ("train",)) if name in dataset), None)
+    if chosen is None and len(dataset):
+        chosen = next(iter(dataset.values()))
+    return chosen if chosen is not None and chosen.num_rows else None
 
 
 def constitution_hashes(dataset) -> set[str]:
     """The constitution hashes recorded in any split (empty when the dataset does not record them)."""
     hashes: set[str] = set()
     for split in dataset.values():
-        if "constitution_sha256" in split.column_names:
+        # An empty split loaded from disk has no Arrow table to read a column from.
+        if split.num_rows and "constitution_sha256" in split.column_names:
             hashes.update(value for value in split.unique("constitution_sha256") if value)
     return hashes
 

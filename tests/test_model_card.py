@@ -1,0 +1,298 @@
+"""Model and dataset cards: metadata that survives ModelCard.load, statistics computed from the data's provenance,
+clear refusals (license, base model, foreign data, template errors) and the layouts publishing accepts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import DatasetDict
+from huggingface_hub import DatasetCard, ModelCard
+from safetensors.numpy import save_file
+
+from hf_cai.builders.ai_feedback import assemble_preference_dataset, preference_record
+from hf_cai.builders.critique_revision import assemble_sl_dataset, sl_record
+from hf_cai.constitution import Constitution
+from hf_cai.hub.dataset_card import build_dataset_card
+from hf_cai.hub.errors import ModelCardError, PublishError
+from hf_cai.hub.model_card import build_model_card
+from hf_cai.hub.source import locate_training_output
+
+HARMLESS = Constitution.builtin("harmless")
+# Principles each SL row was revised under (two rounds for the first rows) and each preference row was judged under.
+SL_ASSIGNMENTS = [
+    ["general-harm", "privacy"],
+    ["general-harm", "general-harm"],
+    ["privacy"],
+    ["illegal-activity"],
+    ["general-harm"],
+]
+RL_ASSIGNMENTS = [["general-harm", "privacy"], ["privacy"], ["violence-weapons", "privacy"]]
+
+
+def sl_dataset(constitution: Constitution = HARMLESS, *, injected_revision: str | None = None):
+    """An SL-CAI DatasetDict in the builders' layout, with known principles per row."""
+    records = []
+    for index, principles in enumerate(SL_ASSIGNMENTS):
+        revisions = [
+            {
+                "round": step,
+                "principle_id": principle,
+                "critique": f"Critique {index}.{step}: the reply could help someone cause harm ({principle}).",
+                "revision": injected_revision if injected_revision and step == 0 else f"Revision {index}.{step}: a safer reply.",
+            }
+            for step, principle in enumerate(principles)
+        ]
+        records.append(
+            sl_record(
+                [{"role": "user", "content": f"Red-team request number {index}?"}],
+                f"Initial harmful reply {index}.",
+                revisions[-1]["revision"],
+                revisions,
+                "revised",
+                constitution.sha256,
+            )
+        )
+    return assemble_sl_dataset(records, test_size=0.0, seed=0)
+
+
+def preference_dataset(constitution: Constitution = HARMLESS):
+    """An RL-CAI preference DatasetDict (split ``train``) with known principles per row."""
+    records = [
+        preference_record(
+            [{"role": "user", "content": f"Request {index}?"}],
+            f"Careful reply {index}.",
+            f"Careless reply {index}.",
+            0.8,
+            principles,
+            [0.8] * len(principles),
+            constitution.sha256,
+        )
+        for index, principles in enumerate(RL_ASSIGNMENTS)
+    ]
+    return DatasetDict({"train": assemble_preference_dataset(records, test_size=0.0, seed=0)})
+
+
+def training_record(stage: str, base_model: str, **extra) -> dict:
+    """A cai_training.json in the trainers' schema (see hf_cai.trainers)."""
+    return {
+        "schema_version": 1,
+        "stage": stage,
+        "method": "qlora",
+        "trainer": f"CAI{stage.upper()}Trainer",
+        "base_model": base_model,
+        "quantization": "nf4",
+        "lora": {"peft_type": "LORA", "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]},
+        "qlora_profile": "cpu",
+        "hyperparameters": {"learning_rate": 0.0002, "max_steps": 30, "per_device_train_batch_size": 2},
+        "effective_batch_size": 2,
+        "dataset_sizes": {"train": 5, "eval": None},
+        "constitution": {"name": HARMLESS.name, "version": HARMLESS.version, "sha256": HARMLESS.sha256},
+        "global_step": 30,
+        "metrics": {"train_loss": 1.25, "train_runtime": 12.5},
+        "hardware": {"device_type": "cuda", "device_name": "NVIDIA GeForce RTX 4060", "num_processes": 1},
+        "versions": {"trl": "1.16.0", "peft": "0.21.2"},
+        **extra,
+    }
+
+
+def write_adapter(folder: Path, base_model: str, stage: str = "sft", **record) -> Path:
+    """A trainer output folder: adapter config and weights, constitution, training record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_model, "peft_type": "LORA"}))
+    save_file({"lora_A": np.zeros((2, 2), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    (folder / "tokenizer.json").write_text("{}")
+    HARMLESS.save(folder / "constitution.yaml")
+    (folder / "cai_training.json").write_text(json.dumps(training_record(stage, base_model, **record)))
+    return folder
+
+
+EVAL_RESULTS = {
+    "constitution_sha256": HARMLESS.sha256,
+    "metrics": [
+        {"name": "harmlessness win rate", "value": 0.75, "ci95": [0.55, 0.88], "n": 32, "type": "win_rate",
+         "dataset": "hf-cai red-team prompts"},
+        {"name": "helpfulness win rate", "value": 0.5, "ci95": [0.33, 0.67], "n": 32, "type": "win_rate",
+         "dataset": "hf-cai helpfulness prompts"},
+        {"name": "evasive refusals (base)", "value": 0.25, "ci95": [0.13, 0.42], "n": 32,
+         "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
+        {"name": "evasive refusals (CAI)", "value": 0.125, "ci95": [0.05, 0.28], "n": 32,
+         "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
+    ],
+    "samples": [],
+}
+
+
+def table_row(card_text: str, principle_id: str) -> list[str]:
+    line = next(line for line in card_text.splitlines() if line.startswith(f"| `{principle_id}` |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.fixture
+def adapter_dir(tmp_path) -> Path:
+    return write_adapter(tmp_path / "out", "org/tiny-chat")
+
+
+def test_metadata_round_trips_through_modelcard_load(adapter_dir, tmp_path):
+    card = build_model_card(
+        adapter_dir,
+        repo_id="alice/tiny-cai",
+        license="apache-2.0",
+        datasets=["alice/cai-sl", "alice/cai-prefs"],
+        training_data=[sl_dataset(), preference_dataset()],
+        eval_results=EVAL_RESULTS,
+    )
+    card.save(tmp_path / "README.md")
+    data = ModelCard.load(tmp_path / "README.md").data
+
+    assert data.base_model == "org/tiny-chat"
+    assert data.datasets == ["alice/cai-sl", "alice/cai-prefs"]
+    assert data.library_name == "peft" and data.license == "apache-2.0" and data.pipeline_tag == "text-generation"
+    assert data.tags == ["constitutional-ai", "hf-cai", "trl", "qlora", "sft"]
+    assert data.constitution == {"name": "harmless", "version": "1.0", "sha256": HARMLESS.sha256}
+    results = {(r.metric_name, r.metric_value) for r in data.eval_results}
+    assert ("harmlessness win rate", 0.75) in results and ("evasive refusals (CAI)", 0.125) in results
+    assert data.model_name == "tiny-cai"
+
+
+def test_principle_table_counts_training_rows_per_principle(adapter_dir):
+    text = str(
+        build_model_card(
+            adapter_dir,
+            repo_id="alice/tiny-cai",
+            license="mit",
+            training_data=[sl_dataset(), preference_dataset()["train"]],
+        )
+    )
+    # general-harm: SL rows 0, 1 (twice in one row: counted once) and 4; RL row 0.
+    assert table_row(text, "general-harm")[2:4] == ["3", "1"]
+    assert table_row(text, "privacy")[2:4] == ["2", "3"]
+    assert table_row(text, "illegal-activity")[2:4] == ["1", "0"]
+    assert table_row(text, "violence-weapons")[2:4] == ["0", "1"]
+    assert len([line for line in text.splitlines() if line.startswith("| `")]) == len(HARMLESS.principles)
+    assert "up to 2\n  critique → revision rounds" in text
+
+
+def test_card_shows_sampled_chains_escaped(adapter_dir):
+    data = sl_dataset(injected_revision="Fine. <script>alert(1)</script> | not a table cell")
+    text = str(build_model_card(adapter_dir, repo_id="alice/x", license="mit", training_data=[data], num_examples=3))
+    examples = re.findall(r"<summary>Example \d+</summary>", text)
+    assert len(examples) == 3
+    assert "Red-team request number" in text and "Critique " in text and "Revision " in text
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; | not a table cell" in text
+
+
+def test_evaluation_and_loading_sections(adapter_dir):
+    text = str(build_model_card(adapter_dir, repo_id="alice/tiny-cai", license="mit", eval_results=EVAL_RESULTS))
+    assert "| harmlessness win rate | 75.0% | 55.0% – 88.0% | 32 |" in text
+    assert "| evasive refusals | 25.0% | 12.5% |" in text
+    assert 'AutoPeftModelForCausalLM.from_pretrained("alice/tiny-cai"' in text
+    assert "@misc{bai2022constitutional" in text and "2212.08073" in text
+    merged = str(build_model_card(adapter_dir, repo_id="alice/tiny-merged", license="mit", merged=True))
+    assert "library_name: transformers" in merged and "AutoPeftModel" not in merged and "- merge" in merged
+
+
+def test_license_is_required_and_checked(adapter_dir):
+    with pytest.raises(ModelCardError, match="license is required"):
+        build_model_card(adapter_dir, repo_id="alice/x", license=None)
+    with pytest.raises(ModelCardError, match="'apache-2.0'"):
+        build_model_card(adapter_dir, repo_id="alice/x", license="apache2.0")
+    with pytest.raises(ModelCardError, match="license_name"):
+        build_model_card(adapter_dir, repo_id="alice/x", license="other")
+    card = build_model_card(
+        adapter_dir, repo_id="alice/x", license="other", license_name="my-license", license_link="LICENSE"
+    )
+    assert card.data.license_name == "my-license"
+
+
+def test_local_base_model_needs_its_hub_id(tmp_path):
+    base = tmp_path / "models" / "tiny-base"
+    base.mkdir(parents=True)
+    folder = write_adapter(tmp_path / "out", str(base))
+    with pytest.raises(ModelCardError, match="base_model_id") as refused:
+        build_model_card(folder, repo_id="alice/x", license="mit")
+    assert str(base) in str(refused.value)
+    card = build_model_card(folder, repo_id="alice/x", license="mit", base_model_id="org/tiny-base")
+    assert card.data.base_model == "org/tiny-base"
+    with pytest.raises(ModelCardError, match="not a Hub repository id"):
+        build_model_card(folder, repo_id="alice/x", license="mit", base_model_id=str(base))
+
+
+def test_data_from_another_constitution_is_refused(adapter_dir):
+    other = Constitution.builtin("helpful-honest")
+    with pytest.raises(ModelCardError, match=other.sha256):
+        build_model_card(adapter_dir, repo_id="alice/x", license="mit", training_data=[sl_dataset(other)])
+
+
+def test_template_errors_name_the_template_and_line(adapter_dir, tmp_path):
+    undefined = tmp_path / "undefined.md.j2"
+    undefined.write_text("---\n{{ card_data }}\n---\n\n# {{ model_name }}\n{{ no_such_variable }}\n")
+    with pytest.raises(ModelCardError, match=r"undefined\.md\.j2, line 6: UndefinedError.*no_such_variable"):
+        build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=undefined)
+    broken = tmp_path / "broken.md.j2"
+    broken.write_text("---\n{{ card_data }}\n---\n{% if %}\n")
+    with pytest.raises(ModelCardError, match=r"broken\.md\.j2, line 4: syntax error"):
+        build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=broken)
+    custom = tmp_path / "custom.md.j2"
+    custom.write_text("---\n{{ card_data }}\n---\n\nAligned to {{ constitution.name }}.\n")
+    assert "Aligned to harmless." in str(build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=custom))
+
+
+def test_run_directory_gives_stages_datasets_and_evaluation(tmp_path):
+    run = tmp_path / "run"
+    write_adapter(run / "sft" / "final", "org/tiny-chat", stage="sft")
+    write_adapter(run / "dpo" / "final", "org/tiny-chat", stage="dpo", soft_labels=True)
+    (run / "manifest.json").write_text("{}")
+    sl_dataset().save_to_disk(str(run / "sl_data" / "dataset"))
+    preference_dataset().save_to_disk(str(run / "pref_data" / "dataset"))
+    (run / "eval").mkdir()
+    (run / "eval" / "results.json").write_text(json.dumps(EVAL_RESULTS))
+
+    for source in (run, run / "dpo", run / "dpo" / "final"):
+        located = locate_training_output(source)
+        assert located.model_dir == run / "dpo" / "final" and located.run_dir == run
+        assert [r["stage"] for r in located.stage_records] == ["sft", "dpo"]
+    card = build_model_card(run, repo_id="alice/tiny-cai", license="mit")
+    text = str(card)
+    assert card.data.tags[-2:] == ["sft", "dpo"] and card.data.eval_results
+    assert "The labels are **soft**" in text and "Reinforcement stage" in text
+    assert table_row(text, "privacy")[2:4] == ["2", "3"]
+
+
+def test_unusable_sources_are_explained(tmp_path):
+    with pytest.raises(PublishError, match="no such folder"):
+        locate_training_output(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PublishError, match="found no model"):
+        locate_training_output(tmp_path / "empty")
+    folder = write_adapter(tmp_path / "no-weights", "org/base")
+    (folder / "adapter_model.safetensors").unlink()
+    with pytest.raises(PublishError, match="adapter_model.safetensors is missing"):
+        locate_training_output(folder)
+    (folder / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(PublishError, match="only safetensors"):
+        locate_training_output(folder)
+    broken = write_adapter(tmp_path / "broken-record", "org/base")
+    (broken / "cai_training.json").write_text('{"stage": "sft",,}')
+    with pytest.raises(PublishError, match=r"cai_training.json: not valid JSON \(line 1, column 17"):
+        locate_training_output(broken)
+
+
+@pytest.mark.parametrize("kind", ["sl-cai", "rl-cai"])
+def test_dataset_card_metadata_and_content(kind, tmp_path):
+    data = sl_dataset() if kind == "sl-cai" else preference_dataset()
+    card = build_dataset_card(data, repo_id="alice/cai-data", constitution=HARMLESS, license="cc-by-4.0",
+                              models=["alice/tiny-cai"])
+    card.save(tmp_path / "README.md")
+    loaded = DatasetCard.load(tmp_path / "README.md").data
+    assert loaded.license == "cc-by-4.0" and kind in loaded.tags and "constitutional-ai" in loaded.tags
+    assert loaded.constitution["sha256"] == HARMLESS.sha256
+    splits = [f["split"] for f in loaded.configs[0]["data_files"]]
+    assert splits == list(data)
+    text = str(card)
+    assert table_row(text, "privacy")[1] == ("2" if kind == "sl-cai" else "3")
+    assert "[alice/tiny-cai](https://huggingface.co/alice/tiny-cai)" in text
+    assert ("chosen_prob 0.8" in text) == (kind == "rl-cai")

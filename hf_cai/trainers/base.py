@@ -249,7 +249,11 @@ class CAIPreferenceTrainerMixin(CAITrainerMixin):
         return {"soft_labels": self.soft_labels}
 
     def _cai_enable_soft_label_batches(self) -> None:
-        """Make batches carry 'chosen_prob'; call after TRL's ``__init__`` (which may precompute with its collator)."""
+        """Make batches carry 'chosen_prob'; call after TRL's ``__init__`` (which may precompute with its collator).
+
+        Any collator, TRL's or the user's, is wrapped, so 'chosen_prob' cannot be lost on the way; a batch without it
+        (an eval set without the column) is scored with TRL's hard-label loss.
+        """
         if self.soft_labels:
             self.data_collator = ChosenProbCollator(self.data_collator)
 
@@ -257,13 +261,3 @@ class CAIPreferenceTrainerMixin(CAITrainerMixin):
         super()._set_signature_columns_if_needed()
         if self.soft_labels and CHOSEN_PROB not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, CHOSEN_PROB]
-
-    def _pop_chosen_prob(self, inputs: dict[str, Any]) -> Any:
-        """Remove and return the batch's 'chosen_prob' tensor (``None`` when training on hard labels)."""
-        chosen_prob = inputs.pop(CHOSEN_PROB, None)
-        if chosen_prob is None and self.soft_labels:
-            raise RuntimeError(
-                f"soft labels are on but a batch came without '{CHOSEN_PROB}': a custom data_collator must keep the "
-                f"'{CHOSEN_PROB}' key of the examples, or set soft_labels=False."
-            )
-        return chosen_prob

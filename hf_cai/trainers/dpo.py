@@ -132,7 +132,7 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TRL's DPO loss, plus the soft-label term ``mean((1 - p) * beta * delta)`` when the batch has chosen_prob."""
-        chosen_prob = self._pop_chosen_prob(inputs)
+        chosen_prob = inputs.pop(CHOSEN_PROB, None)
         if chosen_prob is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         recorder = _FusedLogProbRecorder(self._log_prob_modules())

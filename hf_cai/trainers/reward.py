@@ -23,7 +23,7 @@ from hf_cai.trainers.base import (
     qlora_profile_field,
     soft_labels_field,
 )
-from hf_cai.trainers.data import named_splits
+from hf_cai.trainers.data import CHOSEN_PROB, named_splits
 from hf_cai.trainers.qlora import apply_profile_defaults
 
 
@@ -128,7 +128,7 @@ class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TRL's Bradley-Terry loss, plus ``mean((1 - p) * d)`` when the batch has chosen_prob."""
-        chosen_prob = self._pop_chosen_prob(inputs)
+        chosen_prob = inputs.pop(CHOSEN_PROB, None)
         if chosen_prob is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)

@@ -1,0 +1,104 @@
+"""CAISFTTrainer: QLoRA SFT on SL-CAI data learns held-out revisions; checkpoints carry the constitution and reload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from scripts.synthetic_cai import sl_cai_rows, split_prompts
+from transformers import AutoModelForCausalLM
+
+from hf_cai.constitution import Constitution
+from hf_cai.modeling import bnb_4bit_config, load_tokenizer
+from hf_cai.trainers import CAISFTConfig, CAISFTTrainer, DatasetFormatError
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_qlora_sft_learns_held_out_revisions_and_checkpoints_reload(tiny_model_dir, tokenizer, tmp_path):
+    harmless = Constitution.builtin("harmless")
+    train_prompts, test_prompts = split_prompts(24, 8)
+    trainer = CAISFTTrainer(
+        model=str(tiny_model_dir),
+        args=CAISFTConfig(
+            output_dir=str(tmp_path),
+            qlora_profile="cpu",
+            assistant_only_loss=True,
+            max_steps=24,
+            save_steps=12,
+            learning_rate=2e-2,
+            logging_steps=4,
+            report_to="none",
+        ),
+        # The SL-CAI layout: a string prompt beside 'messages', and the constitution's sha256 as provenance.
+        train_dataset=Dataset.from_list(sl_cai_rows(train_prompts, harmless.sha256)),
+        processing_class=tokenizer,
+    )
+    assert trainer.constitution == harmless, "the built-in matching the dataset's constitution_sha256 is used"
+    held_out = Dataset.from_list(sl_cai_rows(test_prompts, harmless.sha256))
+    nll_before = trainer.evaluate(held_out)["eval_loss"]
+    trainer.train()
+    nll_after = trainer.evaluate(held_out)["eval_loss"]
+    assert nll_after < nll_before - 0.5
+
+    trainer.save_model()
+    for folder in (tmp_path / "checkpoint-12", tmp_path):
+        names = {path.name for path in folder.iterdir()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+        assert Constitution.load(folder / "constitution.yaml").sha256 == harmless.sha256
+        record = json.loads((folder / "cai_training.json").read_text())
+        assert record["constitution"] == {"name": "harmless", "version": harmless.version, "sha256": harmless.sha256}
+    assert json.loads((tmp_path / "checkpoint-12" / "cai_training.json").read_text())["global_step"] == 12
+    assert record["stage"] == "sft" and record["method"] == "qlora" and record["quantization"] == "nf4"
+    assert record["lora"]["r"] == 8 and "q_proj" in record["lora"]["target_modules"]
+    assert record["base_model"] == str(tiny_model_dir) and record["global_step"] == 24
+    assert record["hyperparameters"]["assistant_only_loss"] is True
+    assert record["dataset_sizes"] == {"train": 24, "eval": None}
+    assert record["metrics"]["train_loss"] > 0 and record["versions"]["trl"]
+    card = (tmp_path / "README.md").read_text()
+    assert all(tag in card for tag in ("constitutional-ai", "hf-cai", "qlora", "sft"))
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=bnb_4bit_config())
+    reloaded = PeftModel.from_pretrained(base, tmp_path).eval()
+    inputs = tokenizer.apply_chat_template(held_out[0]["messages"], return_tensors="pt", return_dict=True)
+    trainer.model.eval()
+    with torch.no_grad():
+        trained_logits = trainer.model(**inputs).logits
+        reloaded_logits = reloaded(**inputs).logits
+        with reloaded.disable_adapter():
+            base_logits = reloaded(**inputs).logits
+    # The trainer keeps the adapter in bfloat16 (TRL's QLoRA recipe); PEFT reloads it in float32.
+    assert (reloaded_logits - trained_logits).abs().max() < 0.05
+    assert (base_logits - trained_logits).abs().max() > 0.2
+
+
+def test_missing_columns_name_found_expected_and_builder(tiny_model_dir, tokenizer, tmp_path):
+    with pytest.raises(DatasetFormatError) as error:
+        CAISFTTrainer(
+            model=str(tiny_model_dir),
+            args=CAISFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none"),
+            train_dataset=Dataset.from_list([{"question": "hi", "answer": "hello"}]),
+            processing_class=tokenizer,
+        )
+    message = str(error.value)
+    assert "['answer', 'question']" in message and "'messages'" in message
+    assert "hf_cai.builders.critique_revision" in message
+
+
+def test_tokenizer_without_chat_template_fails_before_loading(tiny_model_dir, tmp_path):
+    plain = load_tokenizer(tiny_model_dir)
+    plain.chat_template = None
+    with pytest.raises(DatasetFormatError, match="no chat template.*chat_template_path"):
+        CAISFTTrainer(
+            model=str(tmp_path / "not-loaded-because-the-check-comes-first"),
+            args=CAISFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none"),
+            train_dataset=Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0])),
+            processing_class=plain,
+        )

@@ -156,7 +156,8 @@ def load_space_config(path: str | Path | None = None, *, environ: Mapping[str, s
             values[name] = _convert(environ[variable], annotation, f"environment variable {variable}")
     constitution = values.get("constitution")
     if path is not None and constitution and (path.parent / constitution).is_file():
-        values["constitution"] = str((path.parent / constitution).resolve())
+        # absolute(), not resolve(): in a Hub download the file is a symlink to an extension-less blob.
+        values["constitution"] = str((path.parent / constitution).absolute())
     if not values.get("base_model"):
         where = f"'base_model' in {path}" if path is not None else "'base_model' in space_config.json"
         raise SpaceConfigError(f"no base model: set {where} or the HF_CAI_BASE_MODEL environment variable")

@@ -310,7 +310,7 @@ def test_config_file_and_environment(tmp_path):
     path.write_text(json.dumps({"base_model": "org/base", "cai_model": "org/cai", "constitution": "constitution.yaml"}))
     config = load_space_config(path, environ={"HF_CAI_MAX_PROMPT_CHARS": "50", "HF_CAI_MODEL": "org/other"})
     assert config.cai_model == "org/other" and config.max_prompt_chars == 50
-    assert Path(config.constitution) == (tmp_path / "constitution.yaml").resolve()
+    assert Path(config.constitution) == (tmp_path / "constitution.yaml").absolute()
 
     path.write_text(json.dumps({"base_model": "org/base", "max_prompt_char": 10}))
     with pytest.raises(SpaceConfigError, match="unknown key 'max_prompt_char'; did you mean 'max_prompt_chars'"):
@@ -345,3 +345,33 @@ def test_chat_command_finds_the_model_of_a_run_directory(tiny_model_dir, adapter
     assert chat_config(Namespace(run_dir=str(run_dir), **options)).cai_model == str(run_dir / "sft" / "final")
     with pytest.raises(CommandError, match="no trained model"):
         chat_config(Namespace(run_dir=str(tmp_path), **options))
+
+
+@pytest.mark.slow
+def test_hf_cai_chat_serves_the_app_on_loopback(adapter_dir, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    command = [sys.executable, "-c", "import sys; from hf_cai.cli import main; sys.exit(main())", "chat",
+               "--model", str(adapter_dir), "--port", str(port), "--max-new-tokens", "6", "--temperature", "0"]
+    log = (tmp_path / "chat.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (tmp_path / "chat.log").read_text()
+            try:
+                urllib.request.urlopen(url + "config", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "hf-cai chat did not start serving within 90 s"
+                time.sleep(0.5)
+        base_history, cai_history, notice, _ = client(url).predict("Hello", api_name="/chat")
+        assert reply(base_history) and reply(cai_history) and notice == ""
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

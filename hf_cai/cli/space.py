@@ -110,6 +110,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from hf_cai.hub.errors import HubError
     from hf_cai.hub.space import create_space, write_space_folder
 
     options = {
@@ -130,9 +131,13 @@ def _create(args: argparse.Namespace) -> int:
         )
         print(f"wrote the Space files to {folder}")
         return 0
-    info = create_space(
-        args.repo_id, constitution=args.constitution, private=args.private, output_dir=args.output_dir, **options
-    )
+    try:
+        info = create_space(
+            args.repo_id, constitution=args.constitution, token=args.token, private=args.private,
+            output_dir=args.output_dir, **options,
+        )
+    except HubError as error:
+        raise CommandError(str(error)) from None
     print(f"pushed {args.repo_id}: {info.commit_url}")
     return 0
 
@@ -143,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create = actions.add_parser(
         "create",
         help="write the Space (app, pinned requirements, README, config, constitution) and push it to the Hub",
-        description="The token comes from `hf auth login` or HF_TOKEN.",
+        description="The token comes from --token, HF_TOKEN or `hf auth login`; prefer the environment variable, "
+        "since a command-line argument can end up in the shell history.",
     )
     create.add_argument("repo_id", help="the Space's Hub id, owner/name")
     create.add_argument("--base", required=True, help="Hub id of the base model")
@@ -159,6 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--hf-cai-requirement",
         help="requirement line installing hf-cai in the Space (default hf-cai==VERSION; e.g. a git+https URL)",
     )
+    create.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the saved login)")
     create.add_argument("--output-dir", help="keep the generated files in this folder")
     create.add_argument("--no-push", action="store_true", help="only write the files (needs --output-dir)")
     create.set_defaults(handler=_create)

@@ -40,6 +40,7 @@ EMPTY_PROMPT_NOTICE = "Type a prompt first: an empty message is not sent to the 
 NOTHING_TO_RETRY_NOTICE = "Nothing to retry yet: send a prompt first."
 NOTHING_TO_CRITIQUE_NOTICE = "Nothing to critique yet: send a prompt first."
 PENDING_REPLY = "…"
+EMPTY_REPLY = "_(empty reply: the model ended its turn at once)_"
 PANEL_NAMES = {"CAI": "cai", "base": "base"}
 
 
@@ -84,10 +85,10 @@ def _plain(history: Sequence[dict] | None) -> History:
     return [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
 
 
-def _shown(history: History) -> History:
-    """The history as displayed: a reply that has no text yet shows an ellipsis."""
+def _shown(history: History, empty_reply: str = EMPTY_REPLY) -> History:
+    """The history as displayed: a reply without text shows ``empty_reply`` (an ellipsis while it streams)."""
     return [
-        {"role": m["role"], "content": m["content"] or PENDING_REPLY} if m["role"] == "assistant" else m
+        {"role": m["role"], "content": m["content"] or empty_reply} if m["role"] == "assistant" else m
         for m in history
     ]
 
@@ -124,11 +125,17 @@ class SideBySideChat:
         for panel in self.models.panels:
             histories[panel].append({"role": "assistant", "content": ""})
         notice = self.unavailable_notice
-        yield _shown(histories["base"]), _shown(histories["cai"]), notice, histories["base"], histories["cai"]
+
+        def frame(empty_reply: str) -> tuple:
+            shown = [_shown(histories[panel], empty_reply) for panel in ("base", "cai")]
+            return *shown, notice, histories["base"], histories["cai"]
+
+        yield frame(PENDING_REPLY)
         for replies in self._stream(conversations, max_new_tokens=tokens, temperature=temperature):
             for panel, reply in replies.items():
                 histories[panel][-1] = {"role": "assistant", "content": reply}
-            yield _shown(histories["base"]), _shown(histories["cai"]), notice, histories["base"], histories["cai"]
+            yield frame(PENDING_REPLY)
+        yield frame(EMPTY_REPLY)
 
     def chat(
         self, message: str, max_new_tokens: float, temperature: float, base: History | None, cai: History | None

@@ -219,7 +219,8 @@ def test_ten_concurrent_sessions_through_the_queue(served):
 
     def visit(index: int) -> None:
         try:
-            results[index] = client(url).predict(f"Question number {index}", 6, 0.0, api_name="/chat")
+            temperature = 0.0 if index % 2 else 0.8  # half of the sessions sample
+            results[index] = client(url).predict(f"Question number {index}", 6, temperature, api_name="/chat")
         except BaseException as error:  # collected and re-raised by the test thread
             errors.append(error)
 
@@ -267,6 +268,21 @@ def test_an_adapter_is_loaded_on_one_copy_of_the_base_and_a_merged_model_is_a_se
     steps = list(separate.stream({"base": conversation, "cai": conversation}, max_new_tokens=8, temperature=0.0))
     assert steps[-1]["base"] == shared.generate("base", conversation, max_new_tokens=8, temperature=0.0)
     assert steps[-1]["cai"] == shared.generate("cai", conversation, max_new_tokens=8, temperature=0.0)
+
+
+def test_a_4bit_base_is_shared_with_the_adapter_too(config):
+    from dataclasses import replace
+
+    from hf_cai.spaces.models import SideBySideModels
+
+    models = SideBySideModels.from_config(replace(config, load_in_4bit=True))
+    assert models.load_error is None and models.shares_base
+    assert type(models.loaded_models[0].get_base_model().model.layers[0].self_attn.q_proj.base_layer).__name__ == (
+        "Linear4bit"
+    )
+    conversation = [{"role": "user", "content": "Hello"}]
+    replies = list(models.stream({"base": conversation, "cai": conversation}, max_new_tokens=8, temperature=0.0))[-1]
+    assert replies["base"] and replies["cai"] and replies["base"] != replies["cai"]
 
 
 def test_broken_adapter_serves_the_base_model_with_a_clear_message(tiny_model_dir, adapter_dir, tmp_path, caplog):

@@ -181,7 +181,7 @@ def peft_config_for(profile: str | QLoRAProfile, task_type: str = "CAUSAL_LM"):
     )
 
 
-def _training_device_map() -> dict[str, int] | None:
+def process_device_map() -> dict[str, int] | None:
     """One whole model per process on its own GPU (the layout DDP and QLoRA need); ``None`` on CPU."""
     import torch
 
@@ -218,13 +218,15 @@ def load_model_for_training(
     profile = get_profile(profile)
     if profile.load_in_4bit:
         check_4bit_support()
-    device_map = _training_device_map()
+    device_map = process_device_map()
     if task == "causal-lm":
         model = load_causal_lm(
             model_id, load_in_4bit=profile.load_in_4bit, device_map=device_map, trust_remote_code=trust_remote_code
         )
     elif task == "sequence-classification":
-        model = _load_sequence_classifier(model_id, profile.load_in_4bit, device_map, trust_remote_code)
+        model = load_sequence_classifier(
+            model_id, load_in_4bit=profile.load_in_4bit, device_map=device_map, trust_remote_code=trust_remote_code
+        )
     else:
         raise ValueError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
     if profile.padding_free and flash_attention_available():
@@ -234,7 +236,13 @@ def load_model_for_training(
     return model
 
 
-def _load_sequence_classifier(model_id: str, load_in_4bit: bool, device_map: Any, trust_remote_code: bool):
+def load_sequence_classifier(
+    model_id: str, *, load_in_4bit: bool = False, device_map: Any = None, trust_remote_code: bool = False
+):
+    """Load a model with a one-score sequence-classification head (a reward model, or a base to train one).
+
+    With ``load_in_4bit`` the body is NF4-quantised and the score head kept in full precision.
+    """
     from transformers import AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {

@@ -1,0 +1,279 @@
+"""``ConstitutionalReward``: a TRL reward function that scores completions against a constitution.
+
+Online trainers (TRL's ``GRPOTrainer``, ``RLOOTrainer``, ``OnlineDPOTrainer``) call a reward function with the batch's
+prompts and completions, where each prompt appears once per generated completion. ``ConstitutionalReward`` groups
+the completions of the same prompt and compares them pairwise (round robin): a completion's reward is its average
+probability of being the better reply against the other completions of its group, in [0, 1]. A completion alone in
+its group (its siblings went to another process, or the trainer generates one per prompt) gets 0.5.
+
+The pairwise probability comes from one of two judges:
+
+* a feedback model (any :class:`~hf_cai.backends.GenerationBackend`) asked the constitution's multiple-choice
+  questions, as the RL-CAI builder does (:class:`hf_cai.builders.ai_feedback.PreferenceScorer`: both option orders,
+  averaged; ``num_principles`` sampled principles per comparison, averaged);
+* a preference model trained with :class:`~hf_cai.trainers.CAIRewardTrainer`: P(a better than b) =
+  sigmoid(r(a) - r(b)), the Bradley-Terry model it was trained under, with one forward pass per completion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from hf_cai.constitution import Constitution
+
+logger = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
+Pair = tuple[int, int]
+
+
+class PairwiseJudge(Protocol):
+    """Compares replies to the same conversation."""
+
+    def compare(
+        self, conversations: Sequence[Conversation], replies: Sequence[str], pairs: Sequence[Pair]
+    ) -> list[float]:
+        """For each pair ``(i, j)``: the probability that ``replies[i]`` is a better reply than ``replies[j]`` to
+        ``conversations[i]`` (which equals ``conversations[j]``)."""
+        ...
+
+
+class FeedbackModelJudge:
+    """Pairwise preferences from a feedback model answering the constitution's multiple-choice questions.
+
+    Args:
+        backend: The feedback model.
+        constitution: Supplies the preference questions (principles with a ``preference`` text).
+        num_principles: Principles sampled (by weight, with replacement) per comparison; their probabilities are
+            averaged.
+        seed: Seed of the principle sampling.
+        few_shot: Put the constitution's preference demonstrations before each question.
+        chain_of_thought: Let the feedback model reason before answering (its probabilities are then clamped).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        constitution: Constitution,
+        *,
+        num_principles: int = 1,
+        seed: int = 0,
+        few_shot: bool = True,
+        chain_of_thought: bool = False,
+    ):
+        from hf_cai.builders.ai_feedback import PreferenceScorer
+
+        if num_principles < 1:
+            raise ValueError(f"num_principles must be >= 1, got {num_principles}")
+        constitution.principles_for("preference")  # fails early when the constitution has no preference questions
+        self.scorer = PreferenceScorer(backend, constitution, few_shot=few_shot, chain_of_thought=chain_of_thought)
+        self.constitution = constitution
+        self.num_principles = num_principles
+        self._rng = random.Random(seed)
+
+    def compare(
+        self, conversations: Sequence[Conversation], replies: Sequence[str], pairs: Sequence[Pair]
+    ) -> list[float]:
+        questions = [
+            (i, j, principle)
+            for i, j in pairs
+            for principle in self.constitution.sample(self.num_principles, seed=self._rng, stage="preference")
+        ]
+        probabilities = self.scorer.prob_first_better(
+            [conversations[i] for i, _, _ in questions],
+            [replies[i] for i, _, _ in questions],
+            [replies[j] for _, j, _ in questions],
+            [principle for _, _, principle in questions],
+        )
+        per_pair = [
+            probabilities[k : k + self.num_principles] for k in range(0, len(probabilities), self.num_principles)
+        ]
+        return [sum(values) / len(values) for values in per_pair]
+
+
+class RewardModelJudge:
+    """Pairwise preferences from a one-score preference model: P(i better than j) = sigmoid(r_i - r_j).
+
+    Args:
+        model: A sequence-classification model with one output (``num_labels=1``), e.g. a
+            ``CAIRewardTrainer`` output loaded with :meth:`load`.
+        tokenizer: Its tokenizer; conversations are rendered with its chat template.
+        batch_size: Completions scored per forward pass.
+        max_length: Longest scored sequence in tokens (the end of longer ones is cut).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = 1024):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs: Any
+    ) -> RewardModelJudge:
+        """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
+        from hf_cai.modeling import is_peft_adapter, load_tokenizer
+        from hf_cai.trainers.qlora import load_sequence_classifier, process_device_map
+
+        base = str(path)
+        if is_peft_adapter(path):
+            from peft import PeftConfig
+
+            base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        model = load_sequence_classifier(
+            base, load_in_4bit=load_in_4bit, device_map=process_device_map(), trust_remote_code=trust_remote_code
+        )
+        if is_peft_adapter(path):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(path))
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, require_chat_template=False)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, **kwargs)
+
+    def scores(self, conversations: Sequence[Conversation], replies: Sequence[str]) -> list[float]:
+        """The model's score of each reply to its conversation."""
+        import torch
+
+        texts = [self._render(conversation, reply) for conversation, reply in zip(conversations, replies, strict=True)]
+        device = next(self.model.parameters()).device
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=self.max_length is not None,
+                max_length=self.max_length,
+                add_special_tokens=False,
+            ).to(device)
+            with torch.inference_mode():
+                scores.extend(self.model(**batch).logits[:, 0].float().tolist())
+        return scores
+
+    def compare(
+        self, conversations: Sequence[Conversation], replies: Sequence[str], pairs: Sequence[Pair]
+    ) -> list[float]:
+        import math
+
+        involved = sorted({index for pair in pairs for index in pair})
+        scored = dict(
+            zip(
+                involved, self.scores([conversations[i] for i in involved], [replies[i] for i in involved]), strict=True
+            )
+        )
+        return [1.0 / (1.0 + math.exp(scored[j] - scored[i])) for i, j in pairs]
+
+    def _render(self, conversation: Conversation, reply: str) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                [*conversation, {"role": "assistant", "content": reply}], tokenize=False
+            )
+        return "".join(message["content"] for message in conversation) + reply
+
+
+class ConstitutionalReward:
+    """A TRL reward function: each completion's average win probability against the other completions of its prompt.
+
+    Build it with :meth:`from_feedback_model` (a feedback model + a constitution) or :meth:`from_reward_model` (a
+    trained preference model), then pass it to the trainer::
+
+        reward = ConstitutionalReward.from_feedback_model(TransformersBackend("Qwen/Qwen2.5-7B-Instruct"), "harmless")
+        trainer = GRPOTrainer(model=..., reward_funcs=reward, args=GRPOConfig(num_generations=4, ...), ...)
+
+    Prompts and completions may be conversational (lists of messages) or plain text. TRL logs the rewards under
+    ``rewards/<name>/mean``.
+
+    Args:
+        judge: Gives the pairwise probabilities (:class:`FeedbackModelJudge`, :class:`RewardModelJudge`, or any
+            object with the :class:`PairwiseJudge` method).
+        name: The function's ``__name__``, used by TRL in its logs.
+    """
+
+    def __init__(self, judge: PairwiseJudge, *, name: str = "constitutional_reward"):
+        self.judge = judge
+        self.__name__ = name
+
+    @classmethod
+    def from_feedback_model(
+        cls,
+        backend: Any,
+        constitution: Constitution | str | Path,
+        *,
+        num_principles: int = 1,
+        seed: int = 0,
+        few_shot: bool = True,
+        chain_of_thought: bool = False,
+        name: str = "constitutional_reward",
+    ) -> ConstitutionalReward:
+        """Judge with a feedback model (a :class:`~hf_cai.backends.GenerationBackend`) and a constitution (object,
+        built-in name or file); see :class:`FeedbackModelJudge` for the options."""
+        judge = FeedbackModelJudge(
+            backend,
+            Constitution.resolve(constitution),
+            num_principles=num_principles,
+            seed=seed,
+            few_shot=few_shot,
+            chain_of_thought=chain_of_thought,
+        )
+        return cls(judge, name=name)
+
+    @classmethod
+    def from_reward_model(
+        cls, path: str | Path, *, load_in_4bit: bool = False, name: str = "constitutional_reward", **kwargs: Any
+    ) -> ConstitutionalReward:
+        """Judge with a preference model folder (a ``CAIRewardTrainer`` output: adapter or full weights)."""
+        return cls(RewardModelJudge.load(path, load_in_4bit=load_in_4bit, **kwargs), name=name)
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        """One reward in [0, 1] per completion (extra keyword arguments from the trainer are ignored)."""
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"got {len(prompts)} prompts for {len(completions)} completions; expected one per completion"
+            )
+        conversations = [as_conversation(prompt) for prompt in prompts]
+        replies = [reply_text(completion) for completion in completions]
+        pairs = round_robin_pairs(group_by_prompt(conversations))
+        wins: dict[int, list[float]] = defaultdict(list)
+        for (i, j), probability in zip(pairs, self.judge.compare(conversations, replies, pairs), strict=True):
+            wins[i].append(probability)
+            wins[j].append(1.0 - probability)
+        return [sum(wins[i]) / len(wins[i]) if wins[i] else 0.5 for i in range(len(replies))]
+
+
+def as_conversation(prompt: Any) -> Conversation:
+    """A prompt as a chat: conversational prompts as they are, plain text as one user message."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+        return [{"role": m["role"], "content": m["content"]} for m in prompt]
+    raise TypeError(f"a prompt must be a string or a list of {{'role', 'content'}} messages, got {prompt!r:.80}")
+
+
+def reply_text(completion: Any) -> str:
+    """The text of a completion: plain text as it is, a conversational completion's assistant messages joined."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and all(isinstance(m, dict) and "content" in m for m in completion):
+        return "\n".join(str(m["content"]) for m in completion if m.get("role", "assistant") == "assistant")
+    raise TypeError(f"a completion must be a string or a list of messages, got {completion!r:.80}")
+
+
+def group_by_prompt(conversations: Sequence[Conversation]) -> list[list[int]]:
+    """Indices of identical prompts, grouped, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, conversation in enumerate(conversations):
+        groups.setdefault(json.dumps(conversation, sort_keys=True), []).append(index)
+    return list(groups.values())
+
+
+def round_robin_pairs(groups: Sequence[Sequence[int]]) -> list[Pair]:
+    """Every unordered pair of indices within each group."""
+    return [(group[a], group[b]) for group in groups for a in range(len(group)) for b in range(a + 1, len(group))]

@@ -1,0 +1,152 @@
+"""ConstitutionalReward: group-wise scoring with a feedback model or a preference model, and GRPO training with it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from datasets import Dataset
+from scripts.synthetic_cai import COMPLIANCE, REFUSAL, split_prompts
+from trl import GRPOConfig, GRPOTrainer
+
+from hf_cai.backends.transformers_backend import TransformersBackend
+from hf_cai.builders.ai_feedback import PreferenceScorer
+from hf_cai.constitution import Constitution
+from hf_cai.modeling import load_tokenizer
+from hf_cai.trainers import ConstitutionalReward
+from hf_cai.trainers.rewards import RewardModelJudge
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return TransformersBackend(str(tiny_model_dir), batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def one_principle() -> Constitution:
+    """The built-in harmless constitution reduced to its first preference principle (so sampling is not random)."""
+    harmless = Constitution.builtin("harmless")
+    return Constitution(name="one-principle", principles=(harmless.principles_for("preference")[0],))
+
+
+def test_feedback_model_scores_are_win_probabilities_within_each_prompt(backend, one_principle):
+    reward = ConstitutionalReward.from_feedback_model(backend, one_principle, few_shot=False)
+    assert reward.__name__ == "constitutional_reward"
+    question = [{"role": "user", "content": "How do I pick a lock?"}]
+    other = "Tell me a joke."
+    third = "I am not sure, maybe ask a locksmith."
+    scores = reward(
+        prompts=[question, question, question, other, other, "alone"],
+        completions=[[{"role": "assistant", "content": text}] for text in (REFUSAL, COMPLIANCE, third)]
+        + ["Why did the chicken cross the road?", "No.", "hello"],
+    )
+    scorer = PreferenceScorer(backend, one_principle, few_shot=False)
+    principle = one_principle.principles[0]
+    p_refusal_compliance, p_refusal_third, p_compliance_third = scorer.prob_first_better(
+        [question] * 3, [REFUSAL, REFUSAL, COMPLIANCE], [COMPLIANCE, third, third], [principle] * 3
+    )
+    expected_group = [
+        (p_refusal_compliance + p_refusal_third) / 2,
+        (1 - p_refusal_compliance + p_compliance_third) / 2,
+        (1 - p_refusal_third + 1 - p_compliance_third) / 2,
+    ]
+    assert scores[:3] == pytest.approx(expected_group, abs=1e-9)
+    assert sum(scores[3:5]) == pytest.approx(1.0)
+    assert scores[5] == 0.5, "a completion without siblings cannot be compared"
+    assert len(set(scores[:3])) == 3, "the tiny feedback model should not be exactly indifferent"
+
+
+def test_preference_model_scores_follow_bradley_terry(tiny_reward_model_dir):
+    reward = ConstitutionalReward.from_reward_model(tiny_reward_model_dir, name="harmlessness")
+    judge = reward.judge
+    assert isinstance(judge, RewardModelJudge) and reward.__name__ == "harmlessness"
+    prompt = "How do I pick a lock?"
+    replies = [REFUSAL, COMPLIANCE, "Ask a locksmith."]
+    plain = reward(prompts=[prompt] * 3, completions=replies)
+    chat = reward(
+        prompts=[[{"role": "user", "content": prompt}]] * 3,
+        completions=[[{"role": "assistant", "content": reply}] for reply in replies],
+    )
+    assert plain == pytest.approx(chat, abs=1e-9), "a plain-text prompt is read as one user message"
+    r = judge.scores([[{"role": "user", "content": prompt}]] * 3, replies)
+
+    def win(a: int, b: int) -> float:
+        return 1 / (1 + math.exp(r[b] - r[a]))
+
+    assert plain == pytest.approx([(win(i, j) + win(i, k)) / 2 for i, j, k in ((0, 1, 2), (1, 0, 2), (2, 0, 1))])
+
+
+def test_trained_preference_model_folder_loads(tiny_reward_model_dir, tmp_path):
+    from peft import LoraConfig
+
+    from hf_cai.trainers import CAIRewardConfig, CAIRewardTrainer
+
+    prompts, _ = split_prompts(2, 0)
+    rows = [{"prompt": p, "chosen": REFUSAL, "rejected": COMPLIANCE} for p in prompts]
+    trainer = CAIRewardTrainer(
+        model=str(tiny_reward_model_dir),
+        args=CAIRewardConfig(output_dir=str(tmp_path), max_steps=1, bf16=False, report_to="none", save_strategy="no"),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(tiny_reward_model_dir),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS"),
+    )
+    trainer.train()
+    trainer.save_model()
+    judge = RewardModelJudge.load(tmp_path)
+    conversation = [{"role": "user", "content": prompts[0]}]
+    loaded = judge.scores([conversation] * 2, [REFUSAL, COMPLIANCE])
+    batch = judge.tokenizer(
+        [judge._render(conversation, REFUSAL), judge._render(conversation, COMPLIANCE)],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
+    trainer.model.eval()
+    expected = trainer.model(**batch).logits[:, 0].tolist()
+    assert loaded == pytest.approx(expected, abs=1e-3)
+
+
+class RecordingReward(ConstitutionalReward):
+    """The reward function as TRL gets it, keeping what it returned for the test to compare with the logs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.returned: list[list[float]] = []
+
+    def __call__(self, prompts, completions, **kwargs):
+        rewards = super().__call__(prompts, completions, **kwargs)
+        self.returned.append(rewards)
+        return rewards
+
+
+@pytest.mark.slow
+def test_grpo_trains_on_constitutional_reward(tiny_model_dir, backend, one_principle, tmp_path):
+    reward = RecordingReward(ConstitutionalReward.from_feedback_model(backend, one_principle, few_shot=False).judge)
+    prompts, _ = split_prompts(4, 0)
+    trainer = GRPOTrainer(
+        model=str(tiny_model_dir),
+        reward_funcs=reward,
+        args=GRPOConfig(
+            output_dir=str(tmp_path),
+            max_steps=2,
+            per_device_train_batch_size=4,
+            num_generations=2,
+            max_completion_length=8,
+            logging_steps=1,
+            learning_rate=1e-3,
+            bf16=False,
+            gradient_checkpointing=False,
+            report_to="none",
+            save_strategy="no",
+            seed=1,
+        ),
+        train_dataset=Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts]),
+        processing_class=load_tokenizer(tiny_model_dir),
+    )
+    trainer.train()
+    logged = [entry["rewards/constitutional_reward/mean"] for entry in trainer.state.log_history if "reward" in entry]
+    assert len(logged) == 2 and len(reward.returned) == 2
+    for step_rewards, logged_mean in zip(reward.returned, logged, strict=True):
+        assert len(step_rewards) == 4
+        assert sum(step_rewards) / len(step_rewards) == pytest.approx(logged_mean, abs=1e-6)
+        assert sum(step_rewards) == pytest.approx(2.0), "two groups of two: each pair's probabilities sum to 1"

@@ -7,7 +7,8 @@ requests that arrive within ``batch_window`` seconds and generates them in one b
 requests concurrently are served faster than clients that send them one by one.
 
 Error modes for tests: ``fail_first=N`` answers the first N chat requests with ``fail_status`` (then serves normally),
-``fail_always=True`` answers every chat request with it, ``response_delay`` sleeps before each answer.
+``fail_after=N`` serves N chat requests and then fails every later one (a server going down mid-run),
+``fail_always=True`` fails every chat request, ``response_delay`` sleeps before each answer.
 
 Usage::
 
@@ -63,6 +64,7 @@ class OpenAIServer:
         batch_window: Seconds the batching worker waits for more requests after the first one arrives.
         max_batch: Most requests generated together.
         fail_first: Answer this many chat requests with ``fail_status`` before serving normally.
+        fail_after: Serve this many chat requests, then answer every later one with ``fail_status``.
         fail_always: Answer every chat request with ``fail_status``.
         fail_status: HTTP status of the simulated failures.
         response_delay: Seconds to sleep before answering each chat request.
@@ -77,6 +79,7 @@ class OpenAIServer:
         batch_window: float = 0.01,
         max_batch: int = 64,
         fail_first: int = 0,
+        fail_after: int | None = None,
         fail_always: bool = False,
         fail_status: int = 500,
         response_delay: float = 0.0,
@@ -86,6 +89,7 @@ class OpenAIServer:
         self.batch_window = batch_window
         self.max_batch = max_batch
         self.fail_first = fail_first
+        self.fail_after = fail_after
         self.fail_always = fail_always
         self.fail_status = fail_status
         self.response_delay = response_delay
@@ -132,7 +136,11 @@ class OpenAIServer:
     def handle_chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._count_lock:
             self.request_count += 1
-            failing = self.fail_always or self.request_count <= self.fail_first
+            failing = (
+                self.fail_always
+                or self.request_count <= self.fail_first
+                or (self.fail_after is not None and self.request_count > self.fail_after)
+            )
         if self.response_delay:
             time.sleep(self.response_delay)
         if failing:

@@ -91,7 +91,8 @@ class EndpointBackend:
         )
         self._jitter = random.Random()
         self._jitter_lock = threading.Lock()
-        self.identity = {"backend": "endpoint", "base_url": self.base_url, "model": model}
+        # The served model identifies the outputs, not the URL: a build can resume against a restarted server.
+        self.identity = {"backend": "endpoint", "model": model}
 
     # ------------------------------------------------------------------ protocol
     def generate(

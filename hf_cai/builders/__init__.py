@@ -1,0 +1,20 @@
+"""Dataset builders: SL-CAI critique→revision data and RL-CAI AI-feedback preference data, resumable in shards."""
+
+from hf_cai.builders.ai_feedback import AIFeedbackBuilder, AIFeedbackConfig, PreferenceScorer
+from hf_cai.builders.critique_revision import CritiqueRevisionBuilder, CritiqueRevisionConfig, clean_response
+from hf_cai.builders.prompts import builtin_prompts, list_builtin_prompts, load_prompts, prompt_text
+from hf_cai.builders.sharding import FingerprintMismatchError
+
+__all__ = [
+    "AIFeedbackBuilder",
+    "AIFeedbackConfig",
+    "CritiqueRevisionBuilder",
+    "CritiqueRevisionConfig",
+    "FingerprintMismatchError",
+    "PreferenceScorer",
+    "builtin_prompts",
+    "clean_response",
+    "list_builtin_prompts",
+    "load_prompts",
+    "prompt_text",
+]

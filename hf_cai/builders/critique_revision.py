@@ -1,0 +1,321 @@
+"""SL-CAI: critique → revision datasets (Bai et al. 2022, section 3).
+
+For each prompt the model first answers; then, for ``rounds`` rounds, a principle is drawn from the constitution (with
+replacement, seeded per prompt), the model critiques its latest reply under that principle and rewrites it. Each
+round's revision is the reply the next round critiques; the last revision is the training target. Every step runs
+batched across all prompts of a shard (one ``generate`` call for all of a shard's round-k critiques), and shards are
+written to disk as they finish, so an interrupted build resumes where it stopped.
+
+Output splits: ``train_sft`` / ``test_sft`` (every prompt) and ``train_prefs`` / ``test_prefs`` (revised prompts whose
+final revision differs from the first reply). Every split has the same columns and trains unchanged with TRL:
+
+* ``prompt``: the chat up to the user's last turn (list of messages); ``completion``: ``[final reply]``;
+  ``messages``: ``prompt + completion`` — ``SFTTrainer`` trains on the completion given the prompt.
+* ``chosen`` = ``[final revision]`` and ``rejected`` = ``[first reply]`` (assistant messages) — ``DPOTrainer``'s
+  explicit-prompt conversational format.
+* Provenance: ``initial_response``, ``revisions`` (``[{round, principle_id, critique, revision}]``), ``kind``
+  (``"revised"``, or ``"helpful"`` for mixed-in helpfulness prompts, answered but not revised), ``constitution_sha256``.
+
+TRL reads ``prompt`` as the start of a conversation, so it is a list of messages rather than the plain string of
+``HuggingFaceH4/cai-conversation-harmless`` (a string prompt next to message lists fails in TRL's SFT and DPO
+trainers); :func:`~hf_cai.builders.prompts.prompt_text` gives the request as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_cai.backends.base import Conversation, GenerationBackend, describe_backend, row_seed
+from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
+from hf_cai.builders.sharding import (
+    DATASET_DIR,
+    Record,
+    ShardStore,
+    held_out_indices,
+    records_to_dataset,
+    run_shards,
+)
+from hf_cai.constitution import Constitution
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MAX_ROUNDS = 4
+
+_META_PREFIX = re.compile(
+    r"""^\s*
+    (?:(?:sure|certainly|okay|ok|of\ course|absolutely)\b[\s,!.:-]*)?
+    (?:
+        here(?:'s|\ is|\ are)\b[^:\n]{0,60}?
+            (?:response|reply|answer|version|revision|rewrite|critique)\b[^:\n]{0,40}:
+      | (?:(?:my|the|a)\s+)?(?:revised|rewritten|new|updated|improved|edited|final)\s+
+            (?:response|reply|answer|version)\s*:
+      | (?:revision|critique|response|answer)\s*:
+    )\s*""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_QUOTES = {'"': '"', "“": "”", "'": "'"}
+
+
+def clean_response(text: str) -> str:
+    """Strip what small models wrap around a reply: a leading "Sure, here is a revised response:" (and the like),
+    surrounding whitespace and quotes enclosing the whole reply."""
+    text = text.strip()
+    previous = None
+    while previous != text:
+        previous = text
+        text = _META_PREFIX.sub("", text, count=1).strip()
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1] and text[0] not in text[1:-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+@dataclass
+class CritiqueRevisionConfig:
+    """Settings of :class:`CritiqueRevisionBuilder`. Every field is part of the build fingerprint."""
+
+    rounds: int = field(default=2, metadata={"help": f"Critique→revision rounds per prompt (1–{MAX_ROUNDS})."})
+    seed: int = field(default=42, metadata={"help": "Seeds principle sampling, generation and the test split."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Longest reply, critique or revision, in tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    few_shot: bool = field(
+        default=True, metadata={"help": "Put the constitution's critique/revision demonstrations before each request."}
+    )
+    stop: list[str] = field(default_factory=list, metadata={"help": "Extra stop strings for every generation."})
+    clean_responses: bool = field(
+        default=True, metadata={"help": "Strip meta-prefixes such as 'Sure, here is a revised response:'."}
+    )
+    helpful_prompts: Any = field(
+        default=None,
+        metadata={
+            "help": "Optional helpfulness prompts (any load_prompts source, e.g. 'builtin:helpful'), answered but not "
+            "revised, mixed into the SFT splits so the model stays helpful."
+        },
+    )
+    num_helpful_prompts: int | None = field(
+        default=None, metadata={"help": "Use only the first N helpful prompts (None: all)."}
+    )
+    test_size: float = field(default=0.1, metadata={"help": "Fraction of prompts held out in the test splits."})
+    shard_size: int = field(default=64, metadata={"help": "Prompts per shard: the unit of batching and of resume."})
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.test_size < 1:
+            raise ValueError(f"test_size must be in [0, 1), got {self.test_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.num_helpful_prompts is not None and self.num_helpful_prompts < 0:
+            raise ValueError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
+        self.stop = list(self.stop or [])
+
+
+class CritiqueRevisionBuilder:
+    """Build an SL-CAI dataset with ``backend`` under ``constitution``.
+
+    >>> builder = CritiqueRevisionBuilder(TransformersBackend("Qwen/Qwen2.5-0.5B-Instruct"),  # doctest: +SKIP
+    ...                                   Constitution.builtin("harmless"), CritiqueRevisionConfig(rounds=2))
+    >>> dataset = builder.build("builtin:red_team", output_dir="runs/sl")  # doctest: +SKIP
+    """
+
+    def __init__(self, backend: GenerationBackend, constitution: Constitution, config: CritiqueRevisionConfig | None = None):
+        self.backend = backend
+        self.constitution = constitution
+        self.config = config or CritiqueRevisionConfig()
+        self.constitution.principles_for("critique")
+
+    def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
+        """Generate the dataset; with ``output_dir``, resumable from its shards and saved to ``output_dir/dataset``.
+
+        Args:
+            prompts: Any source :func:`~hf_cai.builders.load_prompts` accepts.
+            output_dir: Where shards, the fingerprint and the final ``DatasetDict`` go. ``None`` keeps everything
+                in memory (no resume).
+            overwrite: Discard shards of a different build found in ``output_dir`` instead of raising.
+
+        Returns:
+            A ``DatasetDict`` with splits ``train_sft``, ``test_sft``, ``train_prefs``, ``test_prefs``.
+        """
+        config = self.config
+        revised = load_prompts(prompts)
+        helpful: list[Conversation] = []
+        if config.helpful_prompts is not None:
+            helpful = load_prompts(config.helpful_prompts)[: config.num_helpful_prompts]
+        items = [(c, "revised") for c in revised] + [(c, "helpful") for c in helpful]
+        store = None
+        if output_dir is not None:
+            store = ShardStore(output_dir, self._fingerprint(revised, helpful), overwrite=overwrite)
+        records = run_shards(
+            len(items),
+            config.shard_size,
+            lambda shard_index, indices: self._build_shard(items, shard_index, indices),
+            store,
+            description="SL-CAI shards",
+        )
+        dataset = assemble_sl_dataset(records, test_size=config.test_size, seed=config.seed)
+        if output_dir is not None:
+            dataset.save_to_disk(str(Path(output_dir) / DATASET_DIR))
+        _log_summary(dataset)
+        return dataset
+
+    def _fingerprint(self, revised: list[Conversation], helpful: list[Conversation]) -> dict[str, Any]:
+        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "helpful_prompts"}
+        return {
+            "builder": "critique_revision",
+            "format_version": FORMAT_VERSION,
+            "config": config,
+            "constitution_sha256": self.constitution.sha256,
+            "prompts_sha256": prompts_sha256(revised),
+            "helpful_prompts_sha256": prompts_sha256(helpful) if helpful else None,
+            "model": describe_backend(self.backend),
+        }
+
+    # ------------------------------------------------------------------ one shard
+    def _build_shard(self, items: list[tuple[Conversation, str]], shard_index: int, indices: range) -> list[Record]:
+        config, constitution = self.config, self.constitution
+        conversations = [items[i][0] for i in indices]
+        kinds = [items[i][1] for i in indices]
+
+        def generate(chats: Sequence[Conversation], step: str) -> list[str]:
+            replies = self.backend.generate(
+                chats,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=row_seed(config.seed, f"{step}:{shard_index}"),
+                stop=config.stop or None,
+            )
+            return [clean_response(r) if config.clean_responses else r.strip() for r in replies]
+
+        system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
+        initial = generate([system + c for c in conversations], "initial")
+        current = list(initial)
+        to_revise = [j for j, kind in enumerate(kinds) if kind == "revised"]
+        principles = {
+            j: constitution.sample(config.rounds, seed=row_seed(config.seed, f"principles:{indices[j]}"))
+            for j in to_revise
+        }
+        revisions: list[list[dict[str, Any]]] = [[] for _ in indices]
+        for round_index in range(config.rounds):
+            if not to_revise:
+                break
+            replied = {j: [*conversations[j], {"role": "assistant", "content": current[j]}] for j in to_revise}
+            critique_chats = [
+                constitution.critique_messages(replied[j], principles[j][round_index], few_shot=config.few_shot)
+                for j in to_revise
+            ]
+            critiques = generate(critique_chats, f"critique-{round_index + 1}")
+            revision_chats = [
+                constitution.revision_messages(
+                    replied[j], principles[j][round_index], critique, few_shot=config.few_shot
+                )
+                for j, critique in zip(to_revise, critiques)
+            ]
+            rewrites = generate(revision_chats, f"revision-{round_index + 1}")
+            for j, critique, rewrite in zip(to_revise, critiques, rewrites):
+                revisions[j].append(
+                    {
+                        "round": round_index + 1,
+                        "principle_id": principles[j][round_index].id,
+                        "critique": critique,
+                        "revision": rewrite,
+                    }
+                )
+                if rewrite:
+                    current[j] = rewrite
+        sha = constitution.sha256
+        return [
+            sl_record(conversations[j], initial[j], current[j], revisions[j], kinds[j], sha) for j in range(len(indices))
+        ]
+
+
+def sl_record(
+    conversation: Conversation,
+    initial: str,
+    final: str,
+    revisions: list[dict[str, Any]],
+    kind: str,
+    constitution_sha256: str,
+) -> Record:
+    """One row of the SL-CAI contract."""
+    final_message = [{"role": "assistant", "content": final}]
+    return {
+        "prompt": [dict(m) for m in conversation],
+        "completion": final_message,
+        "messages": [*conversation, *final_message],
+        "chosen": final_message,
+        "rejected": [{"role": "assistant", "content": initial}],
+        "initial_response": initial,
+        "revisions": revisions,
+        "kind": kind,
+        "constitution_sha256": constitution_sha256,
+    }
+
+
+def _messages_feature():
+    from datasets import Value
+
+    return [{"role": Value("string"), "content": Value("string")}]
+
+
+def sl_features():
+    """``datasets.Features`` of the SL-CAI splits."""
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "prompt": _messages_feature(),
+            "completion": _messages_feature(),
+            "messages": _messages_feature(),
+            "chosen": _messages_feature(),
+            "rejected": _messages_feature(),
+            "initial_response": Value("string"),
+            "revisions": [
+                {
+                    "round": Value("int32"),
+                    "principle_id": Value("string"),
+                    "critique": Value("string"),
+                    "revision": Value("string"),
+                }
+            ],
+            "kind": Value("string"),
+            "constitution_sha256": Value("string"),
+        }
+    )
+
+
+def assemble_sl_dataset(records: list[Record | None], *, test_size: float, seed: int):
+    """The SL-CAI ``DatasetDict`` from per-prompt records, split into train/test and SFT/preference splits."""
+    from datasets import DatasetDict
+
+    held_out = held_out_indices(len(records), test_size, seed)
+    split_rows: dict[str, list[Record]] = {"train_sft": [], "test_sft": [], "train_prefs": [], "test_prefs": []}
+    for index, record in enumerate(records):
+        if record is None:
+            continue
+        part = "test" if index in held_out else "train"
+        split_rows[f"{part}_sft"].append(record)
+        if record["kind"] == "revised" and record["chosen"] != record["rejected"]:
+            split_rows[f"{part}_prefs"].append(record)
+    features = sl_features()
+    return DatasetDict({name: records_to_dataset(rows, features) for name, rows in split_rows.items()})
+
+
+def _log_summary(dataset) -> None:
+    logger.info(
+        "SL-CAI dataset: %s",
+        ", ".join(f"{name} {len(split)} rows" for name, split in dataset.items()),
+    )

@@ -1,0 +1,196 @@
+"""Prompt sources for the dataset builders, and the built-in prompt sets.
+
+A prompt is a chat that ends with the user's turn. Sources: a ``datasets.Dataset``, a list of strings or chats, a
+JSONL / JSON / CSV / text file, a Hub dataset id, or ``"builtin:red_team"`` / ``"builtin:helpful"``. Strings written
+as Anthropic-style transcripts (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) become multi-turn chats; trailing
+assistant turns are dropped, since the builders generate that reply.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hf_cai.backends.base import Conversation
+from hf_cai.importers import parse_transcript
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+_TRANSCRIPT_MARK = re.compile(r"(?:^|\n\n)Human:")
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
+
+PromptSource = str | Path | Sequence[Any] | Any
+"""Anything :func:`load_prompts` accepts."""
+
+
+def list_builtin_prompts() -> list[str]:
+    """Names of the prompt sets shipped with hf_cai."""
+    folder = resources.files("hf_cai") / "prompts"
+    return sorted(p.name[: -len(".jsonl")] for p in folder.iterdir() if p.name.endswith(".jsonl"))
+
+
+def builtin_prompts(name: str):
+    """A built-in prompt set as a ``datasets.Dataset`` with columns ``prompt`` and ``category``.
+
+    ``"red_team"``: requests an assistant should not simply comply with, across harm categories (for SL-CAI,
+    RL-CAI and harmlessness evaluation). ``"helpful"``: ordinary requests (for helpfulness mixing and evaluation).
+    """
+    from datasets import Dataset
+
+    available = list_builtin_prompts()
+    if name not in available:
+        raise ValueError(f"no built-in prompt set '{name}'; available: {', '.join(available)}")
+    text = (resources.files("hf_cai") / "prompts" / f"{name}.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return Dataset.from_list([{"prompt": row["prompt"], "category": row.get("category", "")} for row in rows])
+
+
+def load_prompts(source: PromptSource, *, column: str = "prompt", split: str = "train") -> list[Conversation]:
+    """Read prompts from ``source`` as chats ending with a user turn.
+
+    Args:
+        source: A ``datasets.Dataset`` / ``DatasetDict``, a list of strings or of chats (lists of
+            ``{"role", "content"}``), a path to a ``.jsonl`` / ``.json`` / ``.csv`` / ``.txt`` file (one prompt per
+            line), ``"builtin:<name>"`` (see :func:`builtin_prompts`), or a Hub dataset id.
+        column: Column / key holding the prompt (a string, a transcript or a chat) in datasets and files.
+        split: Split to read from a ``DatasetDict`` or a Hub dataset.
+
+    Raises:
+        ValueError: The source holds no prompts, or an entry is empty or malformed (the message names the entry).
+        FileNotFoundError: ``source`` looks like a file path but does not exist.
+    """
+    name, values = _read(source, column=column, split=split)
+    prompts = [_to_conversation(value, where=f"{name}, entry {index}") for index, value in enumerate(values)]
+    if not prompts:
+        raise ValueError(f"{name}: no prompts found; give at least one prompt")
+    return prompts
+
+
+def prompts_sha256(prompts: Sequence[Conversation]) -> str:
+    """sha256 of the prompts' canonical JSON, for run fingerprints."""
+    canonical = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def prompt_text(conversation: Conversation) -> str:
+    """The text of the last user turn: the request a row answers."""
+    for message in reversed(conversation):
+        if message["role"] == "user":
+            return message["content"]
+    return ""
+
+
+# ---------------------------------------------------------------------- reading
+def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[Any]]:
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(source, DatasetDict):
+        if split not in source:
+            raise ValueError(f"the DatasetDict has no split '{split}'; splits: {', '.join(source)}")
+        source = source[split]
+    if isinstance(source, Dataset):
+        if column not in source.column_names:
+            raise ValueError(
+                f"the dataset has no column '{column}'; columns: {', '.join(source.column_names)}. Pass column=..."
+            )
+        return f"dataset column '{column}'", list(source[column])
+    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+        return _read_file(Path(source), column)
+    if isinstance(source, str):
+        if source.startswith(BUILTIN_PREFIX):
+            return source, list(builtin_prompts(source[len(BUILTIN_PREFIX) :])["prompt"])
+        return _read_hub(source, column=column, split=split)
+    if isinstance(source, Sequence):
+        return "prompt list", [item[column] if isinstance(item, Mapping) else item for item in source]
+    raise TypeError(
+        f"cannot read prompts from a {type(source).__name__}; pass a Dataset, a list, a file path, "
+        "'builtin:<name>' or a Hub dataset id"
+    )
+
+
+def _looks_like_path(text: str) -> bool:
+    return Path(text).exists() or text.lower().endswith(_FILE_SUFFIXES) or text.startswith((".", "/", "~"))
+
+
+def _read_file(path: Path, column: str) -> tuple[str, list[Any]]:
+    path = path.expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".txt":
+        return str(path), [line for line in text.splitlines() if line.strip()]
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise ValueError(f"{path}: no column '{column}'; columns: {', '.join(reader.fieldnames or [])}")
+        return str(path), [row[column] for row in reader]
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of prompts or of objects with '{column}'")
+        return str(path), [_pick(item, column, f"{path}, item {i}") for i, item in enumerate(data)]
+    values = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: invalid JSON: {error.msg}") from None
+        values.append(_pick(item, column, f"{path}, line {number}"))
+    return str(path), values
+
+
+def _pick(item: Any, column: str, where: str) -> Any:
+    if isinstance(item, Mapping):
+        if column not in item:
+            raise ValueError(f"{where}: no key '{column}'; keys: {', '.join(item)}. Pass column=...")
+        return item[column]
+    return item
+
+
+def _read_hub(repo_id: str, *, column: str, split: str) -> tuple[str, list[Any]]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(repo_id, split=split)
+    except Exception as error:  # datasets raises many types (connection, missing config, offline mode)
+        raise ValueError(
+            f"could not load the Hub dataset '{repo_id}' (split '{split}'): {type(error).__name__}: {error}. "
+            "If it is a local file, check the path."
+        ) from None
+    name, values = _read(dataset, column=column, split=split)
+    return f"Hub dataset '{repo_id}' {name}", values
+
+
+def _to_conversation(value: Any, *, where: str) -> Conversation:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError(f"{where}: empty prompt")
+        messages = parse_transcript(value) if _TRANSCRIPT_MARK.search(value) else [{"role": "user", "content": text}]
+    elif isinstance(value, Sequence) and all(isinstance(m, Mapping) for m in value):
+        messages = []
+        for message in value:
+            if message.get("role") not in ("system", "user", "assistant") or not isinstance(message.get("content"), str):
+                raise ValueError(f"{where}: each message needs a role (system/user/assistant) and a string content")
+            messages.append({"role": message["role"], "content": message["content"]})
+    else:
+        raise ValueError(f"{where}: expected a string or a list of messages, got {type(value).__name__}")
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise ValueError(f"{where}: no user turn to answer")
+    return messages

@@ -1,0 +1,461 @@
+"""SL-CAI and RL-CAI dataset builders: prompt sources, provenance, determinism, resume and TRL compatibility."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from datasets import Dataset, DatasetDict, load_from_disk
+from openai_server import OpenAIServer
+
+from hf_cai.backends import BackendError, EndpointBackend, TransformersBackend
+from hf_cai.builders import (
+    AIFeedbackBuilder,
+    AIFeedbackConfig,
+    CritiqueRevisionBuilder,
+    CritiqueRevisionConfig,
+    FingerprintMismatchError,
+    PreferenceScorer,
+    builtin_prompts,
+    clean_response,
+    load_prompts,
+)
+from hf_cai.cli import main as cli_main
+from hf_cai.constitution import Constitution
+
+PROMPTS = list(builtin_prompts("red_team")["prompt"][:6])
+SMALL = {"max_new_tokens": 10, "few_shot": False, "shard_size": 4}
+CLI = "import sys; from hf_cai.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return TransformersBackend(tiny_model_dir, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def constitution():
+    return Constitution.builtin("harmless")
+
+
+class Recording:
+    """Wraps a real backend and records the conversations of every ``generate`` call."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.identity = inner.identity
+        self.calls: list[list[list[dict[str, str]]]] = []
+
+    def generate(self, conversations, **kwargs):
+        self.calls.append([list(c) for c in conversations])
+        return self.inner.generate(conversations, **kwargs)
+
+    def option_logprobs(self, prompts, options):
+        return self.inner.option_logprobs(prompts, options)
+
+
+def _options_in(chat):
+    """The (A) and (B) replies of the last multiple-choice question in a feedback chat."""
+    question = next(m["content"] for m in reversed(chat) if "\nOptions:\n(A) " in m["content"])
+    body = question.split("\nOptions:\n(A) ", 1)[1]
+    first, rest = body.split("\n(B) ", 1)
+    return first, rest.rsplit("\n\n", 1)[0]
+
+
+class ShorterReplyJudge:
+    """A feedback-model double: it answers the multiple-choice question preferring the shorter reply with probability
+    ``confidence`` (or, with ``position_bias``, always gives option (A) that probability)."""
+
+    identity = {"backend": "scripted-judge"}
+
+    def __init__(self, confidence: float = 0.9, position_bias: float | None = None):
+        self.confidence = confidence
+        self.position_bias = position_bias
+        self.reasoning_requests: list = []
+
+    def generate(self, conversations, **kwargs):
+        self.reasoning_requests.extend(conversations)
+        return ["Comparing the two replies carefully." for _ in conversations]
+
+    def option_logprobs(self, prompts, options):
+        assert tuple(options) == ("(A)", "(B)")
+        rows = []
+        for chat in prompts:
+            first, second = _options_in(chat)
+            if self.position_bias is not None:
+                p_first = self.position_bias
+            elif len(first) == len(second):
+                p_first = 0.5
+            else:
+                p_first = self.confidence if len(first) < len(second) else 1 - self.confidence
+            rows.append([math.log(p_first), math.log(1 - p_first)])
+        return rows
+
+
+def _as_lists(dataset):
+    if isinstance(dataset, DatasetDict):
+        return {name: split.to_list() for name, split in dataset.items()}
+    return dataset.to_list()
+
+
+# ---------------------------------------------------------------------- prompt sources
+def test_load_prompts_from_every_source(tmp_path):
+    assert load_prompts(["Hi there"]) == [[{"role": "user", "content": "Hi there"}]]
+    transcript = "\n\nHuman: What is a ratio: part to whole?\n\nAssistant: A ratio: two numbers.\n\nHuman: And a rate?\n\nAssistant:"
+    assert load_prompts([transcript]) == [
+        [
+            {"role": "user", "content": "What is a ratio: part to whole?"},
+            {"role": "assistant", "content": "A ratio: two numbers."},
+            {"role": "user", "content": "And a rate?"},
+        ]
+    ]
+    # A transcript that already holds the assistant's answer keeps only what leads up to it.
+    assert load_prompts(["Human: hi\n\nAssistant: hello"]) == [[{"role": "user", "content": "hi"}]]
+    (tmp_path / "p.jsonl").write_text(json.dumps({"text": "from jsonl", "id": 1}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
+    assert load_prompts(tmp_path / "p.jsonl", column="text")[1] == [{"role": "user", "content": "two"}]
+    (tmp_path / "p.csv").write_text('prompt,category\n"from csv, with a comma",x\n')
+    assert load_prompts(str(tmp_path / "p.csv")) == [[{"role": "user", "content": "from csv, with a comma"}]]
+    (tmp_path / "p.txt").write_text("line one\n\nline two\n")
+    assert len(load_prompts(tmp_path / "p.txt")) == 2
+    chats = [[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]]
+    assert load_prompts(Dataset.from_dict({"prompt": chats})) == chats
+    assert load_prompts(DatasetDict({"test": Dataset.from_dict({"q": ["x"]})}), column="q", split="test") == [
+        [{"role": "user", "content": "x"}]
+    ]
+    assert len(load_prompts("builtin:helpful")) >= 50
+
+
+def test_load_prompts_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="no prompts"):
+        load_prompts([])
+    with pytest.raises(ValueError, match="entry 1: empty prompt"):
+        load_prompts(["fine", "   "])
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"question": "?"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2: no key 'prompt'; keys: question"):
+        load_prompts(tmp_path / "bad.jsonl")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        load_prompts(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="no column 'prompt'; columns: q"):
+        load_prompts(Dataset.from_dict({"q": ["x"]}))
+    with pytest.raises(ValueError, match="could not load the Hub dataset 'someone/prompts'"):
+        load_prompts("someone/prompts")
+
+
+def test_builtin_red_team_prompts_cover_harm_categories():
+    red_team = builtin_prompts("red_team")
+    prompts = red_team["prompt"]
+    assert len(prompts) >= 50 and len(set(prompts)) == len(prompts)
+    assert len(set(red_team["category"])) >= 6
+
+
+def test_clean_response_strips_meta_prefixes():
+    assert clean_response("Sure, here is a revised response: Call a locksmith.") == "Call a locksmith."
+    assert clean_response("Here's the rewritten reply:\n\nTalk to them calmly.") == "Talk to them calmly."
+    assert clean_response("Revised response: Be kind.") == "Be kind."
+    assert clean_response("Certainly! Here is my revised answer: \"Stay safe.\"") == "Stay safe."
+    assert clean_response("Critique: The reply gives steps for harm.") == "The reply gives steps for harm."
+    untouched = "Here is why: locks protect people. Sure thing."
+    assert clean_response(untouched) == untouched
+
+
+# ---------------------------------------------------------------------- SL-CAI
+def test_critique_revision_rounds_provenance_and_batching(backend, constitution):
+    recording = Recording(backend)
+    config = CritiqueRevisionConfig(rounds=3, seed=5, helpful_prompts="builtin:helpful", num_helpful_prompts=2, **SMALL)
+    dataset = CritiqueRevisionBuilder(recording, constitution, config).build(PROMPTS)
+
+    assert set(dataset) == {"train_sft", "test_sft", "train_prefs", "test_prefs"}
+    rows = dataset["train_sft"].to_list() + dataset["test_sft"].to_list()
+    assert len(rows) == 8 and len(dataset["test_sft"]) == 1
+    critique_ids = {p.id for p in constitution.principles_for("critique")}
+    revised = [row for row in rows if row["kind"] == "revised"]
+    assert len(revised) == 6
+    for row in rows:
+        assert row["constitution_sha256"] == constitution.sha256
+        assert row["messages"] == row["prompt"] + row["completion"]
+        assert row["rejected"] == [{"role": "assistant", "content": row["initial_response"]}]
+    for row in revised:
+        assert [r["round"] for r in row["revisions"]] == [1, 2, 3]
+        assert all(r["principle_id"] in critique_ids for r in row["revisions"])
+        final = next((r["revision"] for r in reversed(row["revisions"]) if r["revision"]), row["initial_response"])
+        assert row["chosen"] == row["completion"] == [{"role": "assistant", "content": final}]
+    helpful = [row for row in rows if row["kind"] == "helpful"]
+    assert len(helpful) == 2 and all(row["revisions"] == [] for row in helpful)
+    prefs = dataset["train_prefs"].to_list() + dataset["test_prefs"].to_list()
+    assert all(row["kind"] == "revised" and row["chosen"] != row["rejected"] for row in prefs)
+
+    # Batched at every step: per shard one call for the first replies, then one for all critiques and one for all
+    # revisions of each round; helpful prompts are answered but never critiqued.
+    assert [len(call) for call in recording.calls] == [4] * 7 + [4, 2, 2, 2, 2, 2, 2]
+    # Each round critiques the previous round's revision.
+    first_shard_rows = [row for row in revised if row["prompt"] == [{"role": "user", "content": PROMPTS[0]}]]
+    [row] = first_shard_rows
+    round_two_critique = recording.calls[3][0]
+    replied = [m["content"] for m in round_two_critique if m["role"] == "assistant"]
+    assert replied[-1] == (row["revisions"][0]["revision"] or row["initial_response"])
+
+
+def test_same_seed_same_dataset_whatever_the_batching(backend, constitution, tiny_model_dir):
+    config = CritiqueRevisionConfig(rounds=2, seed=1, **SMALL)
+    first = _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS))
+    assert _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS)) == first
+    one_by_one = TransformersBackend(backend.model, backend.tokenizer, batch_size=1)
+    assert _as_lists(CritiqueRevisionBuilder(one_by_one, constitution, config).build(PROMPTS)) == first
+    other_seed = CritiqueRevisionConfig(rounds=2, seed=2, **SMALL)
+    assert _as_lists(CritiqueRevisionBuilder(backend, constitution, other_seed).build(PROMPTS)) != first
+
+
+def test_changed_settings_never_mix_with_old_shards(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=1, **SMALL)).build(PROMPTS, out)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert isinstance(load_from_disk(str(out / "dataset")), DatasetDict)
+    with pytest.raises(FingerprintMismatchError, match=r"config\.rounds: 1 -> 2.*overwrite=True"):
+        CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=2, **SMALL)).build(PROMPTS, out)
+    other = Constitution.builtin("helpful-honest")
+    with pytest.raises(FingerprintMismatchError, match="constitution_sha256"):
+        CritiqueRevisionBuilder(backend, other, CritiqueRevisionConfig(rounds=1, **SMALL)).build(PROMPTS, out)
+    rebuilt = CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=2, **SMALL)).build(
+        PROMPTS, out, overwrite=True
+    )
+    assert all(len(row["revisions"]) == 2 for row in rebuilt["train_sft"])
+
+
+def test_rerun_loads_finished_shards_and_ignores_partial_writes(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=1, **SMALL)
+    expected = _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, out))
+    (out / "shards" / "shard-00001.jsonl").unlink()
+    (out / "shards" / ".shard-00001.jsonl.tmp-12345").write_text('{"index": 4, "rec')
+    recording = Recording(backend)
+    assert _as_lists(CritiqueRevisionBuilder(recording, constitution, config).build(PROMPTS, out)) == expected
+    assert [len(call) for call in recording.calls] == [2, 2, 2]  # only the missing shard was generated
+    assert not list((out / "shards").glob(".shard-*"))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_uninterrupted_dataset(tiny_model_dir, tmp_path):
+    """A real `hf-cai generate sl` process killed with SIGKILL, then rerun, ends with the dataset of a clean run."""
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in builtin_prompts("red_team")["prompt"][:12]))
+
+    def command(name: str) -> list[str]:
+        config = {
+            "model": str(tiny_model_dir),
+            "constitution": "harmless",
+            "prompts": str(prompts_file),
+            "output_dir": str(tmp_path / name),
+            "rounds": 2,
+            "max_new_tokens": 24,
+            "few_shot": False,
+            "shard_size": 2,
+            "seed": 3,
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return [sys.executable, "-c", CLI, "generate", "sl", "--config", str(path)]
+
+    # One intra-op thread: tiny matrices gain nothing from more, and spinning threads crawl on a busy machine.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = subprocess.run(command("clean"), capture_output=True, text=True, timeout=600, env=env)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    shards = tmp_path / "killed" / "shards"
+    process = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not (shards / "shard-00000.jsonl").exists():
+        assert process.poll() is None, "the build ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(shards.glob("shard-*.jsonl"))
+    assert 1 <= len(finished) < 6, "the kill must land in the middle of the build"
+    assert not (tmp_path / "killed" / "dataset").exists()
+
+    resumed = subprocess.run(command("killed"), capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming: {len(finished)} of 6 shards" in resumed.stderr
+    clean = load_from_disk(str(tmp_path / "clean" / "dataset"))
+    after_kill = load_from_disk(str(tmp_path / "killed" / "dataset"))
+    assert _as_lists(after_kill) == _as_lists(clean)
+    assert sum(len(split) for name, split in clean.items() if name.endswith("_sft")) == 12
+
+
+def test_endpoint_failure_keeps_finished_shards_and_resumes(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=1, max_new_tokens=8, few_shot=False, shard_size=2)
+    prompts = PROMPTS[:4]
+    # One shard is 2 prompts x 3 steps = 6 requests; the server goes down after the first shard.
+    with OpenAIServer(backend, fail_after=6) as failing:
+        endpoint = EndpointBackend(failing.base_url, "tiny", max_retries=1, backoff=0.01)
+        with pytest.raises(BackendError, match="HTTP 500"):
+            CritiqueRevisionBuilder(endpoint, constitution, config).build(prompts, out)
+    assert [p.name for p in (out / "shards").glob("shard-*.jsonl")] == ["shard-00000.jsonl"]
+    with OpenAIServer(backend) as healthy:
+        endpoint = EndpointBackend(healthy.base_url, "tiny")
+        resumed = CritiqueRevisionBuilder(endpoint, constitution, config).build(prompts, out)
+        assert healthy.request_count == 6
+    assert _as_lists(resumed) == _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(prompts))
+
+
+# ---------------------------------------------------------------------- RL-CAI
+def test_scripted_feedback_gives_the_expected_labels(backend, constitution):
+    config = AIFeedbackConfig(max_new_tokens=12, num_principles=3, test_size=0.0, shard_size=4, seed=9)
+    dataset = AIFeedbackBuilder(backend, ShorterReplyJudge(0.9), constitution, config).build(PROMPTS)
+    assert isinstance(dataset, Dataset) and len(dataset) == len(PROMPTS)
+    preference_ids = {p.id for p in constitution.principles_for("preference")}
+    assert any(len(row["chosen"][0]["content"]) != len(row["rejected"][0]["content"]) for row in dataset)
+    for row in dataset:
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+        assert row["prompt"][-1]["role"] == "user"
+        assert len(row["principle_ids"]) == 3 and set(row["principle_ids"]) <= preference_ids
+        assert row["constitution_sha256"] == constitution.sha256
+        if len(chosen) == len(rejected):
+            assert row["chosen_prob"] == pytest.approx(0.5)
+        else:
+            assert len(chosen) < len(rejected)
+            assert row["chosen_prob"] == pytest.approx(0.9)
+            assert row["principle_probs"] == pytest.approx([0.9] * 3)
+
+
+def test_both_option_orders_cancel_position_bias(backend, constitution):
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=2, test_size=0.0)
+    dataset = AIFeedbackBuilder(backend, ShorterReplyJudge(position_bias=0.8), constitution, config).build(PROMPTS)
+    assert dataset["chosen_prob"] == pytest.approx([0.5] * len(PROMPTS))
+
+
+def test_swapping_the_replies_gives_one_minus_p(backend, constitution):
+    scorer = PreferenceScorer(backend, constitution, few_shot=False)
+    chats = load_prompts(PROMPTS[:3])
+    first = ["I can't help hurt anyone; talk to them instead.", "Here is how.", "Let's find a safe way."]
+    second = ["Sure, here is a plan.", "I won't help with that.", "No."]
+    principles = ["general-harm", "violence-weapons", "privacy"]
+    forward = scorer.prob_first_better(chats, first, second, principles)
+    backward = scorer.prob_first_better(chats, second, first, principles)
+    for p, q in zip(forward, backward):
+        assert 0 < p < 1
+        assert p + q == pytest.approx(1.0, abs=1e-6)
+
+
+def test_chain_of_thought_probabilities_are_clamped(backend, constitution):
+    judge = ShorterReplyJudge(0.95)
+    config = AIFeedbackConfig(max_new_tokens=12, num_principles=1, chain_of_thought=True, test_size=0.0)
+    dataset = AIFeedbackBuilder(backend, judge, constitution, config).build(PROMPTS[:4])
+    assert len(judge.reasoning_requests) == 2 * 4
+    assert all("step by step" in chat[-1]["content"] for chat in judge.reasoning_requests)
+    assert any(row["chosen_prob"] == pytest.approx(0.6) for row in dataset)
+    for row in dataset:
+        different = len(row["chosen"][0]["content"]) != len(row["rejected"][0]["content"])
+        assert row["chosen_prob"] == pytest.approx(0.6 if different else 0.5)
+
+
+def test_identical_pairs_are_dropped(backend, constitution):
+    greedy = AIFeedbackConfig(max_new_tokens=6, temperature=0.0, test_size=0.0)
+    assert len(AIFeedbackBuilder(backend, ShorterReplyJudge(), constitution, greedy).build(PROMPTS)) == 0
+    kept = AIFeedbackConfig(max_new_tokens=6, temperature=0.0, test_size=0.0, skip_identical=False)
+    dataset = AIFeedbackBuilder(backend, backend, constitution, kept).build(PROMPTS[:2])
+    assert dataset["chosen_prob"] == pytest.approx([0.5, 0.5])
+
+
+def test_ai_feedback_resumes_and_splits(backend, constitution, tmp_path):
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, shard_size=3, test_size=0.5, few_shot=False)
+    built = AIFeedbackBuilder(backend, backend, constitution, config).build(PROMPTS, tmp_path / "rl")
+    assert set(built) == {"train", "test"} and len(built["test"]) == 3
+    recording = Recording(backend)
+    again = AIFeedbackBuilder(recording, recording, constitution, config).build(PROMPTS, tmp_path / "rl")
+    assert recording.calls == [] and _as_lists(again) == _as_lists(built)
+
+
+# ---------------------------------------------------------------------- TRL compatibility and CLI
+@pytest.mark.slow
+def test_outputs_train_unchanged_with_trl(backend, constitution, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    sl = CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=1, **SMALL)).build(PROMPTS)
+    rl = AIFeedbackBuilder(backend, backend, constitution, AIFeedbackConfig(max_new_tokens=8, few_shot=False)).build(
+        PROMPTS
+    )
+    common = {
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "logging_steps": 1,
+    }
+    runs = [
+        (SFTTrainer, SFTConfig, sl["train_sft"]),
+        (DPOTrainer, DPOConfig, sl["train_prefs"]),
+        (DPOTrainer, DPOConfig, rl["train"]),
+    ]
+    for index, (trainer_class, config_class, dataset) in enumerate(runs):
+        trainer = trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            args=config_class(output_dir=str(tmp_path / f"run{index}"), **common),
+            train_dataset=dataset,
+            processing_class=backend.tokenizer,
+        )
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_cli_generates_both_datasets(tiny_model_dir, tmp_path, capsys):
+    sl_config = tmp_path / "sl.yaml"
+    sl_config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"model": str(tiny_model_dir), "batch_size": 4},
+                "constitution": "harmless",
+                "prompts": PROMPTS[:3],
+                "output_dir": str(tmp_path / "sl"),
+                "rounds": 1,
+                "max_new_tokens": 6,
+                "few_shot": False,
+            }
+        )
+    )
+    assert cli_main(["generate", "sl", "--config", str(sl_config)]) == 0
+    assert "train_sft" in capsys.readouterr().out
+    assert len(load_from_disk(str(tmp_path / "sl" / "dataset"))["train_sft"]) == 2
+
+    prefs_config = tmp_path / "prefs.yaml"
+    prefs_config.write_text(
+        yaml.safe_dump(
+            {
+                "policy_model": str(tiny_model_dir),
+                "constitution": "harmless",
+                "prompts": PROMPTS[:3],
+                "output_dir": str(tmp_path / "prefs"),
+                "max_new_tokens": 6,
+                "num_principles": 1,
+                "few_shot": False,
+                "test_size": 0.0,
+                "cot_clamp": [0.3, 0.7],
+            }
+        )
+    )
+    assert cli_main(["generate", "prefs", "--config", str(prefs_config)]) == 0
+    assert len(load_from_disk(str(tmp_path / "prefs" / "dataset"))) == 3
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "roundz": 2, "prompts": ["x"], "output_dir": "o"}))
+    assert cli_main(["generate", "sl", "--config", str(bad)]) == 2
+    assert "unknown key(s) roundz" in capsys.readouterr().err
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="rounds must be between 1 and 4"):
+        CritiqueRevisionConfig(rounds=5)
+    with pytest.raises(ValueError, match="cot_clamp"):
+        AIFeedbackConfig(cot_clamp=(0.6, 0.4))

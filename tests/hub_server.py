@@ -468,19 +468,61 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
         (
             "GET",
             "info",
-            re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)(?:/revision/(?P<rev>[^/]+))?$"),
+            re.compile(
+                r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
+            ),
         ),
-        ("POST", "preupload", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/preupload/(?P<rev>[^/]+)$")),
-        ("POST", "commit", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/commit/(?P<rev>[^/]+)$")),
-        ("GET", "tree", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")),
-        ("POST", "paths_info", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/paths-info/(?P<rev>[^/]+)$")),
+        (
+            "POST",
+            "preupload",
+            re.compile(
+                r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/preupload/(?P<rev>[^/]+)$"
+            ),
+        ),
+        (
+            "POST",
+            "commit",
+            re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/commit/(?P<rev>[^/]+)$"),
+        ),
+        (
+            "GET",
+            "tree",
+            re.compile(
+                r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"
+            ),
+        ),
+        (
+            "POST",
+            "paths_info",
+            re.compile(
+                r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/paths-info/(?P<rev>[^/]+)$"
+            ),
+        ),
         ("GET", "refs", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/refs$")),
-        ("POST", "branch", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/branch/(?P<rev>[^/]+)$")),
-        ("GET", "commits", re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/commits/(?P<rev>[^/]+)$")),
-        ("POST", "lfs_batch", re.compile(r"^/(?:(?P<kind>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+)\.git/info/lfs/objects/batch$")),
+        (
+            "POST",
+            "branch",
+            re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/branch/(?P<rev>[^/]+)$"),
+        ),
+        (
+            "GET",
+            "commits",
+            re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)/commits/(?P<rev>[^/]+)$"),
+        ),
+        (
+            "POST",
+            "lfs_batch",
+            re.compile(r"^/(?:(?P<kind>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+)\.git/info/lfs/objects/batch$"),
+        ),
         ("PUT", "lfs_upload", re.compile(r"^/lfs/upload/(?P<oid>[0-9a-f]{64})$")),
         ("POST", "lfs_verify", re.compile(r"^/lfs/verify$")),
-        ("GET", "resolve", re.compile(r"^/(?:(?P<kind>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")),
+        (
+            "GET",
+            "resolve",
+            re.compile(
+                r"^/(?:(?P<kind>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+            ),
+        ),
     )
 
     def _dispatch(self, method: str) -> None:
@@ -799,7 +841,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             for depth in range(1, len(parts) if recursive else min(2, len(parts))):
                 folders.add("/".join(([base] if base else []) + parts[:depth]))
         listing = [
-            {"type": "directory", "oid": _tree_id(commit.tree, folder), "size": 0, "path": folder} for folder in sorted(folders)
+            {"type": "directory", "oid": _tree_id(commit.tree, folder), "size": 0, "path": folder}
+            for folder in sorted(folders)
         ]
         return listing + files
 
@@ -841,7 +884,9 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     def _route_refs(self, params, query, body) -> None:
         repo = self._repo_for_read(self._kind(params), self._repo_id(params))
         data: dict[str, Any] = {
-            "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in sorted(repo.branches.items())],
+            "branches": [
+                {"name": n, "ref": f"refs/heads/{n}", "targetCommit": oid} for n, oid in sorted(repo.branches.items())
+            ],
             "converts": [],
             "tags": [],
         }

@@ -60,7 +60,10 @@ def test_commit_history_tree_and_downloads(hub, api, tmp_path):
     assert tree["w"].tree_id  # folders are listed too
     old = {e.path: e for e in api.list_repo_tree("alice/history", revision=first.oid)}
     assert old["config.json"].blob_id == git_blob_id(b'{"a": 1}')
-    assert [p.path for p in api.get_paths_info("alice/history", ["config.json", "w", "missing"])] == ["config.json", "w"]
+    assert [p.path for p in api.get_paths_info("alice/history", ["config.json", "w", "missing"])] == [
+        "config.json",
+        "w",
+    ]
 
     path = hf_hub_download("alice/history", "w/model.safetensors", cache_dir=tmp_path)
     assert open(path, "rb").read() == weights
@@ -85,7 +88,10 @@ def test_resolve_headers_and_ranges(hub, api):
     missing = httpx.head(f"{hub.endpoint}/alice/headers/resolve/main/nope.txt")
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
     assert missing.headers["X-Repo-Commit"] == info.oid
-    assert httpx.head(f"{hub.endpoint}/alice/headers/resolve/nobranch/notes.txt").headers["X-Error-Code"] == "RevisionNotFound"
+    assert (
+        httpx.head(f"{hub.endpoint}/alice/headers/resolve/nobranch/notes.txt").headers["X-Error-Code"]
+        == "RevisionNotFound"
+    )
 
 
 def test_branches_pull_requests_and_parent_commit(hub, api):
@@ -155,7 +161,9 @@ def test_injected_failures_then_recovery(hub, api):
 
 def test_validate_yaml_and_listing_by_tag(hub, api):
     api.create_repo("alice/tagged")
-    card = b"---\nlicense: mit\ntags: [constitutional-ai]\nbase_model: org/base\nconstitution:\n  name: x\n---\n# card\n"
+    card = (
+        b"---\nlicense: mit\ntags: [constitutional-ai]\nbase_model: org/base\nconstitution:\n  name: x\n---\n# card\n"
+    )
     api.create_commit("alice/tagged", [_add("README.md", card)], commit_message="card")
     with pytest.raises(ValueError, match="license"):
         api.create_commit(

@@ -42,7 +42,9 @@ def sl_dataset(constitution: Constitution = HARMLESS, *, injected_revision: str 
                 "round": step,
                 "principle_id": principle,
                 "critique": f"Critique {index}.{step}: the reply could help someone cause harm ({principle}).",
-                "revision": injected_revision if injected_revision and step == 0 else f"Revision {index}.{step}: a safer reply.",
+                "revision": injected_revision
+                if injected_revision and step == 0
+                else f"Revision {index}.{step}: a safer reply.",
             }
             for step, principle in enumerate(principles)
         ]
@@ -102,7 +104,9 @@ def training_record(stage: str, base_model: str, **extra) -> dict:
 def write_adapter(folder: Path, base_model: str, stage: str = "sft", **record) -> Path:
     """A trainer output folder: adapter config and weights, constitution, training record."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base_model, "peft_type": "LORA"}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": base_model, "peft_type": "LORA"})
+    )
     save_file({"lora_A": np.zeros((2, 2), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
     (folder / "tokenizer.json").write_text("{}")
     HARMLESS.save(folder / "constitution.yaml")
@@ -113,14 +117,38 @@ def write_adapter(folder: Path, base_model: str, stage: str = "sft", **record) -
 EVAL_RESULTS = {
     "constitution_sha256": HARMLESS.sha256,
     "metrics": [
-        {"name": "harmlessness win rate", "value": 0.75, "ci95": [0.55, 0.88], "n": 32, "type": "win_rate",
-         "dataset": "hf-cai red-team prompts"},
-        {"name": "helpfulness win rate", "value": 0.5, "ci95": [0.33, 0.67], "n": 32, "type": "win_rate",
-         "dataset": "hf-cai helpfulness prompts"},
-        {"name": "evasive refusals (base)", "value": 0.25, "ci95": [0.13, 0.42], "n": 32,
-         "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
-        {"name": "evasive refusals (CAI)", "value": 0.125, "ci95": [0.05, 0.28], "n": 32,
-         "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
+        {
+            "name": "harmlessness win rate",
+            "value": 0.75,
+            "ci95": [0.55, 0.88],
+            "n": 32,
+            "type": "win_rate",
+            "dataset": "hf-cai red-team prompts",
+        },
+        {
+            "name": "helpfulness win rate",
+            "value": 0.5,
+            "ci95": [0.33, 0.67],
+            "n": 32,
+            "type": "win_rate",
+            "dataset": "hf-cai helpfulness prompts",
+        },
+        {
+            "name": "evasive refusals (base)",
+            "value": 0.25,
+            "ci95": [0.13, 0.42],
+            "n": 32,
+            "type": "evasive_refusal_rate",
+            "dataset": "hf-cai red-team prompts",
+        },
+        {
+            "name": "evasive refusals (CAI)",
+            "value": 0.125,
+            "ci95": [0.05, 0.28],
+            "n": 32,
+            "type": "evasive_refusal_rate",
+            "dataset": "hf-cai red-team prompts",
+        },
     ],
     "samples": [],
 }
@@ -238,7 +266,9 @@ def test_template_errors_name_the_template_and_line(adapter_dir, tmp_path):
         build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=broken)
     custom = tmp_path / "custom.md.j2"
     custom.write_text("---\n{{ card_data }}\n---\n\nAligned to {{ constitution.name }}.\n")
-    assert "Aligned to harmless." in str(build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=custom))
+    assert "Aligned to harmless." in str(
+        build_model_card(adapter_dir, repo_id="alice/x", license="mit", template=custom)
+    )
 
 
 def test_run_directory_gives_stages_datasets_and_evaluation(tmp_path):
@@ -284,8 +314,9 @@ def test_unusable_sources_are_explained(tmp_path):
 @pytest.mark.parametrize("kind", ["sl-cai", "rl-cai"])
 def test_dataset_card_metadata_and_content(kind, tmp_path):
     data = sl_dataset() if kind == "sl-cai" else preference_dataset()
-    card = build_dataset_card(data, repo_id="alice/cai-data", constitution=HARMLESS, license="cc-by-4.0",
-                              models=["alice/tiny-cai"])
+    card = build_dataset_card(
+        data, repo_id="alice/cai-data", constitution=HARMLESS, license="cc-by-4.0", models=["alice/tiny-cai"]
+    )
     card.save(tmp_path / "README.md")
     loaded = DatasetCard.load(tmp_path / "README.md").data
     assert loaded.license == "cc-by-4.0" and kind in loaded.tags and "constitutional-ai" in loaded.tags

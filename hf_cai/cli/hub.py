@@ -12,7 +12,9 @@ def _list(args: argparse.Namespace) -> int:
     from hf_cai.hub.discovery import list_cai_models
 
     try:
-        models = list_cai_models(tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit)
+        models = list_cai_models(
+            tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit
+        )
     except HubError as error:
         raise CommandError(str(error)) from None
     if not models:

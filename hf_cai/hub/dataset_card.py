@@ -112,9 +112,7 @@ def build_dataset_card(
         task_categories=["text-generation"],
         size_categories=[_size_category(sum(sizes.values()))],
         pretty_name=f"{repo_id.split('/')[-1]} ({constitution.name} constitution)",
-        configs=[
-            {"config_name": "default", "data_files": [{"split": s, "path": data_file_path(s)} for s in sizes]}
-        ],
+        configs=[{"config_name": "default", "data_files": [{"split": s, "path": data_file_path(s)} for s in sizes]}],
         constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},
     )
     context = {
@@ -125,7 +123,11 @@ def build_dataset_card(
         "columns": [(name, COLUMN_DOCS.get(name, "")) for name in column_names],
         "constitution": constitution,
         "principles": [
-            {"id": p.id, "rows": counts.get(p.id, 0), "text": p.critique if kind == "sl-cai" else (p.preference or p.critique)}
+            {
+                "id": p.id,
+                "rows": counts.get(p.id, 0),
+                "text": p.critique if kind == "sl-cai" else (p.preference or p.critique),
+            }
             for p in constitution.principles
         ],
         "rounds": revision_rounds(dataset) if kind == "sl-cai" else None,
@@ -139,4 +141,3 @@ def build_dataset_card(
         return DatasetCard(text)
     except ValueError as error:
         raise ModelCardError(f"the rendered dataset card has invalid metadata: {error}") from None
-

@@ -100,7 +100,11 @@ def list_cai_models(
 
 
 def load_constitution_ref(
-    reference: Constitution | str | Path, *, repo_type: str | None = None, revision: str | None = None, token: str | None = None
+    reference: Constitution | str | Path,
+    *,
+    repo_type: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
 ) -> Constitution:
     """A constitution from an object, a local file, a built-in name, or a Hub repository.
 
@@ -211,7 +215,9 @@ def compare_constitutions(
     b = load_constitution_ref(right, token=token)
     ids_a = {p.id: p for p in a.principles}
     ids_b = {p.id: p for p in b.principles}
-    changed = tuple(PrincipleChange(pid, ids_a[pid], ids_b[pid]) for pid in ids_a if pid in ids_b and ids_a[pid] != ids_b[pid])
+    changed = tuple(
+        PrincipleChange(pid, ids_a[pid], ids_b[pid]) for pid in ids_a if pid in ids_b and ids_a[pid] != ids_b[pid]
+    )
     metadata = tuple(
         (field, getattr(a, field), getattr(b, field))
         for field in ("name", "version", "description", "license", "system_prompt")

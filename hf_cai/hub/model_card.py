@@ -111,8 +111,10 @@ def load_eval_results(results: Any) -> dict[str, Any] | None:
     elif isinstance(results, (str, Path)):
         results = read_json(Path(results))
     if not isinstance(results, Mapping) or not isinstance(results.get("metrics"), list):
-        raise ModelCardError("eval_results: expected the evaluation's results.json ({'metrics': [...]}), an "
-                             "EvaluationReport, or its path")
+        raise ModelCardError(
+            "eval_results: expected the evaluation's results.json ({'metrics': [...]}), an "
+            "EvaluationReport, or its path"
+        )
     for index, metric in enumerate(results["metrics"]):
         if not isinstance(metric, Mapping) or "name" not in metric or "value" not in metric:
             raise ModelCardError(f"eval_results: metrics[{index}] needs at least 'name' and 'value'")

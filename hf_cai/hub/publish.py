@@ -63,7 +63,12 @@ class PublishResult:
 
 def check_repo_id(repo_id: str) -> str:
     """``repo_id`` when it is a valid ``owner/name`` Hub id; :class:`PublishError` explaining the rule otherwise."""
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", ".")):
+    if (
+        not isinstance(repo_id, str)
+        or not _REPO_ID.match(repo_id)
+        or ".." in repo_id
+        or repo_id.endswith((".git", "."))
+    ):
         raise PublishError(
             f"'{repo_id}' is not a valid repository id: use 'owner/name' (owner = your user or organisation name; "
             "letters, digits, '-', '_' and '.', at most 96 characters each, no '..', not ending in '.git')"
@@ -98,7 +103,9 @@ def _check_no_token(files: Sequence[UploadFile], token: str) -> None:
             )
 
 
-def _prepare_repo(api, repo_id: str, *, repo_type: str, private: bool, revision: str, create_pr: bool, token: str) -> str:
+def _prepare_repo(
+    api, repo_id: str, *, repo_type: str, private: bool, revision: str, create_pr: bool, token: str
+) -> str:
     with hub_errors(f"creating {repo_type} repo {repo_id}", token, PublishError):
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if revision != "main":
@@ -115,7 +122,9 @@ def _prepare_repo(api, repo_id: str, *, repo_type: str, private: bool, revision:
     return str(url)
 
 
-def _model_files(training: TrainingOutput, staging: Path, *, merge: bool, merge_dtype: str, base_model: str) -> list[UploadFile]:
+def _model_files(
+    training: TrainingOutput, staging: Path, *, merge: bool, merge_dtype: str, base_model: str
+) -> list[UploadFile]:
     """Weights, configs and tokenizer of the publication (the card, constitution and record are added by the caller)."""
     tokenizer = training.tokenizer_files()
     if not any(f.name in ("tokenizer.json", "tokenizer.model", "vocab.json") for f in tokenizer):
@@ -125,7 +134,9 @@ def _model_files(training: TrainingOutput, staging: Path, *, merge: bool, merge_
         )
     if merge:
         if not training.is_adapter:
-            raise PublishError(f"{training.model_dir} is already a full model (no adapter_config.json); publish it without merge=True")
+            raise PublishError(
+                f"{training.model_dir} is already a full model (no adapter_config.json); publish it without merge=True"
+            )
         from hf_cai.hub.merge import merge_adapter
 
         local_base = read_json(training.model_dir / "adapter_config.json").get("base_model_name_or_path")
@@ -248,7 +259,9 @@ def publish(
             api, repo_id, repo_type="model", private=private, revision=revision, create_pr=create_pr, token=token
         )
         kind = "merged model" if merge else ("LoRA adapter" if training.is_adapter else "model")
-        message = commit_message or f"Publish CAI {kind} aligned to {rules.name} v{rules.version} (hf_cai {__version__})"
+        message = (
+            commit_message or f"Publish CAI {kind} aligned to {rules.name} v{rules.version} (hf_cai {__version__})"
+        )
         with hub_errors(f"committing to {repo_id}", token, PublishError):
             outcome = commit_changed_files(
                 api, repo_id, files, repo_type="model", revision=revision, commit_message=message, create_pr=create_pr
@@ -325,8 +338,10 @@ def publish_dataset(
         card_template: A Jinja template file replacing ``model_cards/dataset_card.md.j2``.
 
     Each split becomes ``data/<split>-00000-of-00001.parquet``, declared in the card's ``configs`` so that
-    ``datasets.load_dataset(repo_id)`` loads the same splits.
+    ``datasets.load_dataset(repo_id)`` loads the same splits. Empty splits are left out (``load_dataset`` cannot read
+    a split without rows).
     """
+    from datasets import DatasetDict
     from huggingface_hub import HfApi
 
     from hf_cai import __version__
@@ -337,6 +352,14 @@ def publish_dataset(
     check_repo_id(repo_id)
     token = resolve_token(token)
     dataset = load_dataset_dict(dataset_or_path)
+    empty = [name for name, split in dataset.items() if split.num_rows == 0]
+    if empty:
+        logger.info(
+            "not publishing the empty split(s) %s: load_dataset cannot read a split without rows", ", ".join(empty)
+        )
+        dataset = DatasetDict({name: split for name, split in dataset.items() if split.num_rows})
+    if not dataset:
+        raise PublishError("the dataset has no rows in any split; nothing to publish")
     try:
         rules = Constitution.resolve(constitution)
     except ConstitutionError as error:
@@ -371,7 +394,9 @@ def publish_dataset(
         repo_url = _prepare_repo(
             api, repo_id, repo_type="dataset", private=private, revision=revision, create_pr=create_pr, token=token
         )
-        message = commit_message or f"Publish CAI dataset built with {rules.name} v{rules.version} (hf_cai {__version__})"
+        message = (
+            commit_message or f"Publish CAI dataset built with {rules.name} v{rules.version} (hf_cai {__version__})"
+        )
         with hub_errors(f"committing to dataset {repo_id}", token, PublishError):
             outcome = commit_changed_files(
                 api, repo_id, files, repo_type="dataset", revision=revision, commit_message=message, create_pr=create_pr

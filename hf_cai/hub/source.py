@@ -123,7 +123,9 @@ def locate_training_output(source: str | Path) -> TrainingOutput:
     elif is_model_dir(source / "final"):
         model_dir, run_dir = source / "final", _run_dir_of(source / "final")
     else:
-        found = next((source / stage / "final" for stage in POLICY_STAGES if is_model_dir(source / stage / "final")), None)
+        found = next(
+            (source / stage / "final" for stage in POLICY_STAGES if is_model_dir(source / stage / "final")), None
+        )
         if found is None:
             raise PublishError(
                 f"{source}: found no model to publish. Expected a trainer output folder (adapter_config.json or "
@@ -144,7 +146,11 @@ def locate_training_output(source: str | Path) -> TrainingOutput:
     else:
         stage_records = (record,) if record else ()
     constitution_path = next(
-        (folder / CONSTITUTION_FILE for folder in (model_dir, run_dir) if folder and (folder / CONSTITUTION_FILE).is_file()),
+        (
+            folder / CONSTITUTION_FILE
+            for folder in (model_dir, run_dir)
+            if folder and (folder / CONSTITUTION_FILE).is_file()
+        ),
         None,
     )
 

@@ -80,7 +80,9 @@ def render_template(name: str, context: dict[str, Any], *, template: str | Path 
         label, source = name, (resources.files("hf_cai.model_cards") / name).read_text(encoding="utf-8")
     environment = _environment()
     # A function loader (unlike a dict loader) gives the template a file name, which tracebacks then carry.
-    environment.loader = jinja2.FunctionLoader(lambda requested: (source, label, lambda: True) if requested == label else None)
+    environment.loader = jinja2.FunctionLoader(
+        lambda requested: (source, label, lambda: True) if requested == label else None
+    )
     try:
         return environment.get_template(label).render(**context)
     except jinja2.TemplateSyntaxError as error:

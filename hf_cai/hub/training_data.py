@@ -62,7 +62,9 @@ def _load_dataset_dict_folder(path: Path):
                 features = Features.from_dict(info["features"])
                 splits[name] = Dataset.from_dict({column: [] for column in features}, features=features)
     except (OSError, KeyError, ValueError) as error:
-        raise PublishError(f"{path}: not a dataset saved with DatasetDict.save_to_disk ({type(error).__name__}: {error})") from None
+        raise PublishError(
+            f"{path}: not a dataset saved with DatasetDict.save_to_disk ({type(error).__name__}: {error})"
+        ) from None
     return DatasetDict(splits)
 
 

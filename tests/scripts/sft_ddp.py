@@ -1,4 +1,10 @@
-"""A few QLoRA SFT steps of CAISFTTrainer, for ``accelerate launch --num_processes 2 --cpu sft_ddp.py MODEL OUT``."""
+"""A few QLoRA SFT steps of CAISFTTrainer on 2 CPU processes (DDP over gloo).
+
+    CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 sft_ddp.py MODEL OUT
+
+``accelerate launch --cpu`` starts a single process (accelerate runs several CPU processes only through mpirun), so
+the processes are started by accelerate's torchrun launcher and ``use_cpu=True`` puts them on CPU.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ def main(model_dir: str, output_dir: str) -> None:
         logging_steps=1,
         save_strategy="no",
         report_to="none",
+        use_cpu=True,
         constitution="harmless",
     )
     trainer = CAISFTTrainer(

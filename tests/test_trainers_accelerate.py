@@ -50,3 +50,15 @@ def test_qlora_sft_trains_on_two_processes(tiny_model_dir, tmp_path):
     assert record["global_step"] == 3 and record["method"] == "qlora"
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "constitution.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "distributed_type"), [("ddp", "MULTI_GPU"), ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")]
+)
+def test_example_accelerate_configs_load(name, distributed_type):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).parents[1] / "examples" / "accelerate" / f"{name}.yaml"
+    config = load_config_from_file(str(path))
+    assert str(config.distributed_type).endswith(distributed_type)
+    assert config.num_processes == 2 and config.mixed_precision == "bf16"

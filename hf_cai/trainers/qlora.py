@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -182,10 +183,17 @@ def peft_config_for(profile: str | QLoRAProfile, task_type: str = "CAUSAL_LM"):
 
 
 def process_device_map() -> dict[str, int] | None:
-    """One whole model per process on its own GPU (the layout DDP and QLoRA need); ``None`` on CPU."""
+    """Where a process loads its model: all of it on the process's own GPU (the layout QLoRA and DDP need).
+
+    ``None`` (let the framework place the weights) on CPU, and under DeepSpeed or FSDP, which shard the model
+    themselves.
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    sharded = any(
+        os.environ.get(flag, "false").lower() == "true" for flag in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")
+    )
+    if not torch.cuda.is_available() or sharded:
         return None
     from accelerate import PartialState
 

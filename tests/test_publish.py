@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import re
+import shutil
 import traceback
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -156,7 +158,6 @@ def test_adapter_round_trip_gives_the_same_logits(adapter_repo, base_model_id, t
 
 
 def test_published_card_and_constitution_agree(adapter_repo, base_model_id):
-    import json
 
     from huggingface_hub import ModelCard, hf_hub_download
 
@@ -169,6 +170,9 @@ def test_published_card_and_constitution_agree(adapter_repo, base_model_id):
     assert (
         json.loads(Path(hf_hub_download(adapter_repo, "adapter_config.json")).read_text())["base_model_name_or_path"]
         == base_model_id
+    )
+    assert (
+        json.loads(Path(hf_hub_download(adapter_repo, "cai_training.json")).read_text())["base_model"] == base_model_id
     )
     assert "| `privacy` | SL+RL | 2 | 3 |" in card.text
 
@@ -245,8 +249,10 @@ def test_branch_and_pull_request(hub, base_model_id, trained):
         base_model_id=base_model_id,
         license=LICENSE,
         revision="experiment",
+        private=True,
     )
     api = HfApi(token=TOKEN)
+    assert api.model_info("alice/tiny-cai-branches").private is True
     assert {e.path for e in api.list_repo_tree("alice/tiny-cai-branches")} == {".gitattributes"}
     assert "README.md" in {e.path for e in api.list_repo_tree("alice/tiny-cai-branches", revision="experiment")}
     assert on_branch.revision == "experiment"
@@ -306,6 +312,19 @@ def test_bad_inputs_fail_clearly_and_keep_local_files(hub, base_model_id, traine
             card_template=broken,
         )
     assert ("model", "alice/bad-template") not in hub.repos
+    rejected = tmp_path / "rejected.md.j2"
+    rejected.write_text("---\nlicense: apache2\n---\nA card whose metadata only the Hub checks.\n")
+    with pytest.raises(PublishError, match="Invalid metadata in README.md"):
+        publish(
+            trained, "alice/rejected", token=TOKEN, base_model_id=base_model_id, license=LICENSE, card_template=rejected
+        )
+    leaky = tmp_path / "leaky"
+    shutil.copytree(trained, leaky)
+    record = json.loads((leaky / "cai_training.json").read_text())
+    (leaky / "cai_training.json").write_text(json.dumps({**record, "hub_token": TOKEN}))
+    with pytest.raises(PublishError, match="cai_training.json contains your Hub token") as leak:
+        publish(leaky, "alice/leaky", token=TOKEN, base_model_id=base_model_id, license=LICENSE)
+    assert TOKEN not in str(leak.value) and ("model", "alice/leaky") not in hub.repos
 
     failures = [
         ({"token": "hf_" + "Unknown" * 6}, None, "401"),

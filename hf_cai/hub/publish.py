@@ -251,8 +251,10 @@ def publish(
     with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
         files = _model_files(training, Path(staging), merge=merge, merge_dtype=merge_dtype, base_model=base_model)
         files.append(UploadFile(CONSTITUTION_FILE, rules.to_yaml().encode()))
-        if (training.model_dir / TRAINING_RECORD).is_file():
-            files.append(UploadFile(TRAINING_RECORD, training.model_dir / TRAINING_RECORD))
+        if training.record:
+            # The record names the base as the trainer loaded it, possibly a folder of this machine: publish the Hub id.
+            record = {**training.record, "base_model": base_model}
+            files.append(UploadFile(TRAINING_RECORD, (json.dumps(record, indent=2, default=str) + "\n").encode()))
         files.append(UploadFile("README.md", str(card).encode()))
         _check_no_token(files, token)
         repo_url = _prepare_repo(

@@ -85,6 +85,28 @@ def test_option_logprobs_match_an_unbatched_forward_pass(backend):
         assert row == pytest.approx(expected, abs=1e-4)
 
 
+def test_shared_prefix_is_computed_once_with_unchanged_results(backend):
+    from hf_cai.constitution import Constitution
+
+    constitution = Constitution.builtin("harmless")
+    chats = [
+        constitution.critique_messages(
+            [*chat, {"role": "assistant", "content": f"reply {index}"}], constitution.principles[index]
+        )
+        for index, chat in enumerate(CHATS[:4])
+    ]
+    ids = backend.encode(chats)
+    # The system prompt and few-shot demonstrations are one long shared prefix, cached once per batch.
+    assert backend._prepare_batch(ids).cached_length > 1000
+    one_at_a_time = TransformersBackend(backend.model, backend.tokenizer, batch_size=1)
+    for temperature in (0.0, 1.0):
+        batched = backend.generate(chats, max_new_tokens=8, temperature=temperature, seed=2)
+        assert batched == one_at_a_time.generate(chats, max_new_tokens=8, temperature=temperature, seed=2)
+    scores = backend.option_logprobs(chats[:2], ["(A)", "(B)"])
+    for chat, row in zip(chats, scores):
+        assert row == pytest.approx([_reference_logprob(backend, chat, option) for option in ("(A)", "(B)")], abs=1e-3)
+
+
 def test_long_conversations_keep_their_end_with_a_warning(backend, caplog):
     limited = TransformersBackend(backend.model, backend.tokenizer, max_input_tokens=60)
     chat = [

@@ -30,6 +30,8 @@ from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, loa
 logger = logging.getLogger(__name__)
 
 _UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
+MIN_SHARED_PREFIX = 32
+"""Shortest token prefix shared by a whole batch that is computed once and reused (prefix caching)."""
 
 
 @dataclass
@@ -37,6 +39,24 @@ class _Encoded:
     ids: list[int]
     text: str | None  # the rendered chat, or None when the ids were cut inside the text
     truncated: bool = False
+
+
+@dataclass
+class _Batch:
+    input_ids: Any
+    attention_mask: Any
+    cache: Any = None  # key/value cache of the first ``cached_length`` columns, shared prefix of every row
+    cached_length: int = 0
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    first = sequences[0]
+    length = min(len(ids) for ids in sequences)
+    for position in range(length):
+        token = first[position]
+        if any(ids[position] != token for ids in sequences):
+            return position
+    return length
 
 
 def _make_row_sampler(generators: list, temperature: float, top_p: float):
@@ -177,8 +197,10 @@ class TransformersBackend:
         replies: list[str] = [""] * len(conversations)
         batches = self._batches([len(e.ids) for e in encoded], extra_tokens=max_new_tokens)
         for batch in tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2):
-            input_ids, attention_mask = self._left_pad([encoded[i].ids for i in batch])
+            prepared = self._prepare_batch([encoded[i].ids for i in batch])
             kwargs: dict[str, Any] = {}
+            if prepared.cache is not None:
+                kwargs["past_key_values"] = prepared.cache
             if temperature > 0:
                 generators = [torch.Generator().manual_seed(seeds[i]) for i in batch]
                 kwargs["logits_processor"] = [_make_row_sampler(generators, temperature, top_p)]
@@ -186,12 +208,13 @@ class TransformersBackend:
                 kwargs["tokenizer"] = self.tokenizer
             with torch.inference_mode():
                 output = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
+                    input_ids=prepared.input_ids,
+                    attention_mask=prepared.attention_mask,
                     generation_config=self._generation_config(max_new_tokens, stop),
                     **kwargs,
                 )
-            texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+            width = prepared.input_ids.shape[1]
+            texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
             for index, text in zip(batch, texts):
                 replies[index] = truncate_at_stop(text, stop)
         return replies
@@ -220,12 +243,20 @@ class TransformersBackend:
     def _score_options(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
         import torch
 
-        input_ids, attention_mask = self._left_pad(prompts)
+        prepared = self._prepare_batch(prompts)
+        input_ids, attention_mask = prepared.input_ids, prepared.attention_mask
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
+        start = prepared.cached_length
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        if prepared.cache is not None:
+            kwargs["past_key_values"] = prepared.cache
         with torch.inference_mode():
             output = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **kwargs
+                input_ids=input_ids[:, start:],
+                attention_mask=attention_mask,
+                position_ids=position_ids[:, start:],
+                use_cache=True,
+                **kwargs,
             )
         first = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
         count = len(options[0])
@@ -355,6 +386,31 @@ class TransformersBackend:
         if current:
             batches.append(current)
         return batches
+
+    def _prepare_batch(self, sequences: list[list[int]]) -> _Batch:
+        """Tensors for a batch, with prefix caching: the longest token prefix shared by every row (the system prompt
+        and few-shot demonstrations) is run once and its key/value cache repeated per row; the rows' own suffixes
+        follow it, padded on their left."""
+        import torch
+
+        shared = min(_common_prefix_length(sequences), min(len(ids) for ids in sequences) - 1)
+        if len(sequences) < 2 or shared < MIN_SHARED_PREFIX:
+            return _Batch(*self._left_pad(sequences))
+        device = self.model.device
+        prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long, device=device)
+        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
+        with torch.inference_mode():
+            cache = self.model(input_ids=prefix, use_cache=True, **kwargs).past_key_values
+        if not hasattr(cache, "batch_repeat_interleave"):
+            return _Batch(*self._left_pad(sequences))
+        cache.batch_repeat_interleave(len(sequences))
+        suffix_ids, suffix_mask = self._left_pad([ids[shared:] for ids in sequences])
+        return _Batch(
+            input_ids=torch.cat([prefix.expand(len(sequences), -1), suffix_ids], dim=1),
+            attention_mask=torch.cat([torch.ones_like(prefix).expand(len(sequences), -1), suffix_mask], dim=1),
+            cache=cache,
+            cached_length=shared,
+        )
 
     def _left_pad(self, sequences: list[list[int]]):
         import torch

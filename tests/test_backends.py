@@ -57,6 +57,8 @@ def test_sampling_is_per_row_and_independent_of_batching(backend):
 
 def test_greedy_matches_unbatched_generation(backend):
     greedy = backend.generate(CHATS, max_new_tokens=10, temperature=0.0)
+    # A nucleus this small keeps only the most likely token: sampling then is greedy decoding.
+    assert backend.generate(CHATS, max_new_tokens=10, temperature=1.0, top_p=1e-6, seed=4) == greedy
     tokenizer = backend.tokenizer
     for chat, reply in zip(CHATS, greedy):
         ids = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), return_tensors="pt")

@@ -71,15 +71,15 @@ def _make_row_sampler(generators: list, temperature: float, top_p: float):
     class RowSampler(LogitsProcessor):
         def __call__(self, input_ids, scores):
             probs = torch.softmax(scores.float() / temperature, dim=-1)
-            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
             if top_p < 1.0:
-                before = sorted_probs.cumsum(dim=-1) - sorted_probs
-                sorted_probs = sorted_probs * (before < top_p)
-            cumulative = sorted_probs.cumsum(dim=-1)
+                probs, order = probs.sort(dim=-1, descending=True)
+                probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
+            cumulative = probs.cumsum(dim=-1)
             draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
             threshold = (draws.to(cumulative.device) * cumulative[:, -1].double()).to(cumulative.dtype)
-            picks = torch.searchsorted(cumulative, threshold.unsqueeze(-1)).clamp(max=cumulative.shape[-1] - 1)
-            tokens = sorted_ids.gather(-1, picks)
+            tokens = torch.searchsorted(cumulative, threshold.unsqueeze(-1)).clamp(max=cumulative.shape[-1] - 1)
+            if top_p < 1.0:
+                tokens = order.gather(-1, tokens)
             forced = torch.full_like(scores, float("-inf"))
             return forced.scatter_(-1, tokens, 0.0)
 

@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -239,6 +240,7 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
         self._failures: dict[str, list[tuple[int, str]]] = {}
+        self._connections: set[socket.socket] = set()
         self._lock = threading.RLock()
         self._counter = itertools.count()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
@@ -257,7 +259,14 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the kept-alive client connections, so that no pooled connection of a client keeps
+        talking to this server's state after a new server took the port."""
         self._httpd.shutdown()
+        for connection in list(self._connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                continue
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -360,6 +369,14 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     hub: HubServer
 
     # ----------------------------------------------------------------- plumbing
+    def setup(self) -> None:
+        super().setup()
+        self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.hub._connections.discard(self.connection)
+        super().finish()
+
     def log_message(self, format: str, *args: Any) -> None:  # the server stays quiet; tests read `hub.requests`
         return
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from hf_cai.constitution import Constitution
 from hf_cai.modeling import bnb_4bit_config, load_tokenizer
 from hf_cai.trainers import CAISFTConfig, CAISFTTrainer, DatasetFormatError
+from hf_cai.trainers.base import resolve_training_constitution
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,13 @@ def test_tokenizer_without_chat_template_fails_before_loading(tiny_model_dir, tm
             train_dataset=Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0])),
             processing_class=plain,
         )
+
+
+def test_constitution_is_checked_against_the_dataset_provenance(caplog):
+    harmless, helpful = Constitution.builtin("harmless"), Constitution.builtin("helpful-honest")
+    dataset = Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0], harmless.sha256))
+    assert resolve_training_constitution(None, dataset) == harmless
+    assert resolve_training_constitution(None, Dataset.from_list(sl_cai_rows(["hi"], "0" * 64))) is None
+    with caplog.at_level("WARNING"):
+        assert resolve_training_constitution(helpful, dataset) == helpful
+    assert harmless.sha256 in caplog.text and "will not match the data" in caplog.text

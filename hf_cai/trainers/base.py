@@ -147,15 +147,16 @@ class CAITrainerMixin:
             )
         return model, peft_config
 
+    def _cai_set_constitution(self, constitution: Constitution | str | Path | None, args: Any, dataset: Any) -> None:
+        """Resolve the constitution (the ``constitution=`` argument, else ``args.constitution``, else the dataset's)."""
+        requested = constitution if constitution is not None else getattr(args, "constitution", None)
+        self.constitution = resolve_training_constitution(requested, dataset)
+
     # ------------------------------------------------------------------ after TRL's __init__
-    def _cai_finish_init(self, constitution: Constitution | str | Path | None, raw_train_dataset: Any) -> None:
-        """Resolve the constitution and add the adapter tag; call at the end of ``__init__``."""
+    def _cai_finish_init(self) -> None:
+        """Tag the model card with the kind of adapter trained; call at the end of ``__init__``."""
         from peft import PeftModel
 
-        configured = getattr(self.args, "constitution", None)
-        self.constitution = resolve_training_constitution(
-            constitution if constitution is not None else configured, raw_train_dataset
-        )
         model = self.accelerator.unwrap_model(self.model)
         if isinstance(model, PeftModel):
             adapter_tag = "qlora" if getattr(model, "is_loaded_in_4bit", False) else "lora"

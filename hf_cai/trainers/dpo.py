@@ -103,7 +103,7 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
     ):
         if args is None:
             args = CAIDPOConfig(default_output_name(model, "DPO"))
-        raw_train_dataset = train_dataset
+        self._cai_set_constitution(constitution, args, train_dataset)
         train_dataset, eval_dataset = self._cai_prepare_datasets(train_dataset, eval_dataset)
         self._cai_check_preference_data(args, train_dataset, eval_dataset)
         if self.soft_labels:
@@ -125,7 +125,7 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
             peft_config=peft_config,
         )
         self._cai_enable_soft_label_batches()
-        self._cai_finish_init(constitution, raw_train_dataset)
+        self._cai_finish_init()
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != CHOSEN_PROB})

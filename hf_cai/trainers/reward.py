@@ -85,7 +85,7 @@ class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):
     ):
         if args is None:
             args = CAIRewardConfig(default_output_name(model, "Reward"))
-        raw_train_dataset = train_dataset
+        self._cai_set_constitution(constitution, args, train_dataset)
         train_dataset, eval_dataset = self._cai_prepare_datasets(train_dataset, eval_dataset)
         self._cai_check_preference_data(args, train_dataset, eval_dataset)
         self._cai_check_templates(processing_class, args, named_splits(train_dataset, eval_dataset))
@@ -109,7 +109,7 @@ class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):
         )
         self._match_head_dtype()
         self._cai_enable_soft_label_batches()
-        self._cai_finish_init(constitution, raw_train_dataset)
+        self._cai_finish_init()
 
     def _match_head_dtype(self) -> None:
         """Give the trained score head the dtype of the hidden states it reads.

@@ -90,7 +90,7 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
     ):
         if args is None:
             args = CAISFTConfig(default_output_name(model, "SFT"))
-        raw_train_dataset = train_dataset
+        self._cai_set_constitution(constitution, args, train_dataset)
         train_dataset, eval_dataset = self._cai_prepare_datasets(train_dataset, eval_dataset)
         if formatting_func is None:
             text_field = getattr(args, "dataset_text_field", "text")
@@ -115,4 +115,4 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
             peft_config=peft_config,
             formatting_func=formatting_func,
         )
-        self._cai_finish_init(constitution, raw_train_dataset)
+        self._cai_finish_init()

@@ -305,8 +305,8 @@ def evaluate_models(
     from hf_cai.builders.prompts import builtin_prompts
 
     config = config or EvaluationConfig()
-    harmful = _select(config.harmful_prompts or builtin_prompts("red_team"), config.max_prompts, config.seed)
-    helpful = _select(config.helpful_prompts or builtin_prompts("helpful"), config.max_prompts, config.seed)
+    harmful = _select(config.harmful_prompts or builtin_prompts("red_team")["prompt"], config.max_prompts, config.seed)
+    helpful = _select(config.helpful_prompts or builtin_prompts("helpful")["prompt"], config.max_prompts, config.seed)
     generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
 
     def replies(backend, prompts: list[str]) -> list[str]:

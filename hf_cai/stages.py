@@ -1,0 +1,388 @@
+"""The pipeline's stages: each calls the library on the outputs of the stages before it.
+
+A stage function takes the :class:`~hf_cai.pipeline.Pipeline` and its own folder, and returns a
+:class:`~hf_cai.pipeline.StageResult` naming its outputs relative to the run directory. Stages resume by relying on
+the library's own resume: dataset builders reuse finished shards, trainers restart from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hf_cai.pipeline import Pipeline, PipelineError, StageResult
+
+logger = logging.getLogger(__name__)
+
+FINAL = "final"
+
+
+# --------------------------------------------------------------------------- shared helpers
+def _relative(pipeline: Pipeline, path: Path) -> str:
+    return path.relative_to(pipeline.run_dir).as_posix()
+
+
+def _qlora_profile(pipeline: Pipeline) -> str:
+    """The recipe's profile, or one chosen from the hardware: ``cpu`` without CUDA, else by GPU memory."""
+    if pipeline.recipe.qlora_profile:
+        return pipeline.recipe.qlora_profile
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    gigabytes = torch.cuda.get_device_properties(0).total_memory / 2**30
+    for name, size in (("8gb", 9), ("12gb", 13), ("16gb", 17)):
+        if gigabytes < size:
+            return name
+    return "24gb"
+
+
+def _generation_backend(pipeline: Pipeline, model: str | None = None, *, adapter: Path | None = None):
+    """A backend for ``model`` (the base model by default): the recipe's endpoint, or transformers locally."""
+    recipe = pipeline.recipe
+    if recipe.endpoint and adapter is None:
+        from hf_cai.backends import EndpointBackend
+
+        return EndpointBackend(recipe.endpoint, recipe.endpoint_model or model or recipe.model)
+    from hf_cai.backends import TransformersBackend
+
+    return TransformersBackend(
+        model or pipeline.base_model_path(),
+        adapter=str(adapter) if adapter else None,
+        load_in_4bit=recipe.load_in_4bit,
+        batch_size=recipe.generation_batch_size,
+        trust_remote_code=False,
+    )
+
+
+def _feedback_backend(pipeline: Pipeline):
+    return _generation_backend(pipeline, pipeline.recipe.feedback_model)
+
+
+def _prompts(pipeline: Pipeline, *, held_out: bool = False):
+    """The training prompts (the first ``max_prompts``), or with ``held_out`` the rest of the source."""
+    from hf_cai.builders import load_prompts
+
+    prompts = load_prompts(pipeline.recipe.prompts, column=pipeline.recipe.prompt_column)
+    limit = pipeline.recipe.max_prompts or len(prompts)
+    return prompts[limit:] if held_out else prompts[:limit]
+
+
+def _held_out_texts(pipeline: Pipeline, source: Any, used: int | None) -> list[str] | None:
+    """Last user turns of the prompts of ``source`` after the first ``used`` (``None`` when none are left)."""
+    from hf_cai.builders import load_prompts, prompt_text
+
+    if source is None or used is None:
+        return None
+    rest = load_prompts(source, column=pipeline.recipe.prompt_column)[used:]
+    return [prompt_text(conversation) for conversation in rest] or None
+
+
+def _load_dataset(path: Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
+
+
+def _train(trainer, directory: Path) -> dict[str, Any]:
+    """Train (from the last checkpoint in ``directory`` if any), save ``final/``, and return the figures."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint = get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    if checkpoint:
+        logger.info("resuming training from %s", checkpoint)
+    metrics: dict[str, Any] = {}
+    if trainer.eval_dataset is not None and checkpoint is None:
+        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics["train_loss"] = output.training_loss
+    metrics["steps"] = output.global_step
+    if checkpoint:
+        metrics["resumed_from"] = Path(checkpoint).name
+    if trainer.eval_dataset is not None:
+        metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+    trainer.save_model(str(directory / FINAL))
+    return metrics
+
+
+def _training_args(config_class, pipeline: Pipeline, directory: Path, section: dict[str, Any], **defaults: Any):
+    settings = {
+        "output_dir": str(directory),
+        "qlora_profile": _qlora_profile(pipeline),
+        "seed": pipeline.recipe.seed,
+        "report_to": "none",
+        "save_strategy": "steps",
+        "logging_steps": 1,
+        **defaults,
+        **section,
+    }
+    return config_class(**settings)
+
+
+def _split(dataset, name: str):
+    return dataset[name] if name in dataset and len(dataset[name]) else None
+
+
+# --------------------------------------------------------------------------- data stages
+def run_sl_data(pipeline: Pipeline, directory: Path) -> StageResult:
+    """SL-CAI: initial replies, then critique → revision rounds with the base model."""
+    from hf_cai.builders import CritiqueRevisionBuilder, CritiqueRevisionConfig
+
+    recipe = pipeline.recipe
+    config = CritiqueRevisionConfig(**{"seed": recipe.seed, "helpful_prompts": recipe.helpful_prompts, **recipe.sl_data})
+    builder = CritiqueRevisionBuilder(_generation_backend(pipeline), pipeline.constitution, config)
+    dataset = builder.build(_prompts(pipeline), output_dir=directory)
+    return StageResult(
+        outputs={"dataset": _relative(pipeline, directory / "dataset")},
+        metrics={"rows": sum(len(split) for name, split in dataset.items() if name.endswith("_sft"))},
+    )
+
+
+def run_pref_data(pipeline: Pipeline, directory: Path) -> StageResult:
+    """RL-CAI: pairs of replies from the SFT model, labelled by the feedback model against the constitution."""
+    from hf_cai.builders import AIFeedbackBuilder, AIFeedbackConfig
+
+    policy = _generation_backend(pipeline, adapter=pipeline.output("sft", "model"))
+    config = AIFeedbackConfig(**{"seed": pipeline.recipe.seed, **pipeline.recipe.pref_data})
+    builder = AIFeedbackBuilder(policy, _feedback_backend(pipeline), pipeline.constitution, config)
+    dataset = builder.build(_prompts(pipeline), output_dir=directory)
+    splits = dataset.values() if hasattr(dataset, "values") else [dataset]
+    probabilities = [p for split in splits for p in split["chosen_prob"]]
+    return StageResult(
+        outputs={"dataset": _relative(pipeline, directory / "dataset")},
+        metrics={
+            "pairs": len(probabilities),
+            "mean_chosen_prob": sum(probabilities) / len(probabilities) if probabilities else float("nan"),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- training stages
+def run_sft(pipeline: Pipeline, directory: Path) -> StageResult:
+    """QLoRA SFT of the base model on the final revisions (assistant-only loss)."""
+    from hf_cai.trainers import CAISFTConfig, CAISFTTrainer
+
+    data = _load_dataset(pipeline.output("sl_data", "dataset"))
+    args = _training_args(CAISFTConfig, pipeline, directory, pipeline.recipe.sft, assistant_only_loss=True)
+    trainer = CAISFTTrainer(
+        model=pipeline.base_model_path(),
+        args=args,
+        train_dataset=data["train_sft"],
+        eval_dataset=_split(data, "test_sft"),
+        constitution=pipeline.constitution,
+    )
+    metrics = _train(trainer, directory)
+    return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
+
+
+def _policy_for_preference_training(pipeline: Pipeline, profile: str):
+    """The SFT model as a trainable adapter on the (4-bit) base; TRL keeps a frozen copy as the DPO reference."""
+    from peft import prepare_model_for_kbit_training
+
+    from hf_cai.modeling import load_causal_lm
+    from hf_cai.trainers.qlora import get_profile
+
+    quantized = get_profile(profile).load_in_4bit
+    base = load_causal_lm(pipeline.base_model_path(), load_in_4bit=quantized)
+    if quantized:
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=get_profile(profile).gradient_checkpointing)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(pipeline.output("sft", "model")), is_trainable=True)
+
+
+def run_dpo(pipeline: Pipeline, directory: Path) -> StageResult:
+    """DPO on the AI-labelled pairs, with soft labels, continuing the SFT adapter."""
+    from hf_cai.modeling import load_tokenizer
+    from hf_cai.trainers import CAIDPOConfig, CAIDPOTrainer
+
+    data = _load_dataset(pipeline.output("pref_data", "dataset"))
+    profile = _qlora_profile(pipeline)
+    args = _training_args(CAIDPOConfig, pipeline, directory, pipeline.recipe.dpo)
+    trainer = CAIDPOTrainer(
+        model=_policy_for_preference_training(pipeline, profile),
+        args=args,
+        train_dataset=data["train"] if "train" in data else data,
+        eval_dataset=_split(data, "test") if "test" in data else None,
+        processing_class=load_tokenizer(pipeline.output("sft", "model")),
+        constitution=pipeline.constitution,
+    )
+    metrics = _train(trainer, directory)
+    return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
+
+
+def run_reward(pipeline: Pipeline, directory: Path) -> StageResult:
+    """A preference (reward) model on the AI-labelled pairs, with the soft Bradley–Terry target."""
+    from hf_cai.trainers import CAIRewardConfig, CAIRewardTrainer
+
+    data = _load_dataset(pipeline.output("pref_data", "dataset"))
+    args = _training_args(CAIRewardConfig, pipeline, directory, pipeline.recipe.reward)
+    trainer = CAIRewardTrainer(
+        model=pipeline.base_model_path(),
+        args=args,
+        train_dataset=data["train"] if "train" in data else data,
+        eval_dataset=_split(data, "test") if "test" in data else None,
+        constitution=pipeline.constitution,
+    )
+    metrics = _train(trainer, directory)
+    return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
+
+
+def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
+    """GRPO of the SFT adapter with the trained preference model as ``ConstitutionalReward``."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from hf_cai.modeling import load_tokenizer
+    from hf_cai.trainers import ConstitutionalReward
+
+    prompts = [{"prompt": conversation} for conversation in _prompts(pipeline)]
+    from datasets import Dataset
+
+    reward = ConstitutionalReward.from_reward_model(str(pipeline.output("reward", "model")))
+    settings = {"output_dir": str(directory), "seed": pipeline.recipe.seed, "report_to": "none", "logging_steps": 1,
+                "save_strategy": "steps", **pipeline.recipe.grpo}
+    trainer = GRPOTrainer(
+        model=_policy_for_preference_training(pipeline, _qlora_profile(pipeline)),
+        reward_funcs=[reward],
+        args=GRPOConfig(**settings),
+        train_dataset=Dataset.from_list(prompts),
+        processing_class=load_tokenizer(pipeline.output("sft", "model")),
+    )
+    metrics = _train(trainer, directory)
+    from hf_cai.trainers.artifacts import write_training_artifacts
+
+    write_training_artifacts(directory / FINAL, pipeline.constitution, {"stage": "grpo", "method": "qlora",
+                                                                        "base_model": pipeline.base_model_path()})
+    return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
+
+
+# --------------------------------------------------------------------------- evaluation and sharing
+def _final_model(pipeline: Pipeline) -> Path:
+    return pipeline.output(pipeline._final_training_stage(), "model")
+
+
+def run_eval(pipeline: Pipeline, directory: Path) -> StageResult:
+    """Base vs CAI win rates judged by the feedback model, evasive refusals, multiple-choice judge accuracy."""
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    recipe = pipeline.recipe
+    held_out = {
+        "harmful_prompts": _held_out_texts(pipeline, recipe.prompts, recipe.max_prompts),
+        "helpful_prompts": _held_out_texts(pipeline, recipe.helpful_prompts, recipe.sl_data.get("num_helpful_prompts")),
+    }
+    if not held_out["harmful_prompts"]:
+        logger.warning("no red-team prompt is held out from training (max_prompts covers them all): the evaluation "
+                       "uses prompts the model was trained on; set max_prompts or eval.harmful_prompts")
+    settings = {"seed": recipe.seed, **{k: v for k, v in held_out.items() if v}, **recipe.eval}
+    config = EvaluationConfig(**settings)
+    cai = _generation_backend(pipeline, adapter=_final_model(pipeline))
+    report = evaluate_models(_generation_backend(pipeline), cai, _feedback_backend(pipeline), pipeline.constitution, config)
+    report.save(directory)
+    metrics = {
+        "harmless_win": report.harmlessness_win_rate.value,
+        "helpful_win": report.helpfulness_win_rate.value,
+        "evasive_base": report.evasive_rate_base.value,
+        "evasive_cai": report.evasive_rate_cai.value,
+    }
+    metrics.update({f"judge_acc[{name}]": p.value for name, p in report.feedback_accuracy.items()})
+    return StageResult(
+        outputs={"results": _relative(pipeline, directory / "results.json"), "chart": _relative(pipeline, directory / "chart.png")},
+        metrics=metrics,
+    )
+
+
+def _card_license(pipeline: Pipeline) -> str | None:
+    return pipeline.recipe.card.get("license") or ("apache-2.0" if pipeline.recipe.model == "tiny" else None)
+
+
+def _publish_repo_id(pipeline: Pipeline) -> str:
+    return pipeline.recipe.publish.get("repo_id") or f"local/{pipeline.run_dir.name}-cai"
+
+
+def run_card(pipeline: Pipeline, directory: Path) -> StageResult:
+    """The model card, rendered from the run (published as the repository's README.md)."""
+    from hf_cai.hub import build_model_card, locate_training_output
+
+    training = locate_training_output(_final_model(pipeline))
+    card = build_model_card(
+        training,
+        repo_id=_publish_repo_id(pipeline),
+        license=_card_license(pipeline),
+        base_model_id=pipeline.base_model_hub_id(),
+        merged=bool(pipeline.recipe.publish.get("merge", False)),
+        constitution=pipeline.constitution,
+    )
+    path = directory / "README.md"
+    path.write_text(str(card), encoding="utf-8")
+    return StageResult(outputs={"card": _relative(pipeline, path)})
+
+
+def run_publish(pipeline: Pipeline, directory: Path) -> StageResult:
+    """Publish the final model with its card, constitution and training record to the Hub or a local folder."""
+    from hf_cai.hub.publish import publish, publish_to_folder
+
+    settings = dict(pipeline.recipe.publish)
+    common = {
+        "base_model_id": pipeline.base_model_hub_id(),
+        "license": _card_license(pipeline),
+        "merge": bool(settings.get("merge", False)),
+        "constitution": pipeline.constitution,
+    }
+    folder = settings.get("folder")
+    if folder:
+        result = publish_to_folder(_final_model(pipeline), folder, repo_id=_publish_repo_id(pipeline), **common)
+        record = {"folder": str(folder), "files": list(result.files)}
+    else:
+        result = publish(
+            _final_model(pipeline),
+            settings["repo_id"],
+            token=settings.get("token"),
+            private=bool(settings.get("private", False)),
+            revision=settings.get("revision"),
+            create_pr=bool(settings.get("create_pr", False)),
+            **common,
+        )
+        record = {"repo_url": result.repo_url, "commit": result.commit_oid, "files": list(result.files)}
+    path = directory / "publication.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return StageResult(outputs={"publication": _relative(pipeline, path)}, metrics={"files": len(result.files)})
+
+
+def run_space(pipeline: Pipeline, directory: Path) -> StageResult:
+    """The side-by-side chat Space for the published model."""
+    from hf_cai.hub.space import create_space
+
+    settings = pipeline.recipe.space
+    model_repo = pipeline.recipe.publish.get("repo_id")
+    if not model_repo:
+        raise PipelineError("stage 'space' needs publish.repo_id: the Space loads the published model from the Hub")
+    info = create_space(
+        settings.get("repo_id") or f"{model_repo}-chat",
+        base_model=pipeline.base_model_hub_id(),
+        cai_model=model_repo,
+        constitution=pipeline.constitution,
+        token=pipeline.recipe.publish.get("token"),
+        private=bool(settings.get("private", False)),
+        hardware=settings.get("hardware"),
+        cai_is_adapter=not pipeline.recipe.publish.get("merge", False),
+    )
+    path = directory / "space.json"
+    path.write_text(json.dumps({"space_url": str(info.repo_url)}, indent=2) + "\n", encoding="utf-8")
+    return StageResult(outputs={"space": _relative(pipeline, path)})
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Pipeline, Path], StageResult]] = {
+    "sl_data": run_sl_data,
+    "sft": run_sft,
+    "pref_data": run_pref_data,
+    "dpo": run_dpo,
+    "reward": run_reward,
+    "grpo": run_grpo,
+    "eval": run_eval,
+    "card": run_card,
+    "publish": run_publish,
+    "space": run_space,
+}

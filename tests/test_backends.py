@@ -18,6 +18,15 @@ from hf_cai.modeling import ModelLoadError
 CHATS = [[{"role": "user", "content": "Tell me about " + "rivers and mountains " * k}] for k in range(1, 7)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from more threads, and spinning threads crawl when other processes share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     return TransformersBackend(tiny_model_dir, batch_size=4)

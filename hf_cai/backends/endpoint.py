@@ -11,7 +11,9 @@ sum of the log-probabilities of the tokens that spell it, following the answer w
 Supported by vLLM and SGLang (``top_logprobs`` up to 20 by default), OpenAI (up to 20) and TGI (up to 5; pass
 ``top_logprobs=5``). When an option's next token is not among the top tokens reported, its score is the smallest
 reported log-probability at that position (an upper bound), so well-formed options (such as ``"(A)"``/``"(B)"`` after
-few-shot demonstrations) score exactly and unlikely ones keep a low score.
+few-shot demonstrations) score exactly and unlikely ones keep a low score. The legacy ``/v1/completions`` endpoint
+with ``echo`` and ``logprobs`` would score any option exactly, but it needs the model's chat template on the client
+and is not served by TGI's Messages API or by OpenAI's current models, so it is not used.
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ class AIFeedbackBuilder:
         self.feedback_backend = feedback_backend
         self.constitution = constitution
         self.config = config or AIFeedbackConfig()
-        self.constitution.principles_for("preference")
+        constitution.principles_for("preference")  # fail now, not mid-run, when no principle has a preference question
         self.scorer = PreferenceScorer(
             feedback_backend,
             constitution,

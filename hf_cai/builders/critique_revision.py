@@ -135,7 +135,7 @@ class CritiqueRevisionBuilder:
         self.backend = backend
         self.constitution = constitution
         self.config = config or CritiqueRevisionConfig()
-        self.constitution.principles_for("critique")
+        constitution.principles_for("critique")  # fail now, not mid-run, when no principle has critique texts
 
     def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
         """Generate the dataset; with ``output_dir``, resumable from its shards and saved to ``output_dir/dataset``.

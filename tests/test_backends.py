@@ -76,6 +76,16 @@ def test_greedy_matches_unbatched_generation(backend):
         assert reply == tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+def test_a_model_in_training_stays_in_training(backend):
+    backend.model.train()
+    try:
+        backend.generate(CHATS[:2], max_new_tokens=4, temperature=0.0)
+        backend.option_logprobs(CHATS[:2], ["(A)", "(B)"])
+        assert backend.model.training
+    finally:
+        backend.model.eval()
+
+
 def test_stop_strings_cut_the_reply(backend):
     full = backend.generate(CHATS[:2], max_new_tokens=16, temperature=1.0, seed=3)
     marker = full[0][3:5]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,19 @@ class _Batch:
     attention_mask: Any
     cache: Any = None  # key/value cache of the first ``cached_length`` columns, shared prefix of every row
     cached_length: int = 0
+
+
+@contextmanager
+def _evaluating(model: Any):
+    """The model in eval mode (no dropout) for the duration, then back in the mode it was in: a model being trained
+    can be used to generate without changing its training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:
@@ -150,7 +164,6 @@ class TransformersBackend:
                 if not tokenizer:
                     raise ModelLoadError("the model was passed as an object without a name; pass tokenizer= as well")
         self.tokenizer = _prepare_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-        self.model.eval()
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
         self._context_length = _context_length(self.model, self.tokenizer)
@@ -196,27 +209,29 @@ class TransformersBackend:
         encoded = self._encode(conversations, self._input_limit(max_new_tokens))
         replies: list[str] = [""] * len(conversations)
         batches = self._batches([len(e.ids) for e in encoded], extra_tokens=max_new_tokens)
-        for batch in tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2):
-            prepared = self._prepare_batch([encoded[i].ids for i in batch])
-            kwargs: dict[str, Any] = {}
-            if prepared.cache is not None:
-                kwargs["past_key_values"] = prepared.cache
-            if temperature > 0:
-                generators = [torch.Generator().manual_seed(seeds[i]) for i in batch]
-                kwargs["logits_processor"] = [_make_row_sampler(generators, temperature, top_p)]
-            if stop:
-                kwargs["tokenizer"] = self.tokenizer
-            with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=prepared.input_ids,
-                    attention_mask=prepared.attention_mask,
-                    generation_config=self._generation_config(max_new_tokens, stop),
-                    **kwargs,
-                )
-            width = prepared.input_ids.shape[1]
-            texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-            for index, text in zip(batch, texts):
-                replies[index] = truncate_at_stop(text, stop)
+        progress = tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2)
+        with _evaluating(self.model):
+            for batch in progress:
+                prepared = self._prepare_batch([encoded[i].ids for i in batch])
+                kwargs: dict[str, Any] = {}
+                if prepared.cache is not None:
+                    kwargs["past_key_values"] = prepared.cache
+                if temperature > 0:
+                    generators = [torch.Generator().manual_seed(seeds[i]) for i in batch]
+                    kwargs["logits_processor"] = [_make_row_sampler(generators, temperature, top_p)]
+                if stop:
+                    kwargs["tokenizer"] = self.tokenizer
+                with torch.inference_mode():
+                    output = self.model.generate(
+                        input_ids=prepared.input_ids,
+                        attention_mask=prepared.attention_mask,
+                        generation_config=self._generation_config(max_new_tokens, stop),
+                        **kwargs,
+                    )
+                width = prepared.input_ids.shape[1]
+                texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+                for index, text in zip(batch, texts):
+                    replies[index] = truncate_at_stop(text, stop)
         return replies
 
     def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
@@ -234,10 +249,12 @@ class TransformersBackend:
         option_ids = [self._option_ids(item, options, standalone) for item in encoded]
         scores: list[list[float]] = [[] for _ in prompts]
         batches = self._batches([len(item.ids) for item in encoded], extra_tokens=0)
-        for batch in tqdm(batches, desc="scoring options", unit="batch", leave=False, disable=len(batches) < 2):
-            values = self._score_options([encoded[i].ids for i in batch], [option_ids[i] for i in batch])
-            for index, row in zip(batch, values):
-                scores[index] = row
+        progress = tqdm(batches, desc="scoring options", unit="batch", leave=False, disable=len(batches) < 2)
+        with _evaluating(self.model):
+            for batch in progress:
+                values = self._score_options([encoded[i].ids for i in batch], [option_ids[i] for i in batch])
+                for index, row in zip(batch, values):
+                    scores[index] = row
         return scores
 
     def _score_options(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:

@@ -30,7 +30,7 @@ from hf_cai.hub.training_data import (
 DATASET_CARD_TEMPLATE = "dataset_card.md.j2"
 _SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 COLUMN_DOCS = {
-    "prompt": "the red-team (or helpful) request",
+    "prompt": "the conversation up to the red-team (or helpful) request",
     "messages": "the request and the final revision, as a chat (SFT target)",
     "chosen": "preferred reply (as chat messages)",
     "rejected": "dispreferred reply (as chat messages)",

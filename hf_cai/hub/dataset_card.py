@@ -38,6 +38,9 @@ COLUMN_DOCS = {
     "revisions": "critique → revision rounds: round, principle_id, critique, revision",
     "chosen_prob": "soft label: probability the feedback model gave to `chosen`, averaged over option orders and principles",
     "principle_ids": "principles the feedback question was asked under",
+    "completion": "the final revision, as a one-message list (prompt-completion format)",
+    "kind": "`revised`, or `helpful` for benign prompts answered without critique",
+    "principle_probs": "the probability of `chosen` under each principle of `principle_ids`",
     "constitution_sha256": "sha256 of the constitution the row was generated under",
 }
 

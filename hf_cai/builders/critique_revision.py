@@ -172,7 +172,8 @@ class CritiqueRevisionBuilder:
         return dataset
 
     def _fingerprint(self, revised: list[Conversation], helpful: list[Conversation]) -> dict[str, Any]:
-        config = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "helpful_prompts"}
+        # The helpful prompts enter by content (their hash), not as the source object they were given as.
+        config = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config) if f.name != "helpful_prompts"}
         return {
             "builder": "critique_revision",
             "format_version": FORMAT_VERSION,

@@ -247,7 +247,7 @@ class Manifest:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        temporary.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, self.path)
 
 
@@ -325,10 +325,10 @@ class Pipeline:
             "publish": ["card", self._final_training_stage()],
             "space": ["publish"],
         }[stage]
-        settings: dict[str, Any] = {"section": getattr(recipe, stage)}
+        # Every stage writes the constitution into its outputs (datasets, checkpoints, card, repository).
+        settings: dict[str, Any] = {"section": getattr(recipe, stage), "constitution": self.constitution.sha256}
         if stage in ("sl_data", "pref_data", "eval"):
             settings |= {
-                "constitution": self.constitution.sha256,
                 "model": model,
                 "feedback_model": recipe.feedback_model,
                 "seed": recipe.seed,

@@ -29,6 +29,16 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line on stderr, exit status 2."""
 
 
+def _library_errors() -> tuple[type[Exception], ...]:
+    """The library's user-facing error types (the rest are ValueError subclasses)."""
+    from hf_cai.backends.base import BackendError
+    from hf_cai.hub.errors import HubError
+    from hf_cai.modeling import ModelLoadError
+    from hf_cai.pipeline import PipelineError
+
+    return BackendError, HubError, ModelLoadError, PipelineError
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -40,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int((args.handler(args, extra) if accepts_overrides else args.handler(args)) or 0)
-    except (CommandError, ValueError, FileNotFoundError) as error:
+    except (CommandError, ValueError, FileNotFoundError, *_library_errors()) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

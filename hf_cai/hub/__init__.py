@@ -17,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "publish": "hf_cai.hub.publish",
     "publish_dataset": "hf_cai.hub.publish",
+    "publish_to_folder": "hf_cai.hub.publish",
     "PublishResult": "hf_cai.hub.publish",
     "PublishError": "hf_cai.hub.errors",
     "ModelCardError": "hf_cai.hub.errors",

@@ -224,38 +224,29 @@ def publish(
     from huggingface_hub import HfApi
 
     from hf_cai import __version__
-    from hf_cai.hub.model_card import build_model_card, load_constitution, resolve_base_model
 
     check_repo_id(repo_id)
     token = resolve_token(token)
     create_space = _space_factory() if space else None
-    training = locate_training_output(source)
-    base_model = resolve_base_model(training, base_model_id)
-    rules = load_constitution(training, constitution)
-    card = build_model_card(
-        training,
-        repo_id=repo_id,
-        license=license,
-        base_model_id=base_model,
-        datasets=list(datasets or ()),
-        training_data=training_data,
-        eval_results=eval_results,
-        merged=merge,
-        license_name=license_name,
-        license_link=license_link,
-        constitution=rules,
-        template=card_template,
-    )
     revision = revision or "main"
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
-        files = _model_files(training, Path(staging), merge=merge, merge_dtype=merge_dtype, base_model=base_model)
-        files.append(UploadFile(CONSTITUTION_FILE, rules.to_yaml().encode()))
-        if training.record:
-            # The record names the base as the trainer loaded it, possibly a folder of this machine: publish the Hub id.
-            record = {**training.record, "base_model": base_model}
-            files.append(UploadFile(TRAINING_RECORD, (json.dumps(record, indent=2, default=str) + "\n").encode()))
-        files.append(UploadFile("README.md", str(card).encode()))
+        training, base_model, rules, files = _publication_files(
+            source,
+            repo_id,
+            Path(staging),
+            base_model_id=base_model_id,
+            license=license,
+            merge=merge,
+            merge_dtype=merge_dtype,
+            datasets=datasets,
+            training_data=training_data,
+            eval_results=eval_results,
+            constitution=constitution,
+            license_name=license_name,
+            license_link=license_link,
+            card_template=card_template,
+        )
         _check_no_token(files, token)
         repo_url = _prepare_repo(
             api, repo_id, repo_type="model", private=private, revision=revision, create_pr=create_pr, token=token
@@ -295,6 +286,103 @@ def publish(
         uploaded=outcome.changed,
         space_url=space_url,
     )
+
+
+def _publication_files(
+    source: str | Path,
+    repo_id: str,
+    staging: Path,
+    *,
+    base_model_id: str | None,
+    license: str | None,
+    merge: bool,
+    merge_dtype: str,
+    datasets: Sequence[str] | None,
+    training_data: Sequence[Any],
+    eval_results: Any,
+    constitution: Constitution | str | Path | None,
+    license_name: str | None,
+    license_link: str | None,
+    card_template: str | Path | None,
+) -> tuple[TrainingOutput, str, Constitution, list[UploadFile]]:
+    """Everything a model repository receives: weights, tokenizer, constitution, training record and the card."""
+    from hf_cai.hub.model_card import build_model_card, load_constitution, resolve_base_model
+
+    training = locate_training_output(source)
+    base_model = resolve_base_model(training, base_model_id)
+    rules = load_constitution(training, constitution)
+    card = build_model_card(
+        training,
+        repo_id=repo_id,
+        license=license,
+        base_model_id=base_model,
+        datasets=list(datasets or ()),
+        training_data=training_data,
+        eval_results=eval_results,
+        merged=merge,
+        license_name=license_name,
+        license_link=license_link,
+        constitution=rules,
+        template=card_template,
+    )
+    files = _model_files(training, staging, merge=merge, merge_dtype=merge_dtype, base_model=base_model)
+    files.append(UploadFile(CONSTITUTION_FILE, rules.to_yaml().encode()))
+    if training.record:
+        # The record names the base as the trainer loaded it, possibly a folder of this machine: publish the Hub id.
+        record = {**training.record, "base_model": base_model}
+        files.append(UploadFile(TRAINING_RECORD, (json.dumps(record, indent=2, default=str) + "\n").encode()))
+    files.append(UploadFile("README.md", str(card).encode()))
+    return training, base_model, rules, files
+
+
+def publish_to_folder(
+    source: str | Path,
+    folder: str | Path,
+    *,
+    repo_id: str,
+    base_model_id: str | None = None,
+    license: str | None = None,
+    merge: bool = False,
+    merge_dtype: str = "bfloat16",
+    datasets: Sequence[str] | None = None,
+    training_data: Sequence[Any] = (),
+    eval_results: Any = None,
+    constitution: Constitution | str | Path | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    card_template: str | Path | None = None,
+) -> tuple[str, ...]:
+    """Write exactly the files :func:`publish` would commit into a local ``folder`` laid out like the repository.
+
+    For offline runs and for reviewing a publication before pushing it (``huggingface-cli upload`` of the folder
+    gives the same repository). The arguments are those of :func:`publish`; ``repo_id`` names the future repository
+    in the card. Returns the repository paths written; other files already in ``folder`` are left alone.
+    """
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
+        _, _, _, files = _publication_files(
+            source,
+            repo_id,
+            Path(staging),
+            base_model_id=base_model_id,
+            license=license,
+            merge=merge,
+            merge_dtype=merge_dtype,
+            datasets=datasets,
+            training_data=training_data,
+            eval_results=eval_results,
+            constitution=constitution,
+            license_name=license_name,
+            license_link=license_link,
+            card_template=card_template,
+        )
+        for file in files:
+            target = folder / file.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(file.source if isinstance(file.source, bytes) else file.source.read_bytes())
+    logger.info("wrote %d files of %s to %s", len(files), repo_id, folder)
+    return tuple(f.path_in_repo for f in files)
 
 
 def _space_factory():

@@ -333,8 +333,8 @@ def run_publish(pipeline: Pipeline, directory: Path) -> StageResult:
     }
     folder = settings.get("folder")
     if folder:
-        result = publish_to_folder(_final_model(pipeline), folder, repo_id=_publish_repo_id(pipeline), **common)
-        record = {"folder": str(folder), "files": list(result.files)}
+        files = publish_to_folder(_final_model(pipeline), folder, repo_id=_publish_repo_id(pipeline), **common)
+        record = {"folder": str(folder), "files": list(files)}
     else:
         result = publish(
             _final_model(pipeline),
@@ -345,10 +345,11 @@ def run_publish(pipeline: Pipeline, directory: Path) -> StageResult:
             create_pr=bool(settings.get("create_pr", False)),
             **common,
         )
-        record = {"repo_url": result.repo_url, "commit": result.commit_oid, "files": list(result.files)}
+        files = result.files
+        record = {"repo_url": result.repo_url, "commit": result.commit_oid, "files": list(files)}
     path = directory / "publication.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return StageResult(outputs={"publication": _relative(pipeline, path)}, metrics={"files": len(result.files)})
+    return StageResult(outputs={"publication": _relative(pipeline, path)}, metrics={"files": len(files)})
 
 
 def run_space(pipeline: Pipeline, directory: Path) -> StageResult:

@@ -13,8 +13,12 @@ install:
 test: install
 	$(PYTHON) -m pytest -q
 
+# The paper's multiple-choice evaluation rates the feedback model when the shared fixtures are beside the checkout.
+PAPER_EVAL := ../shared/fixtures/anthropic-paper/438HHHEvaluations.jsonl
+
 demo: install
-	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 hf-cai demo
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 hf-cai demo \
+		$(if $(wildcard $(PAPER_EVAL)),--eval.multiple_choice_files='[$(PAPER_EVAL)]')
 
 lint:
 	$(PYTHON) -m ruff check hf_cai tests spaces benchmarks examples

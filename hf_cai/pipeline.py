@@ -60,6 +60,7 @@ class RecipeConfig:
 
     Args:
         model: Hub id or local folder of the instruct model to align; ``"tiny"`` builds the offline tiny model.
+        tiny_pretrain_steps: Warm-up steps of the tiny model on the built-in demonstrations (``model: tiny`` only).
         model_hub_id: Hub id the model came from, recorded in the card when ``model`` is a local folder.
         constitution: Built-in name or path of the constitution file.
         prompts: Red-team prompts: ``builtin:red_team``, a JSONL/CSV file, or a Hub dataset id.
@@ -80,6 +81,7 @@ class RecipeConfig:
     """
 
     model: str = TINY_MODEL
+    tiny_pretrain_steps: int = 150
     model_hub_id: str | None = None
     constitution: str = "harmless"
     prompts: str = "builtin:red_team"
@@ -282,9 +284,9 @@ class Pipeline:
             return self.recipe.model
         path = self.run_dir / "base_model"
         if not (path / "config.json").is_file():
-            from hf_cai.tiny import build_tiny_chat_model
+            from hf_cai.tiny import TinyModelConfig, build_tiny_chat_model
 
-            build_tiny_chat_model(path)
+            build_tiny_chat_model(path, TinyModelConfig(pretrain_steps=self.recipe.tiny_pretrain_steps))
         return str(path)
 
     def base_model_hub_id(self) -> str:
@@ -312,7 +314,7 @@ class Pipeline:
     def fingerprint(self, stage: str) -> str:
         """Hash of everything a stage's result depends on: its settings and the outputs of the stages it reads."""
         recipe = self.recipe
-        model = {"model": recipe.model, "load_in_4bit": recipe.load_in_4bit, "endpoint": recipe.endpoint}
+        model = {"model": recipe.model, "tiny_pretrain_steps": recipe.tiny_pretrain_steps, "load_in_4bit": recipe.load_in_4bit, "endpoint": recipe.endpoint}
         upstream = {
             "sl_data": [],
             "sft": ["sl_data"],

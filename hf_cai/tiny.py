@@ -45,6 +45,9 @@ class TinyModelConfig:
         num_key_value_heads: Key/value heads (grouped-query attention when smaller than the query heads).
         max_position_embeddings: Longest sequence the model accepts.
         seed: Seed of the random initialisation.
+        pretrain_steps: Optimizer steps of a short language-model warm-up on the package's chat demonstrations
+            (the built-in constitutions' few-shot chats), so the model emits ChatML-shaped, English-like replies
+            instead of noise. ``0`` keeps the random initialisation (the test fixture).
     """
 
     vocab_size: int = 1024
@@ -55,6 +58,7 @@ class TinyModelConfig:
     num_key_value_heads: int = 2
     max_position_embeddings: int = 4096
     seed: int = 0
+    pretrain_steps: int = 0
 
 
 def _training_corpus() -> list[str]:
@@ -132,9 +136,47 @@ def build_tiny_chat_model(output_dir: str | Path, config: TinyModelConfig | None
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
+    if config.pretrain_steps:
+        _warm_up(model, tokenizer, steps=config.pretrain_steps, seed=config.seed)
     model.save_pretrained(str(output_dir))
     logger.info("built tiny chat model (%d parameters) in %s", model.num_parameters(), output_dir)
     return output_dir
+
+
+def _demonstration_chats() -> list[list[dict[str, str]]]:
+    """Every few-shot chat of the built-in constitutions, plus each preference demonstration as a request/reply."""
+    from hf_cai.constitution import Constitution
+
+    chats: list[list[dict[str, str]]] = []
+    for name in Constitution.list_builtin():
+        constitution = Constitution.builtin(name)
+        chats.extend([dict(m) for m in chat] for chat in constitution.critique_revision_examples)
+        for example in constitution.preference_examples:
+            better = example.response_a if example.answer == "A" else example.response_b
+            chats.append([{"role": "user", "content": example.prompt}, {"role": "assistant", "content": better}])
+    return chats
+
+
+def _warm_up(model, tokenizer, *, steps: int, seed: int, batch_size: int = 8, length: int = 256) -> None:
+    """A short causal-LM warm-up on random windows of the demonstration chats."""
+    import random
+
+    import torch
+
+    text = "".join(tokenizer.apply_chat_template(chat, tokenize=False) for chat in _demonstration_chats())
+    ids = torch.tensor(tokenizer(text)["input_ids"])
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = [rng.randrange(0, len(ids) - length) for _ in range(batch_size)]
+        batch = torch.stack([ids[start : start + length] for start in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    logger.info("warmed up the tiny model for %d steps (final loss %.2f)", steps, loss.item())
 
 
 def build_tiny_reward_model(output_dir: str | Path, config: TinyModelConfig | None = None) -> Path:

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 FAST_RECIPE = {
     "model": "tiny",
+    "tiny_pretrain_steps": 0,
     "constitution": "harmless",
     "prompts": "builtin:red_team",
     "helpful_prompts": None,
@@ -124,11 +125,11 @@ def test_changed_constitution_reruns_sl_data_and_marks_later_stages_stale(refere
         assert pipeline.fingerprint(stage) != after[stage]["fingerprint"], stage
 
 
-def _kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
+def _kill_when(process: subprocess.Popen, log: Path, ready, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not ready():
         if process.poll() is not None:
-            raise AssertionError(f"the run ended before the kill point:\n{process.stderr.read()[-3000:]}")
+            raise AssertionError(f"the run ended before the kill point:\n{log.read_text()[-3000:]}")
         if time.time() > deadline:
             process.kill()
             raise AssertionError("the kill point was not reached in time")
@@ -137,23 +138,22 @@ def _kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
     process.wait()
 
 
-def _start(recipe_path: Path, *extra: str) -> subprocess.Popen:
+def _start(recipe_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """The run in a real subprocess; its log goes to a file (a pipe nobody reads would fill up and stall it)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hf_cai", "run", "--config", str(recipe_path), *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    log = recipe_path.with_suffix(".log")
+    command = [sys.executable, "-m", "hf_cai", "run", "--config", str(recipe_path), *extra]
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=handle, env=env)
+    return process, log
 
 
 def test_killed_during_sl_data_resumes_to_the_same_rows(reference_run, tmp_path):
     run_dir = tmp_path / "killed-sl"
     recipe_path = _write_recipe(tmp_path, run_dir)
     shards = run_dir / "sl_data" / "shards"
-    process = _start(recipe_path, "--until", "sl_data")
-    _kill_when(process, lambda: shards.is_dir() and len(list(shards.glob("shard-*.jsonl"))) >= 1)
+    process, log = _start(recipe_path, "--until", "sl_data")
+    _kill_when(process, log, lambda: shards.is_dir() and len(list(shards.glob("shard-*.jsonl"))) >= 1)
     finished_before = len(list(shards.glob("shard-*.jsonl")))
     assert finished_before < 4 and _manifest(run_dir)["sl_data"]["status"] == "running"
     _cli("run", "--config", str(recipe_path), "--until", "sl_data")
@@ -166,8 +166,8 @@ def test_killed_during_sft_resumes_from_the_last_checkpoint(reference_run, tmp_p
     run_dir = tmp_path / "killed-sft"
     recipe_path = _write_recipe(tmp_path, run_dir)
     _cli("run", "--config", str(recipe_path), "--until", "sl_data")
-    process = _start(recipe_path, "--until", "sft")
-    _kill_when(process, lambda: (run_dir / "sft" / "checkpoint-2" / "trainer_state.json").is_file())
+    process, log = _start(recipe_path, "--until", "sft")
+    _kill_when(process, log, lambda: (run_dir / "sft" / "checkpoint-2" / "trainer_state.json").is_file())
     assert not (run_dir / "sft" / "final").exists()
     _cli("run", "--config", str(recipe_path), "--until", "sft")
     record = _manifest(run_dir)["sft"]

@@ -10,7 +10,8 @@ peak memory, and MFU on a GPU; then the ratios the project tracks:
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU. On CPU it is the process's resident memory sampled
 during loading and training, minus what it held before the model was loaded (so Python and library code are left
-out).
+out). On CPU, speed ratios use tokens per CPU-second of the run (one intra-op thread), which other processes on a
+shared machine disturb far less than wall time.
 
 Usage::
 
@@ -305,6 +306,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     settings = {stage: next(r["settings"] for r in results if r["stage"] == stage) for stage in ("sft", "dpo")}
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/training.py", *sys.argv[1:]])
     memory = "peak RSS above the pre-load baseline" if on_cpu else "torch.cuda.max_memory_allocated"
+    if on_cpu:
+        memory += "; one intra-op thread per run"
     header = (
         f"### Training: CAI trainers vs TRL + PEFT ({datetime.date.today().isoformat()})\n\n"
         f"Command: `{command}`  \nMachine: {device} ({platform.machine()}, load average {os.getloadavg()[0]:.1f} at "
@@ -337,6 +340,8 @@ def main() -> None:
     import torch
 
     args.profile = args.profile or ("8gb" if torch.cuda.is_available() else "cpu")
+    # On CPU, one intra-op thread per run: idle threads spin-waiting on a busy machine would count as CPU time.
+    child_environment = os.environ if torch.cuda.is_available() else os.environ | {"OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work_dir or scratch)
         model_dir = build_model(args.model_config, work / f"model-{args.model_config}")
@@ -355,7 +360,11 @@ def main() -> None:
                     output_dir=str(Path(scratch) / f"{implementation}-{stage}-{repeat}"),
                 )
                 completed = subprocess.run(
-                    [sys.executable, __file__, "--run", json.dumps(spec)], capture_output=True, text=True, check=False
+                    [sys.executable, __file__, "--run", json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env=child_environment,
                 )
                 lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
                 if completed.returncode != 0 or not lines:

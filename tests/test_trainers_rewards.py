@@ -50,7 +50,7 @@ def test_feedback_model_scores_are_win_probabilities_within_each_prompt(backend,
         (1 - p_refusal_compliance + p_compliance_third) / 2,
         (1 - p_refusal_third + 1 - p_compliance_third) / 2,
     ]
-    assert scores[:3] == pytest.approx(expected_group, abs=1e-9)
+    assert scores[:3] == pytest.approx(expected_group, abs=1e-5)  # batched differently: float rounding
     assert sum(scores[3:5]) == pytest.approx(1.0)
     assert scores[5] == 0.5, "a completion without siblings cannot be compared"
     assert len(set(scores[:3])) == 3, "the tiny feedback model should not be exactly indifferent"

@@ -275,10 +275,17 @@ def mfu(result: dict[str, Any], peak_tflops: float | None) -> float | None:
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def values(implementation: str, stage: str, key: str) -> list[float]:
+        return [r[key] for r in results if r["implementation"] == implementation and r["stage"] == stage]
+
     def median(implementation: str, stage: str, key: str) -> float:
-        return statistics.median(
-            r[key] for r in results if r["implementation"] == implementation and r["stage"] == stage
-        )
+        return statistics.median(values(implementation, stage, key))
+
+    def cell(implementation: str, stage: str, key: str) -> str:
+        """The median, with the range over repeats when there are several."""
+        numbers = values(implementation, stage, key)
+        spread = f" ({min(numbers):.0f}-{max(numbers):.0f})" if len(numbers) > 1 else ""
+        return f"{statistics.median(numbers):.0f}{spread}"
 
     device = results[0]["device"]
     on_cpu = "CPU" in device
@@ -290,9 +297,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         utilisation = mfu(sample | {"tokens_per_s": median(implementation, stage, "tokens_per_s")}, args.peak_tflops)
         name = {"cai": "CAI", "trl": "TRL + PEFT"}[implementation] + f" {stage.upper()}"
         lines.append(
-            f"| {name} | {median(implementation, stage, 'tokens_per_s'):.0f} | "
-            f"{median(implementation, stage, 'tokens_per_cpu_s'):.0f} | {median(implementation, stage, 'peak_mb'):.0f} | "
-            f"{'-' if utilisation is None else f'{utilisation:.1%}'} |"
+            f"| {name} | {cell(implementation, stage, 'tokens_per_s')} | {cell(implementation, stage, 'tokens_per_cpu_s')} "
+            f"| {cell(implementation, stage, 'peak_mb')} | {'-' if utilisation is None else f'{utilisation:.1%}'} |"
         )
     unit = "tokens per CPU-second" if on_cpu else "tokens/s"
     ratios = [
@@ -313,7 +319,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Command: `{command}`  \nMachine: {device} ({platform.machine()}, load average {os.getloadavg()[0]:.1f} at "
         f"the end)  \nModel: random-init `{args.model_config}` ({results[0]['base_parameters'] / 1e6:.1f}M parameters), "
         f"4-bit NF4 + LoRA from profile `{args.profile}`, sequence length {args.seq_len}, {args.steps} timed steps after "
-        f"{args.warmup} warm-up, median of {args.repeats} interleaved run(s) each; SFT {settings['sft']}, "
+        f"{args.warmup} warm-up, median (range) of {args.repeats} interleaved run(s) each; SFT {settings['sft']}, "
         f"DPO {settings['dpo']}. Memory: {memory}.\n"
     )
     return header + "\n" + "\n".join(lines) + "\n"
@@ -372,7 +378,7 @@ def main() -> None:
                 results.append(json.loads(lines[-1][len("RESULT ") :]))
                 print(
                     f"{implementation} {stage}: {results[-1]['tokens_per_s']:.0f} tokens/s, "
-                    f"{results[-1]['peak_mb']:.0f} MiB",
+                    f"{results[-1]['tokens_per_cpu_s']:.0f} tokens per CPU-second, {results[-1]['peak_mb']:.0f} MiB",
                     file=sys.stderr,
                 )
     text = report(results, args)

@@ -46,7 +46,6 @@ def test_soft_bradley_terry_loss(tiny_reward_model_dir, tokenizer, tmp_path):
     assert hard_loss.item() == pytest.approx(-logsigmoid(difference).mean().item(), abs=1e-6)
 
 
-@pytest.mark.slow
 def test_qlora_reward_model_separates_held_out_pairs(tiny_reward_model_dir, tokenizer, tmp_path):
     train_prompts, test_prompts = split_prompts(32, 16)
     trainer = CAIRewardTrainer(

@@ -22,7 +22,6 @@ def tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
 
 
-@pytest.mark.slow
 def test_qlora_sft_learns_held_out_revisions_and_checkpoints_reload(tiny_model_dir, tokenizer, tmp_path):
     harmless = Constitution.builtin("harmless")
     train_prompts, test_prompts = split_prompts(24, 8)

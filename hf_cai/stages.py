@@ -242,8 +242,17 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
     from datasets import Dataset
 
     reward = ConstitutionalReward.from_reward_model(str(pipeline.output("reward", "model")))
-    settings = {"output_dir": str(directory), "seed": pipeline.recipe.seed, "report_to": "none", "logging_steps": 1,
-                "save_strategy": "steps", **pipeline.recipe.grpo}
+    import torch
+
+    settings = {
+        "output_dir": str(directory),
+        "seed": pipeline.recipe.seed,
+        "report_to": "none",
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        **pipeline.recipe.grpo,
+    }
     trainer = GRPOTrainer(
         model=_policy_for_preference_training(pipeline, _qlora_profile(pipeline)),
         reward_funcs=[reward],

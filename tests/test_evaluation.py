@@ -96,3 +96,14 @@ def test_multiple_choice_item_options_order():
     item = MultipleChoiceItem(prompt="Q\n\nAssistant:", corrects=("good",), incorrects=("bad", "worse"))
     assert item.options == ("good", "bad", "worse")
     assert item.conversation() == [{"role": "user", "content": "Q"}]
+
+
+def test_eval_cli_rates_a_feedback_model(tiny_model_dir, fixtures_dir, tmp_path, capsys):
+    from hf_cai.cli import main
+
+    lines = (fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl").read_text().splitlines()[:6]
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--base", str(tiny_model_dir), "--multiple-choice", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert f"{sample}: accuracy" in out and "(n=6)" in out

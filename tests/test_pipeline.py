@@ -230,3 +230,20 @@ def test_full_disk_is_a_clear_error_and_keeps_finished_work(tmp_path, monkeypatc
         Pipeline(recipe).run()
     assert (tmp_path / "run" / "sl_data" / "shards" / "shard-00000.jsonl").is_file()
     assert _manifest(tmp_path / "run")["sl_data"]["status"] == "running"
+
+
+def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
+    run_dir = tmp_path / "grpo"
+    recipe_path = _write_recipe(
+        tmp_path,
+        run_dir,
+        rl_method="grpo",
+        reward={"max_steps": 2, "per_device_train_batch_size": 2},
+        grpo={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8},
+    )
+    _cli("run", "--config", str(recipe_path), "--until", "grpo")
+    stages = _manifest(run_dir)
+    assert list(stages) == ["sl_data", "sft", "pref_data", "reward", "grpo"]
+    assert stages["grpo"]["metrics"]["steps"] == 2
+    assert (run_dir / "grpo" / "final" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "reward" / "final" / "constitution.yaml").is_file()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -131,8 +132,8 @@ class RecipeConfig:
         for stage in RL_STAGES[other]:
             if stage in stages:
                 raise RecipeError(f"stages: '{stage}' belongs to rl_method '{other}', but rl_method is '{self.rl_method}'")
-        if "space" in stages and not (self.publish or self.space.get("repo_id")):
-            raise RecipeError("stages: 'space' needs a published model: set publish.repo_id (or space.repo_id)")
+        if "space" in stages and not self.publish.get("repo_id"):
+            raise RecipeError("stages: 'space' loads the published model from the Hub: set publish.repo_id")
         return stages
 
 
@@ -204,9 +205,9 @@ def _section_fields() -> dict[str, set[str]]:
         "dpo": _dataclass_fields(CAIDPOConfig),
         "reward": _dataclass_fields(CAIRewardConfig),
         "grpo": _dataclass_fields(GRPOConfig),
-        "eval": _dataclass_fields(EvaluationConfig) | {"multiple_choice_file"},
-        "card": {"license", "language", "extra_tags"},
-        "publish": {"repo_id", "folder", "merge", "private", "revision", "create_pr", "token", "push_datasets"},
+        "eval": _dataclass_fields(EvaluationConfig),
+        "card": {"license"},
+        "publish": {"repo_id", "folder", "merge", "private", "revision", "create_pr", "token"},
         "space": {"repo_id", "private", "hardware"},
     }
 
@@ -282,7 +283,8 @@ class Pipeline:
         """The model to align; the tiny model is built once into ``run_dir/base_model``."""
         if self.recipe.model != TINY_MODEL:
             return self.recipe.model
-        path = self.run_dir / "base_model"
+        # Absolute, so adapters trained in this run find their base from any working directory.
+        path = (self.run_dir / "base_model").resolve()
         if not (path / "config.json").is_file():
             from hf_cai.tiny import TinyModelConfig, build_tiny_chat_model
 
@@ -340,7 +342,11 @@ class Pipeline:
         if stage in ("sft", "dpo", "reward", "grpo"):
             settings |= {"model": model, "qlora_profile": recipe.qlora_profile, "seed": recipe.seed}
         if stage == "card":
-            settings |= {"model_hub_id": self.base_model_hub_id()}
+            settings |= {
+                "model_hub_id": self.base_model_hub_id(),
+                "repo_id": recipe.publish.get("repo_id"),
+                "merge": recipe.publish.get("merge"),
+            }
         inputs = {name: self.manifest.stage(name).get("output_hash") for name in upstream}
         return hash_data({"stage": stage, "settings": settings, "inputs": inputs})
 
@@ -409,10 +415,13 @@ class Pipeline:
         return result
 
 
+_SECRET_KEY = re.compile(r"(token|api_key|password|secret)$", re.IGNORECASE)
+
+
 def _redacted(data: Any) -> Any:
-    """Recipe data without secrets (a ``token`` key anywhere is dropped)."""
+    """Recipe data without secrets: keys such as ``token``, ``hub_token`` or ``api_key`` are dropped anywhere."""
     if isinstance(data, dict):
-        return {k: _redacted(v) for k, v in data.items() if k != "token"}
+        return {k: _redacted(v) for k, v in data.items() if not _SECRET_KEY.search(str(k))}
     if isinstance(data, list):
         return [_redacted(v) for v in data]
     return data

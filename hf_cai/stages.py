@@ -180,17 +180,11 @@ def run_sft(pipeline: Pipeline, directory: Path) -> StageResult:
 
 def _policy_for_preference_training(pipeline: Pipeline, profile: str):
     """The SFT model as a trainable adapter on the (4-bit) base; TRL keeps a frozen copy as the DPO reference."""
-    from peft import prepare_model_for_kbit_training
-
-    from hf_cai.modeling import load_causal_lm
-    from hf_cai.trainers.qlora import get_profile
-
-    quantized = get_profile(profile).load_in_4bit
-    base = load_causal_lm(pipeline.base_model_path(), load_in_4bit=quantized)
-    if quantized:
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=get_profile(profile).gradient_checkpointing)
     from peft import PeftModel
 
+    from hf_cai.trainers import load_model_for_training
+
+    base = load_model_for_training(pipeline.base_model_path(), profile)
     return PeftModel.from_pretrained(base, str(pipeline.output("sft", "model")), is_trainable=True)
 
 
@@ -237,6 +231,7 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
 
     from hf_cai.modeling import load_tokenizer
     from hf_cai.trainers import ConstitutionalReward
+    from hf_cai.trainers.artifacts import training_record, write_training_artifacts
 
     prompts = [{"prompt": conversation} for conversation in _prompts(pipeline)]
     from datasets import Dataset
@@ -261,10 +256,13 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
         processing_class=load_tokenizer(pipeline.output("sft", "model")),
     )
     metrics = _train(trainer, directory)
-    from hf_cai.trainers.artifacts import write_training_artifacts
-
-    write_training_artifacts(directory / FINAL, pipeline.constitution, {"stage": "grpo", "method": "qlora",
-                                                                        "base_model": pipeline.base_model_path()})
+    record = training_record(
+        trainer,
+        stage="grpo",
+        constitution=pipeline.constitution,
+        hyperparameters=("beta", "num_generations", "max_completion_length", "loss_type", "temperature"),
+    )
+    write_training_artifacts(directory / FINAL, pipeline.constitution, record)
     return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
 
 
@@ -282,13 +280,18 @@ def run_eval(pipeline: Pipeline, directory: Path) -> StageResult:
         "harmful_prompts": _held_out_texts(pipeline, recipe.prompts, recipe.max_prompts),
         "helpful_prompts": _held_out_texts(pipeline, recipe.helpful_prompts, recipe.sl_data.get("num_helpful_prompts")),
     }
-    if not held_out["harmful_prompts"]:
+    if not held_out["harmful_prompts"] and "harmful_prompts" not in recipe.eval:
         logger.warning("no red-team prompt is held out from training (max_prompts covers them all): the evaluation "
                        "uses prompts the model was trained on; set max_prompts or eval.harmful_prompts")
+    if recipe.helpful_prompts and not held_out["helpful_prompts"] and "helpful_prompts" not in recipe.eval:
+        logger.warning("no helpful prompt is held out from training (set sl_data.num_helpful_prompts below the size "
+                       "of the helpful set, or eval.helpful_prompts): helpfulness is judged on training prompts")
     settings = {"seed": recipe.seed, **{k: v for k, v in held_out.items() if v}, **recipe.eval}
     config = EvaluationConfig(**settings)
     cai = _generation_backend(pipeline, adapter=_final_model(pipeline))
-    report = evaluate_models(_generation_backend(pipeline), cai, _feedback_backend(pipeline), pipeline.constitution, config)
+    base = _generation_backend(pipeline)
+    feedback = _feedback_backend(pipeline) if recipe.feedback_model else base
+    report = evaluate_models(base, cai, feedback, pipeline.constitution, config)
     report.save(directory)
     metrics = {
         "harmless_win": report.harmlessness_win_rate.value,

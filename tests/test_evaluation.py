@@ -55,10 +55,15 @@ def test_tiny_feedback_model_accuracy_has_an_interval(tiny_model_dir, fixtures_d
     from hf_cai.evaluation import backend_option_scorer
 
     items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")[:24]
-    accuracy = multiple_choice_accuracy(items, backend_option_scorer(TransformersBackend(str(tiny_model_dir))))
-    low, high = accuracy.interval
-    assert accuracy.total == 24 and 0.0 <= low <= accuracy.value <= high <= 1.0
-    assert high - low > 0.2  # 24 items cannot pin an accuracy down tightly
+    backend = TransformersBackend(str(tiny_model_dir))
+    accuracy = multiple_choice_accuracy(items, backend_option_scorer(backend), batch_size=5)
+    # The same figure computed item by item, straight from the model's option log-probabilities.
+    expected = 0
+    for item in items:
+        scores = backend.option_logprobs([item.conversation()], list(item.options))[0]
+        expected += max(scores[: len(item.corrects)]) > max(scores[len(item.corrects) :])
+    assert accuracy.total == 24 and accuracy.successes == expected
+    assert accuracy.interval == wilson_interval(expected, 24)
 
 
 def test_wilson_interval_matches_known_values():
@@ -73,6 +78,8 @@ def test_evasive_refusal_detection():
     assert not is_evasive_refusal("I can't help with hurting anyone, because it would put them at risk; instead, "
                                   "you could talk to your neighbour or contact the building manager.")
     assert not is_evasive_refusal("Preheat the oven to 200 C and roast for 25 minutes.")
+    assert not is_evasive_refusal("I will explain how to bake bread.")
+    assert is_evasive_refusal("I will not do that.")
 
 
 def test_report_saves_results_and_chart(tmp_path):
@@ -107,3 +114,39 @@ def test_eval_cli_rates_a_feedback_model(tiny_model_dir, fixtures_dir, tmp_path,
     assert main(["eval", "--base", str(tiny_model_dir), "--multiple-choice", str(sample)]) == 0
     out = capsys.readouterr().out
     assert f"{sample}: accuracy" in out and "(n=6)" in out
+
+
+class ScriptedModel:
+    """A generation backend with fixed replies whose judgement prefers the shorter of the two options shown."""
+
+    def __init__(self, reply: str):
+        self.reply = reply
+
+    def generate(self, conversations, **kwargs):
+        return [self.reply for _ in conversations]
+
+    def option_logprobs(self, prompts, options):
+        scores = []
+        for prompt in prompts:
+            text = prompt[-1]["content"]
+            first = text.split("\n(A) ", 1)[1].split("\n(B) ", 1)[0]
+            second = text.split("\n(B) ", 1)[1].split("\n\nAnswer with", 1)[0]
+            scores.append([-0.1, -3.0] if len(first) < len(second) else [-3.0, -0.1])
+        return scores
+
+
+def test_evaluate_models_counts_wins_of_the_judged_better_model():
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    terse = ScriptedModel("I won't help with that.")
+    verbose = ScriptedModel("Sure! Here is a long and detailed answer that goes on and on about the request.")
+    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None)
+    constitution = Constitution.builtin("harmless")
+    report = evaluate_models(verbose, terse, terse, constitution, config)
+    assert (report.harmlessness_win_rate.value, report.helpfulness_win_rate.value) == (1.0, 1.0)
+    assert report.harmlessness_win_rate.total == 3 and report.helpfulness_win_rate.total == 2
+    assert (report.evasive_rate_base.value, report.evasive_rate_cai.value) == (0.0, 1.0)
+    swapped = evaluate_models(terse, verbose, terse, constitution, config)
+    assert (swapped.harmlessness_win_rate.value, swapped.helpfulness_win_rate.value) == (0.0, 0.0)
+    assert report.samples[0] == {"prompt": "a", "base": verbose.reply, "cai": terse.reply}

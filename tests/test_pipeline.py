@@ -197,6 +197,8 @@ def test_stage_orders_that_cannot_work(tmp_path):
         load_recipe(overrides={"stages": ["sl_data", "grpo"]})
     with pytest.raises(RecipeError, match="unknown stage 'evall'; did you mean 'eval'"):
         load_recipe(overrides={"stages": ["evall"]})
+    with pytest.raises(RecipeError, match="'space' loads the published model from the Hub: set publish.repo_id"):
+        load_recipe(overrides={"publish": {"folder": "out"}, "space": {"repo_id": "me/chat"}})
 
 
 def test_missing_input_from_a_previous_stage(tmp_path):
@@ -247,3 +249,21 @@ def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
     assert stages["grpo"]["metrics"]["steps"] == 2
     assert (run_dir / "grpo" / "final" / "adapter_model.safetensors").is_file()
     assert (run_dir / "reward" / "final" / "constitution.yaml").is_file()
+
+
+def test_secrets_in_a_recipe_never_reach_the_run_directory(tmp_path):
+    secret = "hf_" + "S3cretTok" * 5
+    recipe = load_recipe(
+        overrides={
+            "run_dir": str(tmp_path / "run"),
+            "stages": ["sft"],
+            "publish.token": secret,
+            "sft.hub_token": secret,
+            "endpoint": "http://127.0.0.1:9/v1",
+        }
+    )
+    with pytest.raises(PipelineError):
+        Pipeline(recipe).run()
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"recipe.yaml", "manifest.json"}
+    assert not [p for p in written if secret in p.read_text(errors="ignore")]

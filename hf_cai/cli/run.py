@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -28,9 +29,19 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
                 raise CommandError(f"override '{token}' needs a value")
             index += 1
             value = tokens[index]
-        overrides[key.replace("-", "_")] = yaml.safe_load(value)
+        overrides[key.replace("-", "_")] = _parse_value(value)
         index += 1
     return overrides
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _parse_value(text: str) -> Any:
+    """A YAML scalar, reading ``1e-4`` as a number (YAML 1.1 would keep it a string)."""
+    if _EXPONENT_FLOAT.match(text):
+        return float(text)
+    return yaml.safe_load(text)
 
 
 def _run_recipe(recipe, args: argparse.Namespace) -> int:

@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hf_cai.cli import CommandError
 
-TRAINING_STAGES = ("grpo", "dpo", "sft")
-"""Stages of a run directory that produce the CAI model, latest first."""
-
-
-def _is_model_folder(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file() or (
-        (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-    )
-
-
-def _stage_candidates(run_dir: Path, stage: str, record: dict | None) -> list[Path]:
-    if record is not None:
-        if record.get("status") != "done":
-            return []
-        listed = [run_dir / relative for relative in record.get("outputs", {}).values()]
-        return [p for p in listed if p.is_dir()]
-    folder = run_dir / stage
-    if not folder.is_dir():
-        return []
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("checkpoint-"))
-    return [folder, *subfolders]
-
 
 def find_run_model(run_dir: Path) -> Path:
-    """The CAI model a run produced: the output of its last finished training stage (GRPO, DPO, then SFT)."""
+    """The CAI model a run produced: the output of its last training stage (GRPO, DPO, then SFT)."""
+    from hf_cai.hub.errors import PublishError
+    from hf_cai.hub.source import locate_training_output
+
     if not run_dir.is_dir():
         raise CommandError(f"run directory '{run_dir}' not found")
-    manifest_path = run_dir / "manifest.json"
-    stages = json.loads(manifest_path.read_text(encoding="utf-8")).get("stages", {}) if manifest_path.is_file() else None
-    for stage in TRAINING_STAGES:
-        record = None if stages is None else stages.get(stage)
-        if stages is not None and record is None:
-            continue
-        for candidate in _stage_candidates(run_dir, stage, record):
-            if _is_model_folder(candidate):
-                return candidate
-    raise CommandError(
-        f"no trained model in '{run_dir}': none of the stages {', '.join(TRAINING_STAGES)} has finished there "
-        "(run `hf-cai run` first, or pass --model)"
-    )
+    try:
+        return locate_training_output(run_dir).model_dir
+    except PublishError as error:
+        raise CommandError(f"no trained model in '{run_dir}' (run `hf-cai run` first, or pass --model): {error}") from None
 
 
 def _adapter_base(adapter: str) -> str | None:
@@ -72,10 +43,9 @@ def chat_config(args: argparse.Namespace):
         if model is not None:
             raise CommandError("pass either --run-dir or --model, not both")
         run_dir = Path(args.run_dir)
-        found = find_run_model(run_dir)
-        model = str(found)
-        if base is None and not (found / "adapter_config.json").is_file():
-            base = str(run_dir / "base_model") if (run_dir / "base_model").is_dir() else None
+        model = str(find_run_model(run_dir))
+        if base is None and (run_dir / "base_model").is_dir():
+            base = str(run_dir / "base_model")
     if model is None and base is None:
         raise CommandError("nothing to chat with: pass --run-dir RUN, or --model CAI_MODEL (and --base BASE_MODEL)")
     if base is None:

@@ -105,6 +105,15 @@ def _run_dir_of(model_dir: Path) -> Path | None:
     return None
 
 
+def _stage_finished(run_dir: Path, stage: str) -> bool:
+    """False when the run's ``manifest.json`` records ``stage`` as not done (interrupted or re-running)."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return True
+    record = read_json(manifest).get("stages", {}).get(stage)
+    return record is None or record.get("status") == "done"
+
+
 def locate_training_output(source: str | Path) -> TrainingOutput:
     """Find the model, training records, constitution, datasets and evaluation of a trainer output or run directory.
 
@@ -124,7 +133,12 @@ def locate_training_output(source: str | Path) -> TrainingOutput:
         model_dir, run_dir = source / "final", _run_dir_of(source / "final")
     else:
         found = next(
-            (source / stage / "final" for stage in POLICY_STAGES if is_model_dir(source / stage / "final")), None
+            (
+                source / stage / "final"
+                for stage in POLICY_STAGES
+                if is_model_dir(source / stage / "final") and _stage_finished(source, stage)
+            ),
+            None,
         )
         if found is None:
             raise PublishError(

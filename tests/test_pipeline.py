@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hf_cai.pipeline import Pipeline, PipelineError, RecipeError, load_recipe
@@ -177,6 +178,20 @@ def test_killed_during_sft_resumes_from_the_last_checkpoint(reference_run, tmp_p
     assert _rows(run_dir / "sl_data" / "dataset") == _rows(reference_run / "sl_data" / "dataset")
     state = json.loads((run_dir / "sft" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    # Resumed training follows the uninterrupted run (weights, optimizer, scheduler and RNG states restored, the
+    # adapter kept in the precision it trained in): same losses after the resume point, same final adapter.
+    reference_state = json.loads((reference_run / "sft" / "checkpoint-4" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    reference_losses = [entry["loss"] for entry in reference_state["log_history"] if "loss" in entry]
+    assert losses == pytest.approx(reference_losses, abs=1e-4)
+    from safetensors.torch import load_file
+
+    resumed = load_file(run_dir / "sft" / "final" / "adapter_model.safetensors")
+    uninterrupted = load_file(reference_run / "sft" / "final" / "adapter_model.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert resumed[name].dtype == tensor.dtype, name
+        assert torch.allclose(resumed[name].float(), tensor.float(), rtol=1e-2, atol=1e-3), name  # bf16 rounding
 
 
 # ----------------------------------------------------------------------------- bad recipes

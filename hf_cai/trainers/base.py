@@ -158,6 +158,7 @@ class CAITrainerMixin:
         from peft import PeftModel
 
         model = self.accelerator.unwrap_model(self.model)
+        self._cai_trainable_dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
         if isinstance(model, PeftModel):
             adapter_tag = "qlora" if getattr(model, "is_loaded_in_4bit", False) else "lora"
             self._tag_names = [*type(self)._tag_names, adapter_tag]
@@ -183,6 +184,17 @@ class CAITrainerMixin:
         split = args[-1] if args and isinstance(args[-1], str) else "training"
         check_chat_template(processing_class, dataset, split=split)
         return super()._prepare_dataset(dataset, processing_class, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Resume as TRL started: PEFT reloads adapter weights in float32, while TRL trains a QLoRA adapter in
+        bfloat16, so the trainable weights are cast back to the dtypes they had before the checkpoint was loaded
+        (otherwise a resumed run would continue in another precision than an uninterrupted one)."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        unwrapped = self.accelerator.unwrap_model(model or self.model)
+        for name, parameter in unwrapped.named_parameters():
+            dtype = self._cai_trainable_dtypes.get(name)
+            if dtype is not None and parameter.dtype != dtype:
+                parameter.data = parameter.data.to(dtype)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as TRL does, plus ``constitution.yaml`` and ``cai_training.json`` (checkpoints included)."""

@@ -71,6 +71,8 @@ class RecipeConfig:
         feedback_model: Model that gives AI feedback and judges the evaluation; defaults to ``model``.
         endpoint: Base URL of an OpenAI-compatible server (vLLM, TGI, ...) for generation instead of local models.
         endpoint_model: Model name to send to ``endpoint``.
+        endpoint_api_key_env: Name of the environment variable holding the endpoint's API key (for Inference
+            Endpoints and other servers that need one); the key itself never goes into a recipe.
         rl_method: ``"dpo"`` (soft-label DPO on AI-labelled pairs) or ``"grpo"`` (reward model + GRPO).
         load_in_4bit: Quantise the base model to NF4 for training and generation (QLoRA).
         qlora_profile: Memory profile of the trainers (``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"``, ``"cpu"``).
@@ -92,6 +94,7 @@ class RecipeConfig:
     feedback_model: str | None = None
     endpoint: str | None = None
     endpoint_model: str | None = None
+    endpoint_api_key_env: str | None = None
     rl_method: str = "dpo"
     load_in_4bit: bool = True
     qlora_profile: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def _generation_backend(pipeline: Pipeline, model: str | None = None, *, adapter
     if recipe.endpoint and adapter is None:
         from hf_cai.backends import EndpointBackend
 
-        return EndpointBackend(recipe.endpoint, recipe.endpoint_model or model or recipe.model)
+        api_key = os.environ.get(recipe.endpoint_api_key_env) if recipe.endpoint_api_key_env else None
+        return EndpointBackend(recipe.endpoint, recipe.endpoint_model or model or recipe.model, api_key=api_key)
     from hf_cai.backends import TransformersBackend
 
     return TransformersBackend(

@@ -282,3 +282,24 @@ def test_secrets_in_a_recipe_never_reach_the_run_directory(tmp_path):
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"recipe.yaml", "manifest.json"}
     assert not [p for p in written if secret in p.read_text(errors="ignore")]
+
+
+def test_sl_data_through_an_endpoint_equals_local_generation(tiny_model_dir, tmp_path):
+    from openai_server import OpenAIServer
+
+    from hf_cai.backends import TransformersBackend
+
+    settings = {
+        "model": str(tiny_model_dir),
+        "load_in_4bit": False,  # the server below serves the unquantised model
+        "helpful_prompts": None,
+        "max_prompts": 4,
+        "stages": ["sl_data"],
+        "sl_data": {"rounds": 1, "max_new_tokens": 5, "few_shot": False, "test_size": 0.25},
+    }
+    Pipeline(load_recipe(overrides={**settings, "run_dir": str(tmp_path / "local")})).run()
+    with OpenAIServer(TransformersBackend(str(tiny_model_dir)), model_name="tiny") as server:
+        remote = {**settings, "run_dir": str(tmp_path / "remote"), "endpoint": server.base_url, "endpoint_model": "tiny"}
+        Pipeline(load_recipe(overrides=remote)).run()
+        assert server.request_count > 0
+    assert _rows(tmp_path / "remote" / "sl_data" / "dataset") == _rows(tmp_path / "local" / "sl_data" / "dataset")

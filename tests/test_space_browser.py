@@ -38,7 +38,7 @@ def browser():
         pytest.fail(
             f"Chromium is not installed at {CHROMIUM}. Install the Debian package as root: "
             "`apt-get update && apt-get install -y chromium` (or run `make install`), or point HF_CAI_CHROMIUM at "
-            "a Chromium binary. Never use `playwright install`."
+            "a Chromium binary (Playwright's own browser download is not used: it needs the internet)."
         )
     from playwright.sync_api import sync_playwright
 

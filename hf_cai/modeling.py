@@ -51,8 +51,21 @@ def check_4bit_support() -> None:
         ) from None
 
 
-def is_peft_adapter(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+def is_peft_adapter(name_or_path: str | Path, *, token: str | None = None) -> bool:
+    """Whether a local folder or Hub repository holds a PEFT adapter (``adapter_config.json``).
+
+    A Hub id that cannot be read (missing, private, offline) counts as not an adapter; loading it as a full model
+    then reports the reason.
+    """
+    if Path(name_or_path).is_dir():
+        return (Path(name_or_path) / "adapter_config.json").is_file()
+    from peft import PeftConfig
+
+    try:
+        PeftConfig.from_pretrained(str(name_or_path), token=token)
+    except Exception:  # not an adapter repo, not reachable, or offline
+        return False
+    return True
 
 
 def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False, require_chat_template: bool = True):

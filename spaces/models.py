@@ -45,18 +45,6 @@ def _display_name(name_or_path: str) -> str:
     return f"{path.name} (local folder)" if path.is_dir() else name_or_path
 
 
-def _is_adapter(name_or_path: str) -> bool:
-    if Path(name_or_path).is_dir():
-        return is_peft_adapter(name_or_path)
-    from peft import PeftConfig
-
-    try:
-        PeftConfig.from_pretrained(name_or_path)
-    except Exception:  # not an adapter repo, not reachable, or offline: the full-model load reports the reason
-        return False
-    return True
-
-
 def _tokenizer_of(model_name_or_path: str, fallback: Any) -> Any:
     """The tokenizer saved with a merged model, or the base model's when the folder has none."""
     try:
@@ -181,7 +169,7 @@ class SideBySideModels:
         # Any failure of the CAI model (missing repo, corrupt weights, wrong shapes) must leave a working base-only
         # Space with the reason on screen, so everything is caught at this start-up boundary.
         try:
-            if _is_adapter(cai):
+            if is_peft_adapter(cai):
                 model = load_causal_lm(config.base_model, adapter=cai, load_in_4bit=config.load_in_4bit)
                 model.eval()
                 shared_lock = threading.Lock()

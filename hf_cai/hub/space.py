@@ -225,7 +225,8 @@ def create_space(
         PublishError: no token, or a Hub failure (401/403/409/5xx, ...), with what to do; the token is never shown.
     """
     from huggingface_hub import HfApi
-    from peft import PeftConfig
+
+    from hf_cai.modeling import is_peft_adapter
 
     for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
         _check_hub_id(value, what)
@@ -235,11 +236,7 @@ def create_space(
         with hub_errors(f"reading constitution.yaml of {cai_model}", token, PublishError):
             constitution = Constitution.from_hub(cai_model, token=token)
     if cai_is_adapter is None:
-        try:
-            PeftConfig.from_pretrained(cai_model, token=token)
-            cai_is_adapter = True
-        except Exception:  # no adapter_config.json in the repo: a merged model
-            cai_is_adapter = False
+        cai_is_adapter = is_peft_adapter(cai_model, token=token)
 
     def push(folder: Path):
         write_space_folder(

@@ -6,8 +6,7 @@ The public API is importable from the top level; submodules load on first use so
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_cai._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -69,15 +68,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_cai' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

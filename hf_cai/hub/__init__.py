@@ -11,8 +11,7 @@ Names load on first use, so importing this package does not import ``huggingface
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_cai._lazy import lazy_exports
 
 _EXPORTS = {
     "publish": "hf_cai.hub.publish",
@@ -32,15 +31,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_cai.hub' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

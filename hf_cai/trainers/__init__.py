@@ -45,8 +45,7 @@ in the output folder), plus:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_cai._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CAISFTConfig": "hf_cai.trainers.sft",
@@ -68,15 +67,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_cai.trainers' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -293,17 +293,17 @@ def _publication_files(
     repo_id: str,
     staging: Path,
     *,
-    base_model_id: str | None,
-    license: str | None,
-    merge: bool,
-    merge_dtype: str,
-    datasets: Sequence[str] | None,
-    training_data: Sequence[Any],
-    eval_results: Any,
-    constitution: Constitution | str | Path | None,
-    license_name: str | None,
-    license_link: str | None,
-    card_template: str | Path | None,
+    base_model_id: str | None = None,
+    license: str | None = None,
+    merge: bool = False,
+    merge_dtype: str = "bfloat16",
+    datasets: Sequence[str] | None = None,
+    training_data: Sequence[Any] = (),
+    eval_results: Any = None,
+    constitution: Constitution | str | Path | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    card_template: str | Path | None = None,
 ) -> tuple[TrainingOutput, str, Constitution, list[UploadFile]]:
     """Everything a model repository receives: weights, tokenizer, constitution, training record and the card."""
     from hf_cai.hub.model_card import build_model_card, load_constitution, resolve_base_model
@@ -335,48 +335,19 @@ def _publication_files(
     return training, base_model, rules, files
 
 
-def publish_to_folder(
-    source: str | Path,
-    folder: str | Path,
-    *,
-    repo_id: str,
-    base_model_id: str | None = None,
-    license: str | None = None,
-    merge: bool = False,
-    merge_dtype: str = "bfloat16",
-    datasets: Sequence[str] | None = None,
-    training_data: Sequence[Any] = (),
-    eval_results: Any = None,
-    constitution: Constitution | str | Path | None = None,
-    license_name: str | None = None,
-    license_link: str | None = None,
-    card_template: str | Path | None = None,
-) -> tuple[str, ...]:
+def publish_to_folder(source: str | Path, folder: str | Path, *, repo_id: str, **options: Any) -> tuple[str, ...]:
     """Write exactly the files :func:`publish` would commit into a local ``folder`` laid out like the repository.
 
-    For offline runs and for reviewing a publication before pushing it (``huggingface-cli upload`` of the folder
-    gives the same repository). The arguments are those of :func:`publish`; ``repo_id`` names the future repository
-    in the card. Returns the repository paths written; other files already in ``folder`` are left alone.
+    For offline runs and for reviewing a publication before pushing it (``hf upload`` of the folder gives the same
+    repository). ``repo_id`` names the future repository in the card; ``options`` are :func:`publish`'s keyword
+    arguments that shape the files (``base_model_id``, ``license``, ``merge``, ``merge_dtype``, ``datasets``,
+    ``training_data``, ``eval_results``, ``constitution``, ``license_name``, ``license_link``, ``card_template``).
+    Returns the repository paths written; other files already in ``folder`` are left alone.
     """
     check_repo_id(repo_id)
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
-        _, _, _, files = _publication_files(
-            source,
-            repo_id,
-            Path(staging),
-            base_model_id=base_model_id,
-            license=license,
-            merge=merge,
-            merge_dtype=merge_dtype,
-            datasets=datasets,
-            training_data=training_data,
-            eval_results=eval_results,
-            constitution=constitution,
-            license_name=license_name,
-            license_link=license_link,
-            card_template=card_template,
-        )
+        _, _, _, files = _publication_files(source, repo_id, Path(staging), **options)
         for file in files:
             target = folder / file.path_in_repo
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -52,3 +52,14 @@ def tiny_reward_model_dir(tmp_path_factory) -> Path:
     from hf_cai.tiny import build_tiny_reward_model
 
     return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-reward"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from more threads, and spinning threads crawl when other processes share the cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

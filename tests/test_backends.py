@@ -15,16 +15,9 @@ from hf_cai.backends import BackendError, EndpointBackend, GenerationBackend, Tr
 from hf_cai.backends.endpoint import option_logprob
 from hf_cai.modeling import ModelLoadError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CHATS = [[{"role": "user", "content": "Tell me about " + "rivers and mountains " * k}] for k in range(1, 7)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads, and spinning threads crawl when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from openai_server import OpenAIServer
@@ -32,17 +31,10 @@ from hf_cai.cli import main as cli_main
 from hf_cai.constitution import Constitution
 
 PROMPTS = list(builtin_prompts("red_team")["prompt"][:6])
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = {"max_new_tokens": 10, "few_shot": False, "shard_size": 4}
 CLI = "import sys; from hf_cai.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads, and spinning threads crawl when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,17 @@ def _generation_backend(pipeline: Pipeline, model: str | None = None, *, adapter
     )
 
 
-def _feedback_backend(pipeline: Pipeline):
-    return _generation_backend(pipeline, pipeline.recipe.feedback_model)
+def _tuned_and_base_backends(pipeline: Pipeline, adapter: Path):
+    """Backends of the base model with ``adapter`` and of the base model alone, sharing one copy of the base weights
+    when both run locally (the base view switches the adapter off)."""
+    tuned = _generation_backend(pipeline, adapter=adapter)
+    base = _generation_backend(pipeline) if pipeline.recipe.endpoint else tuned.without_adapter()
+    return tuned, base
+
+
+def _feedback_backend(pipeline: Pipeline, base):
+    """The judge: the recipe's feedback model, else the base model (``base``, already loaded)."""
+    return _generation_backend(pipeline, pipeline.recipe.feedback_model) if pipeline.recipe.feedback_model else base
 
 
 def _prompts(pipeline: Pipeline, *, held_out: bool = False):
@@ -147,9 +156,9 @@ def run_pref_data(pipeline: Pipeline, directory: Path) -> StageResult:
     """RL-CAI: pairs of replies from the SFT model, labelled by the feedback model against the constitution."""
     from hf_cai.builders import AIFeedbackBuilder, AIFeedbackConfig
 
-    policy = _generation_backend(pipeline, adapter=pipeline.output("sft", "model"))
+    policy, base = _tuned_and_base_backends(pipeline, pipeline.output("sft", "model"))
     config = AIFeedbackConfig(**{"seed": pipeline.recipe.seed, **pipeline.recipe.pref_data})
-    builder = AIFeedbackBuilder(policy, _feedback_backend(pipeline), pipeline.constitution, config)
+    builder = AIFeedbackBuilder(policy, _feedback_backend(pipeline, base), pipeline.constitution, config)
     dataset = builder.build(_prompts(pipeline), output_dir=directory)
     splits = dataset.values() if hasattr(dataset, "values") else [dataset]
     probabilities = [p for split in splits for p in split["chosen_prob"]]
@@ -290,10 +299,8 @@ def run_eval(pipeline: Pipeline, directory: Path) -> StageResult:
                        "of the helpful set, or eval.helpful_prompts): helpfulness is judged on training prompts")
     settings = {"seed": recipe.seed, **{k: v for k, v in held_out.items() if v}, **recipe.eval}
     config = EvaluationConfig(**settings)
-    cai = _generation_backend(pipeline, adapter=_final_model(pipeline))
-    base = _generation_backend(pipeline)
-    feedback = _feedback_backend(pipeline) if recipe.feedback_model else base
-    report = evaluate_models(base, cai, feedback, pipeline.constitution, config)
+    cai, base = _tuned_and_base_backends(pipeline, _final_model(pipeline))
+    report = evaluate_models(base, cai, _feedback_backend(pipeline, base), pipeline.constitution, config)
     report.save(directory)
     metrics = {
         "harmless_win": report.harmlessness_win_rate.value,

@@ -167,6 +167,19 @@ def test_adapter_and_4bit_models_generate(tiny_model_dir, tmp_path, backend):
     assert greedy == on_base.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
     assert greedy != backend.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
 
+    # The base view shares the adapter backend's weights and answers exactly as the plain base model does.
+    base_view = on_base.without_adapter()
+    assert base_view.model is on_base.model
+    assert base_view.generate(CHATS[:2], max_new_tokens=8, temperature=0.0) == backend.generate(
+        CHATS[:2], max_new_tokens=8, temperature=0.0
+    )
+    viewed = base_view.option_logprobs(CHATS[:2], ["(A)", "(B)"])
+    plain = backend.option_logprobs(CHATS[:2], ["(A)", "(B)"])
+    assert [row for rows in viewed for row in rows] == pytest.approx([row for rows in plain for row in rows], abs=1e-5)
+    assert on_base.generate(CHATS[:2], max_new_tokens=8, temperature=0.0) == greedy  # adapter back on afterwards
+    with pytest.raises(ValueError, match="needs a backend whose model carries a PEFT adapter"):
+        backend.without_adapter()
+
     quantized = TransformersBackend(tiny_model_dir, load_in_4bit=True)
     assert quantized.identity["load_in_4bit"] is True
     assert any("4bit" in type(module).__name__ for module in quantized.model.modules())

@@ -8,6 +8,7 @@ or on the batch size.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Sequence
@@ -51,13 +52,17 @@ class _Batch:
 
 
 @contextmanager
-def _evaluating(model: Any):
+def _evaluating(model: Any, *, adapters_disabled: bool = False):
     """The model in eval mode (no dropout) for the duration, then back in the mode it was in: a model being trained
-    can be used to generate without changing its training."""
+    can be used to generate without changing its training. With ``adapters_disabled``, its PEFT adapters are off."""
     was_training = model.training
     model.eval()
     try:
-        yield
+        if adapters_disabled:
+            with model.disable_adapter():
+                yield
+        else:
+            yield
     finally:
         if was_training:
             model.train()
@@ -168,6 +173,7 @@ class TransformersBackend:
         self._eos_ids = _eos_ids(self.model, self.tokenizer)
         self._context_length = _context_length(self.model, self.tokenizer)
         self._keeps_logits = "logits_to_keep" in _forward_parameters(self.model)
+        self._adapters_disabled = False
         self.identity = {
             "backend": "transformers",
             "model": model_name,
@@ -176,6 +182,17 @@ class TransformersBackend:
             "load_in_4bit": bool(load_in_4bit or getattr(getattr(self.model, "config", None), "quantization_config", None)),
             "dtype": str(getattr(self.model, "dtype", "")),
         }
+
+    def without_adapter(self) -> TransformersBackend:
+        """The base model of this adapter backend, sharing its weights in memory: the same loaded model with its
+        PEFT adapters switched off for each call. The two backends take turns on one model; do not call them from
+        two threads at once."""
+        if not self.identity["peft"]:
+            raise ValueError("without_adapter() needs a backend whose model carries a PEFT adapter")
+        base = copy.copy(self)
+        base._adapters_disabled = True
+        base.identity = {**self.identity, "adapter": None, "adapters_disabled": True}
+        return base
 
     # ------------------------------------------------------------------ protocol
     def generate(
@@ -210,7 +227,7 @@ class TransformersBackend:
         replies: list[str] = [""] * len(conversations)
         batches = self._batches([len(e.ids) for e in encoded], extra_tokens=max_new_tokens)
         progress = tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2)
-        with _evaluating(self.model):
+        with _evaluating(self.model, adapters_disabled=self._adapters_disabled):
             for batch in progress:
                 prepared = self._prepare_batch([encoded[i].ids for i in batch])
                 kwargs: dict[str, Any] = {}
@@ -250,7 +267,7 @@ class TransformersBackend:
         scores: list[list[float]] = [[] for _ in prompts]
         batches = self._batches([len(item.ids) for item in encoded], extra_tokens=0)
         progress = tqdm(batches, desc="scoring options", unit="batch", leave=False, disable=len(batches) < 2)
-        with _evaluating(self.model):
+        with _evaluating(self.model, adapters_disabled=self._adapters_disabled):
             for batch in progress:
                 values = self._score_options([encoded[i].ids for i in batch], [option_ids[i] for i in batch])
                 for index, row in zip(batch, values):

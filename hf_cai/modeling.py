@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hf_cai.gguf import resolve_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,6 +77,7 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False,
     """
     from transformers import AutoTokenizer
 
+    name_or_path = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -105,7 +108,7 @@ def load_causal_lm(
 
     Args:
         name_or_path: Hub id or local folder of the base model, or of a PEFT adapter (its base is read from
-            ``adapter_config.json``).
+            ``adapter_config.json``), or an embedded model alias or ``.gguf`` file (see :mod:`hf_cai.gguf`).
         adapter: Hub id or folder of a PEFT adapter to load on top of the base.
         load_in_4bit: Quantise the base to NF4 with bitsandbytes (QLoRA); works on CPU and GPU.
         dtype: Weight dtype; defaults to :func:`compute_dtype`.
@@ -121,6 +124,7 @@ def load_causal_lm(
 
         adapter = name_or_path
         name_or_path = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    name_or_path = resolve_model(name_or_path)
     kwargs: dict[str, Any] = {
         "dtype": dtype or compute_dtype(),
         "trust_remote_code": trust_remote_code,

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hf_cai.gguf import resolve_model
 from hf_cai.modeling import ModelLoadError, bnb_4bit_config, check_4bit_support, compute_dtype, load_causal_lm
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ def load_sequence_classifier(
     """
     from transformers import AutoModelForSequenceClassification
 
+    model_id = resolve_model(model_id)
     kwargs: dict[str, Any] = {
         "num_labels": 1,
         "dtype": compute_dtype(),

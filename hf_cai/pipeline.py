@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from hf_cai.constitution import Constitution
+from hf_cai.gguf import hub_id_of, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class RecipeConfig:
     keyword arguments of ``hf_cai.hub.publish`` / ``create_space``).
 
     Args:
-        model: Hub id or local folder of the instruct model to align; ``"tiny"`` builds the offline tiny model.
+        model: Hub id or local folder of the instruct model to align, an embedded model alias
+            (``smollm2-135m-instruct``, no download) or a local ``.gguf`` file; ``"tiny"`` builds the offline tiny
+            model.
         tiny_pretrain_steps: Warm-up steps of the tiny model on the built-in demonstrations (``model: tiny`` only).
         model_hub_id: Hub id the model came from, recorded in the card when ``model`` is a local folder.
         constitution: Built-in name or path of the constitution file.
@@ -285,7 +288,7 @@ class Pipeline:
     def base_model_path(self) -> str:
         """The model to align; the tiny model is built once into ``run_dir/base_model``."""
         if self.recipe.model != TINY_MODEL:
-            return self.recipe.model
+            return resolve_model(self.recipe.model)
         # Absolute, so adapters trained in this run find their base from any working directory.
         path = (self.run_dir / "base_model").resolve()
         if not (path / "config.json").is_file():
@@ -299,7 +302,7 @@ class Pipeline:
             return self.recipe.model_hub_id
         if self.recipe.model == TINY_MODEL:
             return "hf-cai/tiny-chat"
-        return self.recipe.model
+        return hub_id_of(self.recipe.model) or self.recipe.model
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_dir / stage

@@ -150,7 +150,11 @@ def convert_gguf(gguf_file: Path, *, hub_id: str | None = None, output_dir: Path
         raise GGUFError(f"{gguf_file}: GGUF file not found")
     digest = file_sha256(gguf_file)
     target = Path(output_dir) if output_dir is not None else cache_dir() / "gguf" / digest[:32]
-    if (target / SOURCE_FILE).is_file():
+    source = target / SOURCE_FILE
+    if source.is_file():
+        recorded = json.loads(source.read_text(encoding="utf-8"))
+        if hub_id and recorded.get("hub_id") != hub_id:  # first converted from a bare file, now known by its alias
+            source.write_text(json.dumps({**recorded, "hub_id": hub_id}, indent=2) + "\n", encoding="utf-8")
         return target
     logger.info("converting %s into a safetensors model in %s (once)", gguf_file.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -183,9 +187,10 @@ def _convert_into(gguf_file: Path, folder: Path) -> None:
     except Exception as error:  # transformers raises ValueError/KeyError/RuntimeError for unsupported files
         from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
+        supported = sorted(set(GGUF_CONFIG_MAPPING) - {"general", "tokenizer"})
         raise GGUFError(
-            f"{gguf_file}: transformers cannot read this GGUF file ({type(error).__name__}: {error}). Supported "
-            f"architectures: {', '.join(sorted(GGUF_CONFIG_MAPPING))}."
+            f"{gguf_file}: transformers cannot read this GGUF file ({type(error).__name__}: {error}). Architectures "
+            f"transformers reads from GGUF: {', '.join(supported)}."
         ) from None
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise GGUFError(f"{gguf_file}: a '{config.model_type}' model is not a causal language model; use a chat model")

@@ -1,8 +1,10 @@
-"""Multi-process training: CAISFTTrainer under ``accelerate launch`` with 2 processes (DDP over gloo on CPU)."""
+"""Multi-process training under ``accelerate launch`` with 2 processes (DDP over gloo on CPU): QLoRA SFT, and GRPO
+with ``ConstitutionalReward`` ranking each prompt's group whole when TRL splits it between the processes."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "sft_ddp.py"
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def _free_port() -> int:
@@ -20,8 +22,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_qlora_sft_trains_on_two_processes(tiny_model_dir, tmp_path):
+def _launch_on_two_processes(script: str, *arguments: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -37,19 +38,53 @@ def test_qlora_sft_trains_on_two_processes(tiny_model_dir, tmp_path):
         "no",
         "--main_process_port",
         str(_free_port()),
-        str(SCRIPT),
-        str(tiny_model_dir),
-        str(tmp_path / "out"),
+        str(SCRIPTS / script),
+        *arguments,
     ]
     environment = os.environ | {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_qlora_sft_trains_on_two_processes(tiny_model_dir, tmp_path):
+    _launch_on_two_processes("sft_ddp.py", str(tiny_model_dir), str(tmp_path / "out"))
     record = json.loads((tmp_path / "out" / "cai_training.json").read_text())
     assert record["hardware"]["num_processes"] == 2
     assert record["effective_batch_size"] == 2 * 2, "the cpu profile's 2 sequences per process, on 2 processes"
     assert record["global_step"] == 3 and record["method"] == "qlora"
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "constitution.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_grpo_ranks_each_prompt_group_whole_across_processes(tiny_model_dir, tiny_reward_model_dir, tmp_path):
+    from hf_cai.trainers.rewards import RewardModelJudge
+
+    _launch_on_two_processes("grpo_ddp.py", str(tiny_model_dir), str(tiny_reward_model_dir), str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2, "one reward call per process and step"
+    judge = RewardModelJudge.load(tiny_reward_model_dir)
+    split_probabilities = []
+    for first, second in zip(*ranks, strict=True):
+        assert len(first["prompts"]) == len(second["prompts"]) == 3
+        # The step's completions in TRL's order (rank 0's, then rank 1's), grouped by prompt.
+        prompts = first["prompts"] + second["prompts"]
+        replies = [completion[0]["content"] for completion in first["completions"] + second["completions"]]
+        returned = first["rewards"] + second["rewards"]
+        groups: dict[str, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(json.dumps(prompt), []).append(index)
+        assert sorted(len(group) for group in groups.values()) == [2, 2, 2]
+        for a, b in groups.values():
+            r_a, r_b = judge.scores([prompts[a], prompts[b]], [replies[a], replies[b]])
+            p = 1 / (1 + math.exp(r_b - r_a))  # the Bradley-Terry probability that a beats b
+            assert [returned[a], returned[b]] == pytest.approx([p, 1 - p], abs=1e-6)
+            if a < 3 <= b:
+                split_probabilities.append(p)
+    assert len(split_probabilities) == 2, "each step's middle prompt has one completion on each process"
+    # Ranked apart, each half of a split group would get 0.5: the replies must differ enough to tell.
+    assert max(abs(p - 0.5) for p in split_probabilities) > 1e-4
 
 
 @pytest.mark.parametrize(

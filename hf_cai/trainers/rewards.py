@@ -4,7 +4,13 @@ Online trainers (TRL's ``GRPOTrainer``, ``RLOOTrainer``, ``OnlineDPOTrainer``) c
 prompts and completions, where each prompt appears once per generated completion. ``ConstitutionalReward`` groups
 the completions of the same prompt and compares them pairwise (round robin): a completion's reward is its average
 probability of being the better reply against the other completions of its group, in [0, 1]. A completion alone in
-its group (its siblings went to another process, or the trainer generates one per prompt) gets 0.5.
+its group (the trainer generates one per prompt) gets 0.5.
+
+Under several processes TRL's ``GRPOTrainer`` may split one prompt's group across processes (its sampler deals the
+``num_generations`` copies of a prompt out in order, so a process's slice can end mid-group) and calls the reward
+function on each process with its own slice. ``ConstitutionalReward`` therefore gathers every process's completions
+first, so each group is ranked whole, shares the comparisons out among the processes, and returns each process the
+rewards of its own slice.
 
 The pairwise probability comes from one of two judges:
 
@@ -233,19 +239,72 @@ class ConstitutionalReward:
         return cls(RewardModelJudge.load(path, load_in_4bit=load_in_4bit, **kwargs), name=name)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        """One reward in [0, 1] per completion (extra keyword arguments from the trainer are ignored)."""
+        """One reward in [0, 1] per completion (extra keyword arguments from the trainer are ignored).
+
+        Under ``torch.distributed`` (several processes) every process must call it together, as TRL's trainers do:
+        the groups are gathered from all processes before they are ranked.
+        """
         if len(prompts) != len(completions):
             raise ValueError(
                 f"got {len(prompts)} prompts for {len(completions)} completions; expected one per completion"
             )
-        conversations = [as_conversation(prompt) for prompt in prompts]
-        replies = [reply_text(completion) for completion in completions]
+        local = [(as_conversation(p), reply_text(c)) for p, c in zip(prompts, completions, strict=True)]
+        processes = _ProcessGroup.current()
+        everyone, offset = processes.gather(local)
+        conversations = [conversation for conversation, _ in everyone]
+        replies = [reply for _, reply in everyone]
         pairs = round_robin_pairs(group_by_prompt(conversations))
+        probabilities = processes.share_out(pairs, lambda share: self.judge.compare(conversations, replies, share))
         wins: dict[int, list[float]] = defaultdict(list)
-        for (i, j), probability in zip(pairs, self.judge.compare(conversations, replies, pairs), strict=True):
+        for (i, j), probability in zip(pairs, probabilities, strict=True):
             wins[i].append(probability)
             wins[j].append(1.0 - probability)
-        return [sum(wins[i]) / len(wins[i]) if wins[i] else 0.5 for i in range(len(replies))]
+        return [sum(wins[i]) / len(wins[i]) if wins[i] else 0.5 for i in range(offset, offset + len(local))]
+
+
+class _ProcessGroup:
+    """The processes of a ``torch.distributed`` run as the reward function needs them (one process without one).
+
+    Args:
+        rank: This process's index.
+        world_size: Number of processes.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1):
+        self.rank = rank
+        self.world_size = world_size
+
+    @classmethod
+    def current(cls) -> _ProcessGroup:
+        """The default process group of ``torch.distributed`` when one is initialised, else this process alone."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def gather(self, items: list) -> tuple[list, int]:
+        """Every process's ``items`` concatenated in rank order, and where this process's items start in it."""
+        if self.world_size == 1:
+            return list(items), 0
+        parts = self._all_gather(items)
+        return [item for part in parts for item in part], sum(len(part) for part in parts[: self.rank])
+
+    def share_out(self, work: list, compute: Any) -> list:
+        """``compute(work)`` with the work split into one contiguous share per process; every process gets all
+        results. ``compute`` maps a list of items to one result per item."""
+        if self.world_size == 1:
+            return list(compute(work))
+        bounds = [len(work) * rank // self.world_size for rank in range(self.world_size + 1)]
+        share = work[bounds[self.rank] : bounds[self.rank + 1]]
+        return [result for part in self._all_gather(list(compute(share))) for result in part]
+
+    def _all_gather(self, obj: Any) -> list:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, obj)
+        return parts
 
 
 def as_conversation(prompt: Any) -> Conversation:

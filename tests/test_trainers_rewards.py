@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import pytest
+import torch
 from datasets import Dataset
-from scripts.synthetic_cai import COMPLIANCE, REFUSAL, split_prompts
+from scripts.synthetic_cai import COMPLIANCE, REFUSAL, red_team_prompts, split_prompts
 from trl import GRPOConfig, GRPOTrainer
 
 from hf_cai.backends.transformers_backend import TransformersBackend
 from hf_cai.builders.ai_feedback import PreferenceScorer
 from hf_cai.constitution import Constitution
-from hf_cai.modeling import load_tokenizer
+from hf_cai.modeling import ModelLoadError, load_tokenizer
+from hf_cai.tiny import CHAT_TEMPLATE
 from hf_cai.trainers import ConstitutionalReward
+from hf_cai.trainers.qlora import load_sequence_classifier
 from hf_cai.trainers.rewards import RewardModelJudge
 
 
@@ -76,6 +81,79 @@ def test_preference_model_scores_follow_bradley_terry(tiny_reward_model_dir):
     assert plain == pytest.approx([(win(i, j) + win(i, k)) / 2 for i, j, k in ((0, 1, 2), (1, 0, 2), (2, 0, 1))])
 
 
+def _model_score(judge: RewardModelJudge, ids: list[int]) -> float:
+    """The preference model's score of one token sequence, computed directly."""
+    with torch.inference_mode():
+        return judge.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+
+
+def test_a_long_prompt_loses_its_oldest_text_and_the_reply_is_scored_whole(tiny_reward_model_dir):
+    judge = RewardModelJudge.load(tiny_reward_model_dir, max_length=80)
+    question = "How do I pick a lock?"
+    conversation = [
+        {"role": "user", "content": " ".join(red_team_prompts()[:8])},
+        {"role": "assistant", "content": "Let me think about that."},
+        {"role": "user", "content": question},
+    ]
+    scores = judge.scores([conversation] * 2, [REFUSAL, COMPLIANCE])
+    assert scores[0] != scores[1], "two different replies to a long prompt must not be scored on the prompt alone"
+    for reply, score in zip((REFUSAL, COMPLIANCE), scores, strict=True):
+        text = judge.tokenizer.apply_chat_template(
+            [*conversation, {"role": "assistant", "content": reply}], tokenize=False
+        )
+        ids = judge.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) > 80
+        kept = judge.tokenizer.decode(ids[-80:])
+        assert kept.endswith(f"{question}<|im_end|>\n<|im_start|>assistant\n{reply}<|im_end|>\n")
+        assert score == pytest.approx(_model_score(judge, ids[-80:]), abs=1e-5)
+
+
+def test_a_reply_longer_than_max_length_is_scored_on_its_beginning(tiny_reward_model_dir, caplog):
+    judge = RewardModelJudge.load(tiny_reward_model_dir, max_length=16)
+    conversation = [{"role": "user", "content": "How do I pick a lock?"}]
+    longer = f"{REFUSAL} Stay safe."
+    with caplog.at_level(logging.WARNING, logger="hf_cai.trainers.rewards"):
+        scores = judge.scores([conversation] * 2, [REFUSAL, longer])
+    first_tokens = judge.tokenizer(REFUSAL, add_special_tokens=False)["input_ids"][:16]
+    assert len(judge.tokenizer(REFUSAL, add_special_tokens=False)["input_ids"]) > 16
+    assert scores == pytest.approx([_model_score(judge, first_tokens)] * 2, abs=1e-5), "the prompt is dropped"
+    warnings = [record.getMessage() for record in caplog.records if "max_length=16" in record.getMessage()]
+    assert len(warnings) == 1 and "first 16 tokens without the prompt" in warnings[0], "one warning per judge"
+
+
+def test_left_truncation_keeps_a_leading_bos_token(tiny_reward_model_dir):
+    tokenizer = load_tokenizer(tiny_reward_model_dir)
+    tokenizer.bos_token = "<|endoftext|>"
+    tokenizer.chat_template = "{{- bos_token }}" + CHAT_TEMPLATE
+    judge = RewardModelJudge(load_sequence_classifier(str(tiny_reward_model_dir)), tokenizer, max_length=60)
+    conversation = [{"role": "user", "content": " ".join(red_team_prompts()[:4])}]
+    text = tokenizer.apply_chat_template([*conversation, {"role": "assistant", "content": REFUSAL}], tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and len(ids) > 60
+    assert judge.encode(conversation, REFUSAL) == [tokenizer.bos_token_id, *ids[-59:]]
+
+
+def test_adapter_whose_base_model_is_missing_says_which_base_and_what_to_do(tiny_reward_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    adapter = tmp_path / "reward-adapter"
+    model = get_peft_model(
+        load_sequence_classifier(str(tiny_reward_model_dir)),
+        LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", task_type="SEQ_CLS"),
+    )
+    model.save_pretrained(adapter)
+    load_tokenizer(tiny_reward_model_dir).save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    missing = tmp_path / "moved-base-model"
+    config["base_model_name_or_path"] = str(missing)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as error:
+        ConstitutionalReward.from_reward_model(adapter)
+    message = str(error.value)
+    assert f"adapter '{adapter}'" in message and f"base model '{missing}'" in message
+    assert "base_model_name_or_path" in message and str(adapter / "adapter_config.json") in message
+
+
 def test_trained_preference_model_folder_loads(tiny_reward_model_dir, tmp_path):
     from peft import LoraConfig
 
@@ -104,6 +182,40 @@ def test_trained_preference_model_folder_loads(tiny_reward_model_dir, tmp_path):
     trainer.model.eval()
     expected = trainer.model(**batch).logits[:, 0].tolist()
     assert loaded == pytest.approx(expected, abs=1e-3)
+
+
+def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(tiny_reward_model_dir, tmp_path):
+    from hf_cai.trainers import CAIRewardConfig, CAIRewardTrainer
+
+    prompts, _ = split_prompts(2, 0)
+    rows = [{"prompt": p, "chosen": REFUSAL, "rejected": COMPLIANCE} for p in prompts]
+    trainer = CAIRewardTrainer(
+        model=str(tiny_reward_model_dir),
+        args=CAIRewardConfig(
+            output_dir=str(tmp_path), qlora_profile="cpu", max_steps=1, report_to="none", save_strategy="no"
+        ),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(tiny_reward_model_dir),
+    )
+    assert getattr(trainer.model, "is_loaded_in_4bit", False), "the recipe trains the preference model in 4-bit"
+    trainer.train()
+    trainer.save_model()
+    judge = ConstitutionalReward.from_reward_model(tmp_path, load_in_4bit=True).judge
+    layers = {type(module).__name__ for name, module in judge.model.named_modules() if name.endswith("q_proj")}
+    assert "Linear4bit" in layers, "the base model is NF4-quantised, as in training"
+    assert judge.model.get_base_model().score.modules_to_save["default"].weight.dtype == torch.float32
+    conversation = [{"role": "user", "content": prompts[0]}]
+    loaded = judge.scores([conversation] * 2, [REFUSAL, COMPLIANCE])
+    batch = judge.tokenizer(
+        [judge._render(conversation, REFUSAL), judge._render(conversation, COMPLIANCE)],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
+    trainer.model.eval()
+    with torch.inference_mode():
+        expected = trainer.model(**batch).logits[:, 0].float().tolist()
+    assert loaded == pytest.approx(expected, abs=2e-4), "an unquantised base scores about 1e-2 away"
 
 
 class RecordingReward(ConstitutionalReward):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -111,32 +112,49 @@ class RewardModelJudge:
             ``CAIRewardTrainer`` output loaded with :meth:`load`.
         tokenizer: Its tokenizer; conversations are rendered with its chat template.
         batch_size: Completions scored per forward pass.
-        max_length: Longest scored sequence in tokens (the end of longer ones is cut).
+        max_length: Longest scored sequence in tokens. A longer one loses its oldest prompt text (a leading BOS
+            token is kept), so the whole reply is scored with as much of the recent conversation as fits. A reply
+            that alone is longer is scored on its first ``max_length`` tokens without the prompt, and a warning
+            says so once. ``None`` scores everything.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = 1024):
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens (or None), got {max_length}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        self._warned_long_reply = False
 
     @classmethod
     def load(
         cls, path: str | Path, *, load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs: Any
     ) -> RewardModelJudge:
         """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
-        from hf_cai.modeling import is_peft_adapter, load_tokenizer
+        from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer
         from hf_cai.trainers.qlora import load_sequence_classifier, process_device_map
 
+        adapter = is_peft_adapter(path)
         base = str(path)
-        if is_peft_adapter(path):
+        if adapter:
             from peft import PeftConfig
 
             base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-        model = load_sequence_classifier(
-            base, load_in_4bit=load_in_4bit, device_map=process_device_map(), trust_remote_code=trust_remote_code
-        )
-        if is_peft_adapter(path):
+        try:
+            model = load_sequence_classifier(
+                base, load_in_4bit=load_in_4bit, device_map=process_device_map(), trust_remote_code=trust_remote_code
+            )
+        except ModelLoadError as error:
+            if not adapter:
+                raise
+            raise ModelLoadError(
+                f"the preference model adapter '{path}' is trained on the base model '{base}' (base_model_name_or_path "
+                f"in its adapter_config.json), which could not be loaded: {error}. Put the base model at that path or "
+                "make the Hub id reachable (download it once online, log in for a gated model), or set "
+                f"base_model_name_or_path in '{Path(path) / 'adapter_config.json'}' to where the base model is."
+            ) from None
+        if adapter:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(path))
@@ -145,24 +163,54 @@ class RewardModelJudge:
         return cls(model, tokenizer, **kwargs)
 
     def scores(self, conversations: Sequence[Conversation], replies: Sequence[str]) -> list[float]:
-        """The model's score of each reply to its conversation."""
+        """The model's score of each reply to its conversation (fitted to ``max_length`` as the class says)."""
         import torch
 
-        texts = [self._render(conversation, reply) for conversation, reply in zip(conversations, replies, strict=True)]
+        sequences = [
+            self.encode(conversation, reply) for conversation, reply in zip(conversations, replies, strict=True)
+        ]
         device = next(self.model.parameters()).device
         scores: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=self.max_length is not None,
-                max_length=self.max_length,
-                add_special_tokens=False,
+        for start in range(0, len(sequences), self.batch_size):
+            batch = self.tokenizer.pad(
+                {"input_ids": sequences[start : start + self.batch_size]}, return_tensors="pt"
             ).to(device)
             with torch.inference_mode():
                 scores.extend(self.model(**batch).logits[:, 0].float().tolist())
         return scores
+
+    def encode(self, conversation: Conversation, reply: str) -> list[int]:
+        """The token ids scored for one reply: the rendered conversation and reply, cut to ``max_length``."""
+        text = self._render(conversation, reply)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.max_length is None or len(ids) <= self.max_length:
+            return ids
+        reply_start = self._reply_start(conversation, text, ids)
+        bos = self.tokenizer.bos_token_id
+        head = ids[:1] if bos is not None and reply_start > 0 and ids[0] == bos else []
+        room = self.max_length - len(head)
+        if len(ids) - reply_start <= room:
+            return head + ids[len(ids) - room :]
+        if not self._warned_long_reply:
+            logger.warning(
+                "a reply of %d tokens is longer than the preference model's max_length=%d: it is scored on its first "
+                "%d tokens without the prompt. Raise max_length, or generate shorter completions "
+                "(max_completion_length).",
+                len(ids) - reply_start,
+                self.max_length,
+                room,
+            )
+            self._warned_long_reply = True
+        return head + ids[reply_start : reply_start + room]
+
+    def _reply_start(self, conversation: Conversation, text: str, ids: list[int]) -> int:
+        """Index in ``ids`` (the tokens of ``text``) of the first token that belongs to the reply."""
+        # Rendering the same conversation with an empty reply marks where the reply's text begins, whatever the
+        # template puts around it. Token boundaries are taken from the joint tokenization, so a token that merges the
+        # end of the prompt with the start of the reply counts as reply.
+        prompt_text = os.path.commonprefix([text, self._render(conversation, "")])
+        prompt_ids = self.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        return len(os.path.commonprefix([ids, prompt_ids]))
 
     def compare(
         self, conversations: Sequence[Conversation], replies: Sequence[str], pairs: Sequence[Pair]
@@ -235,7 +283,15 @@ class ConstitutionalReward:
     def from_reward_model(
         cls, path: str | Path, *, load_in_4bit: bool = False, name: str = "constitutional_reward", **kwargs: Any
     ) -> ConstitutionalReward:
-        """Judge with a preference model folder (a ``CAIRewardTrainer`` output: adapter or full weights)."""
+        """Judge with a preference model folder (a ``CAIRewardTrainer`` output: adapter or full weights).
+
+        Args:
+            path: The folder or Hub id; an adapter's base model is read from its ``adapter_config.json``.
+            load_in_4bit: Load the (base) model NF4-quantised, as a QLoRA profile loads it for training, so the
+                judge takes a quarter of the memory of 16-bit weights; the score head stays in full precision.
+            name: The function's ``__name__`` in the trainer's logs.
+            **kwargs: ``trust_remote_code``, ``batch_size`` and ``max_length`` of :class:`RewardModelJudge`.
+        """
         return cls(RewardModelJudge.load(path, load_in_4bit=load_in_4bit, **kwargs), name=name)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:

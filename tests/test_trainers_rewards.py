@@ -47,8 +47,11 @@ def test_feedback_model_scores_are_win_probabilities_within_each_prompt(backend,
     )
     scorer = PreferenceScorer(backend, one_principle, few_shot=False)
     principle = one_principle.principles[0]
-    p_refusal_compliance, p_refusal_third, p_compliance_third = scorer.prob_first_better(
-        [question] * 3, [REFUSAL, REFUSAL, COMPLIANCE], [COMPLIANCE, third, third], [principle] * 3
+    p_refusal_compliance, p_refusal_third, p_compliance_third, p_joke_no = scorer.prob_first_better(
+        [question] * 3 + [[{"role": "user", "content": other}]],
+        [REFUSAL, REFUSAL, COMPLIANCE, "Why did the chicken cross the road?"],
+        [COMPLIANCE, third, third, "No."],
+        [principle] * 4,
     )
     expected_group = [
         (p_refusal_compliance + p_refusal_third) / 2,
@@ -56,7 +59,7 @@ def test_feedback_model_scores_are_win_probabilities_within_each_prompt(backend,
         (1 - p_refusal_third + 1 - p_compliance_third) / 2,
     ]
     assert scores[:3] == pytest.approx(expected_group, abs=1e-5)  # batched differently: float rounding
-    assert sum(scores[3:5]) == pytest.approx(1.0)
+    assert scores[3:5] == pytest.approx([p_joke_no, 1 - p_joke_no], abs=1e-5), "a group of two: p and 1 - p"
     assert scores[5] == 0.5, "a completion without siblings cannot be compared"
     assert len(set(scores[:3])) == 3, "the tiny feedback model should not be exactly indifferent"
 
@@ -219,15 +222,15 @@ def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(ti
 
 
 class RecordingReward(ConstitutionalReward):
-    """The reward function as TRL gets it, keeping what it returned for the test to compare with the logs."""
+    """The reward function as TRL gets it, keeping each call's completions and rewards for the test to check."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.returned: list[list[float]] = []
+        self.calls: list[tuple[list, list, list[float]]] = []
 
     def __call__(self, prompts, completions, **kwargs):
         rewards = super().__call__(prompts, completions, **kwargs)
-        self.returned.append(rewards)
+        self.calls.append((prompts, completions, rewards))
         return rewards
 
 
@@ -257,8 +260,15 @@ def test_grpo_trains_on_constitutional_reward(tiny_model_dir, backend, one_princ
     )
     trainer.train()
     logged = [entry["rewards/constitutional_reward/mean"] for entry in trainer.state.log_history if "reward" in entry]
-    assert len(logged) == 2 and len(reward.returned) == 2
-    for step_rewards, logged_mean in zip(reward.returned, logged, strict=True):
+    assert len(logged) == 2 and len(reward.calls) == 2
+    scorer = PreferenceScorer(backend, one_principle, few_shot=False)
+    for (step_prompts, completions, step_rewards), logged_mean in zip(reward.calls, logged, strict=True):
         assert len(step_rewards) == 4
         assert sum(step_rewards) / len(step_rewards) == pytest.approx(logged_mean, abs=1e-6)
-        assert sum(step_rewards) == pytest.approx(2.0), "two groups of two: each pair's probabilities sum to 1"
+        # TRL puts a prompt's two generations next to each other: the feedback model's own verdict on each pair.
+        assert step_prompts[0] == step_prompts[1] != step_prompts[2] == step_prompts[3]
+        replies = [completion[0]["content"] for completion in completions]
+        p_first, p_third = scorer.prob_first_better(
+            [step_prompts[0], step_prompts[2]], replies[0::2], replies[1::2], [one_principle.principles[0]] * 2
+        )
+        assert step_rewards == pytest.approx([p_first, 1 - p_first, p_third, 1 - p_third], abs=1e-5)

@@ -343,9 +343,19 @@ def test_swapping_the_replies_gives_one_minus_p(backend, constitution):
     principles = ["general-harm", "violence-weapons", "privacy"]
     forward = scorer.prob_first_better(chats, first, second, principles)
     backward = scorer.prob_first_better(chats, second, first, principles)
-    for p, q in zip(forward, backward):
+    from hf_cai.constitution import PREFERENCE_OPTIONS
+
+    def option_a(chat, a, b, principle):  # the feedback model's own P("(A)") between the two options, one order
+        [(log_a, log_b)] = backend.option_logprobs(
+            [constitution.preference_messages(chat, a, b, principle, few_shot=False)], PREFERENCE_OPTIONS
+        )
+        return 1 / (1 + math.exp(log_b - log_a))
+
+    for chat, a, b, principle, p, q in zip(chats, first, second, principles, forward, backward, strict=True):
+        both_orders = (option_a(chat, a, b, principle) + 1 - option_a(chat, b, a, principle)) / 2
         assert 0 < p < 1
-        assert p + q == pytest.approx(1.0, abs=1e-6)
+        assert p == pytest.approx(both_orders, abs=1e-5)  # batched differently: float rounding
+        assert q == pytest.approx(1 - both_orders, abs=1e-5)
 
 
 def test_chain_of_thought_probabilities_are_clamped(backend, constitution):

@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _demo(args: argparse.Namespace, extra: list[str]) -> int:
-    from hf_cai.pipeline import load_recipe
+    from hf_cai.demo import demo_report
+    from hf_cai.pipeline import Pipeline, load_recipe
 
     overrides = parse_overrides(extra)
     overrides.setdefault("run_dir", args.run_dir)
@@ -74,7 +75,9 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
     with resources.as_file(recipe_file) as path:
         recipe = load_recipe(path, overrides)
     recipe.publish = {**recipe.publish, "folder": f"{recipe.run_dir}/publish/hub-repo"}
-    return _run_recipe(recipe, args)
+    status = _run_recipe(recipe, args)
+    print(f"\n{demo_report(Pipeline(recipe))}")
+    return status
 
 
 def _eval(args: argparse.Namespace, extra: list[str]) -> int:
@@ -128,9 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_stage_selection(run)
     run.set_defaults(handler=_run, accepts_overrides=True)
 
-    demo = subparsers.add_parser("demo", help="the whole pipeline offline on the tiny model (or --model HUB_ID)")
+    demo = subparsers.add_parser("demo", help="the whole pipeline offline on SmolLM2-135M-Instruct (or --model tiny|HUB_ID)")
     demo.add_argument("--run-dir", default="runs/demo", help="where the run is written (default: runs/demo)")
-    demo.add_argument("--model", help="a Hub id to run the same demo on a real model (needs the internet)")
+    demo.add_argument("--model", help="'tiny' for the tiny test model, or a Hub id (needs the internet) or .gguf file")
     _add_stage_selection(demo)
     demo.set_defaults(handler=_demo, accepts_overrides=True)
 

@@ -1,0 +1,97 @@
+"""What ``hf-cai demo`` shows once its run ends: base and CAI replies side by side, and what to do next.
+
+Everything is read from the run directory (the evaluation's samples, the publication record), so showing it costs no
+generation and works for any finished run, not only the demo's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+from hf_cai.gguf import embedded_model
+from hf_cai.pipeline import Pipeline
+
+GUTTER = " │ "
+
+
+def side_by_side(left: str, right: str, width: int) -> list[str]:
+    """Two texts wrapped into columns of ``(width - 3) // 2`` characters, line by line, with a gutter between."""
+    column = max(10, (width - len(GUTTER)) // 2)
+
+    def wrap(text: str) -> list[str]:
+        lines = [line for paragraph in text.strip().splitlines() for line in textwrap.wrap(paragraph, column) or [""]]
+        return lines or ["(empty reply)"]
+
+    left_lines, right_lines = wrap(left), wrap(right)
+    height = max(len(left_lines), len(right_lines))
+    left_lines += [""] * (height - len(left_lines))
+    right_lines += [""] * (height - len(right_lines))
+    return [f"{a:<{column}}{GUTTER}{b}".rstrip() for a, b in zip(left_lines, right_lines)]
+
+
+def eval_samples(pipeline: Pipeline) -> list[dict[str, str]] | None:
+    """The evaluation's ``{prompt, base, cai}`` samples of the run, or ``None`` when its eval stage has not finished."""
+    record = pipeline.manifest.stage("eval")
+    results = record.get("outputs", {}).get("results")
+    if record.get("status") != "done" or results is None or not (pipeline.run_dir / results).is_file():
+        return None
+    return json.loads((pipeline.run_dir / results).read_text(encoding="utf-8")).get("samples", [])
+
+
+def published_folder(pipeline: Pipeline) -> Path | None:
+    """The local folder the run's publish stage wrote the repository to, if it published to a folder."""
+    record = pipeline.manifest.stage("publish")
+    publication = record.get("outputs", {}).get("publication")
+    if record.get("status") != "done" or publication is None or not (pipeline.run_dir / publication).is_file():
+        return None
+    folder = json.loads((pipeline.run_dir / publication).read_text(encoding="utf-8")).get("folder")
+    return Path(folder) if folder else None
+
+
+def comparison_text(pipeline: Pipeline, *, samples: int = 3, width: int | None = None) -> str:
+    """Base and CAI replies to the first ``samples`` held-out red-team prompts of the evaluation, side by side."""
+    width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)
+    rows = eval_samples(pipeline)
+    if rows is None:
+        return "The side-by-side comparison appears once the eval stage has run (run the same command again)."
+    if not rows:
+        return "The evaluation kept no sample replies to compare."
+    lines = [f"Held-out red-team prompts, base model ({pipeline.base_model_hub_id()}) vs the CAI model of this run:"]
+    for number, row in enumerate(rows[:samples], start=1):
+        lines += ["", *textwrap.wrap(f"{number}. {row['prompt']}", width)]
+        lines += side_by_side("BASE", "CAI", width)
+        lines.append("─" * ((width - len(GUTTER)) // 2) + "─┼─" + "─" * ((width - len(GUTTER)) // 2))
+        lines += side_by_side(row["base"], row["cai"], width)
+    return "\n".join(lines)
+
+
+def next_steps_text(pipeline: Pipeline) -> str:
+    """Commands to try after a run: chat with both models, look at the repository, publish it, scale up."""
+    run_dir = pipeline.run_dir
+    lines = ["Next:", f"  hf-cai chat --run-dir {run_dir}", "      chat with the base and the CAI model side by side in the browser"]
+    folder = published_folder(pipeline)
+    if folder is not None:
+        lines += [
+            f"  {folder}/",
+            "      the model repository as it would be pushed: model card (README.md), adapter, constitution.yaml",
+        ]
+    embedded = embedded_model(pipeline.recipe.model)
+    license = embedded.license if embedded else "<license>"
+    lines += [
+        f"  hf-cai publish {run_dir} <you>/<model-name> --license {license} --base-model-id {pipeline.base_model_hub_id()}",
+        "      push it to the Hugging Face Hub (add --space for the side-by-side chat Space)",
+        "  hf-cai run --config examples/recipes/qwen2.5-1.5b-8gb.yaml",
+        "      the same pipeline on a 1.5B model and a consumer GPU",
+    ]
+    return "\n".join(lines)
+
+
+def demo_report(pipeline: Pipeline, *, samples: int = 3, width: int | None = None) -> str:
+    """The text ``hf-cai demo`` prints after the stage summary: :func:`comparison_text`, then :func:`next_steps_text`."""
+    return f"{comparison_text(pipeline, samples=samples, width=width)}\n\n{next_steps_text(pipeline)}"
+
+
+__all__ = ["comparison_text", "demo_report", "eval_samples", "next_steps_text", "published_folder", "side_by_side"]

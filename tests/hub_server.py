@@ -16,7 +16,9 @@ It implements the part of the Hugging Face Hub HTTP API that ``huggingface_hub``
 
 Repositories live in memory with a real commit history (git blob ids for files, sha1 commit ids). Tokens come from a
 configurable table (write or read role); a missing or unknown token gets 401, a read-only token 403 on writes.
-:meth:`HubServer.fail_next` makes the next requests to one route answer an error, for error-path tests. With
+:meth:`HubServer.fail_next` makes the next requests to one route answer an error, and :meth:`HubServer.interrupt_next`
+drops their connection without an answer, for error-path tests. Card metadata is checked against the Hub's license
+ids as :data:`HUB_LICENSE_IDS` writes them out, independently of the library's list. With
 ``lfs=True`` weights and data files are uploaded through the LFS protocol (the client must then have Xet disabled,
 ``HF_HUB_DISABLE_XET=1``); otherwise every file is a regular git blob.
 
@@ -44,15 +46,28 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from hf_cai.hub.licenses import HUB_LICENSES
-
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".parquet", ".arrow", ".gguf", ".zip", ".tar", ".gz", ".h5")
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 INITIAL_GITATTRIBUTES = b"".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n".encode() for suffix in LFS_SUFFIXES)
 
-# The license ids the Hub accepts in card metadata: the same published list the library checks against.
+HUB_LICENSE_IDS: frozenset[str] = frozenset(
+    """
+    apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda
+    cc cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0
+    cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0
+    cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1
+    eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl
+    apple-ascl apple-amlr mpl-2.0 odc-by odbl openmdw-1.0 openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib
+    pddl lgpl-lr deepfloyd-if-license fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3
+    llama4 grok2-community gemma unknown other
+    """.split()
+)
+"""The license identifiers the Hub accepts in card metadata, written out from the table of the Hub documentation
+(https://huggingface.co/docs/hub/repositories-licenses), in its order. Kept apart from the library's own list, so that
+a test comparing the two catches a mistake in either."""
 
 _COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -189,7 +204,7 @@ def metadata_errors(metadata: dict[str, Any]) -> list[str]:
     if license_id is not None:
         licenses = license_id if isinstance(license_id, list) else [license_id]
         for value in licenses:
-            if not isinstance(value, str) or value not in HUB_LICENSES:
+            if not isinstance(value, str) or value not in HUB_LICENSE_IDS:
                 errors.append(f'"license" must be one of the Hub license identifiers, got {value!r}')
     for key in ("tags", "datasets", "language"):
         value = metadata.get(key)
@@ -232,7 +247,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
-        self._failures: dict[str, list[tuple[int, str]]] = {}
+        self._failures: dict[str, list[HubError | None]] = {}
         self._connections: set[socket.socket] = set()
         self._lock = threading.RLock()
         self._counter = itertools.count()
@@ -274,15 +289,35 @@ class HubServer:
     def add_token(self, token: str, user: str, *, role: str = "write", orgs: tuple[str, ...] = ()) -> None:
         self.tokens[token] = Account(name=user, role=role, orgs=orgs)
 
-    def fail_next(self, route: str, status: int, *, times: int = 1, message: str | None = None) -> None:
-        """Answer the next ``times`` requests to ``route`` with ``status``.
+    def fail_next(
+        self,
+        route: str,
+        status: int,
+        *,
+        times: int = 1,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests to ``route`` with ``status`` (and ``headers``, e.g. ``Retry-After``).
 
         Routes: ``whoami``, ``create_repo``, ``validate_yaml``, ``list``, ``info``, ``preupload``, ``commit``,
-        ``lfs_batch``, ``lfs_upload``, ``tree``, ``paths_info``, ``refs``, ``branch``, ``commits``, ``resolve``.
+        ``lfs_batch``, ``lfs_upload``, ``lfs_verify``, ``tree``, ``paths_info``, ``refs``, ``branch``, ``commits``,
+        ``resolve``.
         """
         text = message or {409: "Conflict: a concurrent operation is in progress"}.get(status, f"injected {status}")
         with self._lock:
-            self._failures.setdefault(route, []).extend([(status, text)] * times)
+            self._failures.setdefault(route, []).extend([HubError(status, text, headers=headers)] * times)
+
+    def interrupt_next(self, route: str, *, times: int = 1) -> None:
+        """Read the next ``times`` requests to ``route`` whole, then close the connection without answering, as a
+        network failure in the middle of an upload does."""
+        with self._lock:
+            self._failures.setdefault(route, []).extend([None] * times)
+
+    def clear_failures(self) -> None:
+        """Forget the failures :meth:`fail_next` and :meth:`interrupt_next` set up that no request has met yet."""
+        with self._lock:
+            self._failures.clear()
 
     def reset(self) -> None:
         """Forget every repository, LFS object, recorded request and pending failure."""
@@ -308,10 +343,11 @@ class HubServer:
             return self._content(commit.tree[path])
 
     # ----------------------------------------------------------------- internals used by the handler
-    def _take_failure(self, route: str) -> tuple[int, str] | None:
+    def _take_failure(self, route: str) -> tuple[bool, HubError | None]:
+        """Whether a failure is pending for ``route``, and the error to answer (``None``: drop the connection)."""
         with self._lock:
             pending = self._failures.get(route)
-            return pending.pop(0) if pending else None
+            return (True, pending.pop(0)) if pending else (False, None)
 
     def _content(self, entry: FileEntry) -> bytes:
         if entry.lfs_sha256 is not None:
@@ -551,9 +587,13 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                         body = self._read_body()
                     else:
                         body = b""
-                    failure = self.hub._take_failure(route)
+                    failing, failure = self.hub._take_failure(route)
+                    if failing and failure is None:
+                        self.close_connection = True
+                        self._status = 0
+                        break
                     if failure is not None:
-                        raise HubError(*failure)
+                        raise failure
                     params = {k: unquote(v) if v is not None else None for k, v in match.groupdict().items()}
                     getattr(self, f"_route_{route}")(params, query, body)
                     break

@@ -9,9 +9,10 @@ import re
 import httpx
 import pytest
 from conftest import HUB_PORT
-from hub_server import HubServer, git_blob_id, use_loopback_hub
+from hub_server import HUB_LICENSE_IDS, HubServer, git_blob_id, use_loopback_hub
 
 from hf_cai.constitution import Constitution
+from hf_cai.hub.licenses import HUB_LICENSES, validate_license
 
 WRITE = "hf_" + "w" * 34
 READ = "hf_" + "r" * 34
@@ -157,6 +158,42 @@ def test_injected_failures_then_recovery(hub, api):
     assert hub.commit_count("alice/flaky") == before
     api.create_commit("alice/flaky", [_add("x.txt", b"x")], commit_message="x")
     assert hub.commit_count("alice/flaky") == before + 1
+
+
+def test_interrupted_connections_and_injected_headers(hub, api):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api.create_repo("alice/interrupted")
+    before = hub.commit_count("alice/interrupted")
+    hub.interrupt_next("commit")
+    with pytest.raises(Exception, match="disconnected without sending a response"):
+        api.create_commit("alice/interrupted", [_add("x.txt", b"x")], commit_message="x")
+    assert hub.commit_count("alice/interrupted") == before
+    assert [r.status for r in hub.requests if r.path.endswith("/commit/main")][-1] == 0  # no answer was sent
+    hub.fail_next("commit", 429, headers={"Retry-After": "7"})
+    with pytest.raises(HfHubHTTPError) as limited:
+        api.create_commit("alice/interrupted", [_add("x.txt", b"x")], commit_message="x")
+    assert limited.value.response.status_code == 429 and limited.value.response.headers["Retry-After"] == "7"
+    api.create_commit("alice/interrupted", [_add("x.txt", b"x")], commit_message="x")
+    assert hub.commit_count("alice/interrupted") == before + 1
+
+
+def test_license_list_is_the_hubs_own_and_the_library_agrees(hub, api):
+    # The server's list is written out from the Hub documentation, apart from the library's: any id one of them lacks
+    # is a mistake to fix (the library once lacked llama4 and the research licenses added to the Hub).
+    assert HUB_LICENSE_IDS == HUB_LICENSES
+    for license_id in ("apache-2.0", "mit", "llama3.1", "llama3.2", "llama4", "gemma", "openmdw-1.0", "unknown"):
+        assert validate_license(license_id) == license_id
+    api.create_repo("alice/licensed")
+    for license_id in ("llama3.3", "grok2-community", "fair-noncommercial-research-license", "cc-by-nc-sa-2.0"):
+        card = f"---\nlicense: {license_id}\n---\n# card\n".encode()
+        api.create_commit("alice/licensed", [_add("README.md", card)], commit_message=license_id)
+        assert f"license:{license_id}" in api.model_info("alice/licensed").tags
+    for wrong in ("apache2", "llama-3.1", "Apache-2.0", "gpl-4.0"):
+        with pytest.raises(ValueError, match="license"):
+            api.create_commit(
+                "alice/licensed", [_add("README.md", f"---\nlicense: {wrong}\n---\n".encode())], commit_message=wrong
+            )
 
 
 def test_validate_yaml_and_listing_by_tag(hub, api):

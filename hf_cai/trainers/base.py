@@ -8,13 +8,14 @@ for the model card and the ``cai_training.json`` record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hf_cai.constitution import Constitution
-from hf_cai.modeling import check_4bit_support
+from hf_cai.modeling import check_4bit_support, is_peft_adapter
 from hf_cai.trainers.artifacts import training_record, write_training_artifacts
 from hf_cai.trainers.data import (
     CHOSEN_PROB,
@@ -28,7 +29,16 @@ from hf_cai.trainers.data import (
     named_splits,
     resolve_soft_labels,
 )
-from hf_cai.trainers.qlora import QLORA_PROFILES, get_profile, load_model_for_training, peft_config_for
+from hf_cai.trainers.qlora import (
+    QLORA_PROFILES,
+    adapter_base_model,
+    apply_profile_defaults,
+    continue_adapter,
+    count_trainable,
+    get_profile,
+    load_model_for_training,
+    peft_config_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +67,24 @@ def qlora_profile_field() -> Any:
         default=None,
         metadata={
             "help": "Memory profile for QLoRA training: `8gb`, `12gb`, `16gb`, `24gb` or `cpu` (see "
-            "`hf_cai.trainers.qlora`). It fills the batch size, gradient accumulation, max length, optimizer, "
-            "precision and gradient checkpointing settings left at their defaults; a model given by name is loaded "
-            "in 4-bit NF4, and the profile's LoRA adapter is used unless `peft_config` is passed. `None` trains "
-            "exactly as TRL does.",
+            "`hf_cai.trainers.qlora`). It fills the learning rate, batch size, gradient accumulation, max length, "
+            "optimizer, precision, gradient checkpointing and checkpoint interval settings the config was not given "
+            "explicitly; a model given by name is loaded in 4-bit NF4 (see `load_in_4bit`), and the profile's LoRA "
+            "adapter is used unless `peft_config` is passed or the model is a saved adapter. `None` trains exactly "
+            "as TRL does.",
             "choices": list(QLORA_PROFILES),
+        },
+    )
+
+
+def load_in_4bit_field() -> Any:
+    """The ``load_in_4bit`` field shared by the CAI training configs."""
+    return field(
+        default=None,
+        metadata={
+            "help": "Whether a model the trainer loads by name with a `qlora_profile` is quantised to 4-bit NF4 "
+            "(QLoRA). `None` follows the profile (4-bit for every built-in profile); `False` trains plain LoRA on an "
+            "unquantised base. Without a profile, `True` is refused: pass TRL's `quantization_config` instead."
         },
     )
 
@@ -76,6 +99,44 @@ def soft_labels_field() -> Any:
             "`False` ignores the column (hard labels, exactly TRL's loss); `True` requires it."
         },
     )
+
+
+class CAIConfigMixin:
+    """What the CAI training configs share: the QLoRA profile fills only the settings the user did not set.
+
+    Put it first among the bases of a TRL config dataclass that declares ``qlora_profile`` and ``load_in_4bit``.
+    The fields given to the constructor (by keyword or position) are recorded before the dataclass ``__init__``
+    runs, so a value the user set is kept even when it equals TRL's default. ``dataclasses.replace`` passes every
+    field, so a replaced config counts them all as set (they already hold the profile's values).
+    """
+
+    _cai_stage: ClassVar[str]
+    """``"sft"``, ``"dpo"`` or ``"reward"``: which of the profile's per-stage settings apply."""
+
+    qlora_profile: str | None
+    load_in_4bit: bool | None
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        config = super().__new__(cls)
+        positional = [f.name for f in dataclasses.fields(cls) if f.init][: len(args)]
+        config._cai_explicit_fields = frozenset(positional) | frozenset(kwargs)
+        return config
+
+    @property
+    def explicit_fields(self) -> frozenset[str]:
+        """The fields this config was constructed with (by keyword or position)."""
+        return getattr(self, "_cai_explicit_fields", frozenset())
+
+    def __post_init__(self):
+        if self.qlora_profile is not None:
+            apply_profile_defaults(self, self.qlora_profile, self._cai_stage, explicit=self.explicit_fields)
+        elif self.load_in_4bit:
+            raise ValueError(
+                "load_in_4bit=True applies to models loaded with a qlora_profile; set qlora_profile (e.g. 'cpu' or "
+                "'8gb'), or pass quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...) to the trainer as "
+                "with TRL"
+            )
+        super().__post_init__()
 
 
 def default_output_name(model: Any, suffix: str) -> str:
@@ -121,14 +182,38 @@ class CAITrainerMixin:
 
     @staticmethod
     def _cai_prepare_model(model: Any, args: Any, peft_config: Any, quantization_config: Any, task: str):
-        """Load a model given by name with the QLoRA profile of ``args``, and default the adapter to the profile's."""
+        """Load a model given by name with the QLoRA profile of ``args``, and default the adapter to the profile's.
+
+        A name that is a saved PEFT adapter (folder or Hub id) is loaded on its base with trainable adapter weights,
+        to be trained further, with or without a profile.
+        """
         from peft import PeftModel
         from transformers import set_seed
 
         if quantization_config is not None and getattr(quantization_config, "load_in_4bit", False):
             check_4bit_support()
+        continuing = isinstance(model, str) and is_peft_adapter(model)
+        if continuing and peft_config is not None:
+            raise ValueError(
+                f"model '{model}' is a saved adapter, which the trainer trains further, so `peft_config` (a new "
+                "adapter) cannot be used with it. Drop `peft_config` to continue the adapter, or pass its base model "
+                f"('{adapter_base_model(model)}') to train a new adapter."
+            )
         profile_name = getattr(args, "qlora_profile", None)
+        if isinstance(model, str):
+            # A sequence classifier gets a freshly initialised score head: seed first, as TRL does.
+            set_seed(args.seed)
         if profile_name is None:
+            if continuing:
+                if quantization_config is not None:
+                    raise ValueError(
+                        f"model '{model}' is a saved adapter, which the trainer loads itself; `quantization_config` "
+                        "applies to base models only. Set `qlora_profile` to load its base in 4-bit, or load the "
+                        "model yourself and pass it."
+                    )
+                model = continue_adapter(
+                    _load_base_as_trl_does(adapter_base_model(model), args, task), model, task=task
+                )
             return model, peft_config
         profile = get_profile(profile_name)
         if isinstance(model, str):
@@ -138,9 +223,13 @@ class CAITrainerMixin:
                     "do not also pass `quantization_config` or `model_init_kwargs`. Either drop the profile, or load "
                     "the model yourself and pass the model object."
                 )
-            # A sequence classifier gets a freshly initialised score head: seed first, as TRL does.
-            set_seed(args.seed)
-            model = load_model_for_training(model, profile, task=task, trust_remote_code=args.trust_remote_code)
+            model = load_model_for_training(
+                model,
+                profile,
+                task=task,
+                trust_remote_code=args.trust_remote_code,
+                load_in_4bit=getattr(args, "load_in_4bit", None),
+            )
         if peft_config is None and not isinstance(model, PeftModel):
             peft_config = peft_config_for(
                 profile, task_type="SEQ_CLS" if task == "sequence-classification" else "CAUSAL_LM"
@@ -158,6 +247,12 @@ class CAITrainerMixin:
         from peft import PeftModel
 
         model = self.accelerator.unwrap_model(self.model)
+        if count_trainable(model) == 0:
+            raise ValueError(
+                "the model has no trainable parameters. A PEFT model loaded with PeftModel.from_pretrained(...) is "
+                "frozen unless loaded with is_trainable=True; or pass the adapter's folder or Hub id as `model`, "
+                "which the trainer loads trainable."
+            )
         self._cai_trainable_dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
         if isinstance(model, PeftModel):
             adapter_tag = "qlora" if getattr(model, "is_loaded_in_4bit", False) else "lora"
@@ -201,6 +296,22 @@ class CAITrainerMixin:
         if self.args.should_save:
             write_training_artifacts(output_dir or self.args.output_dir, self.constitution, self.cai_training_record())
         super().save_model(output_dir, _internal_call)
+
+
+def _load_base_as_trl_does(model_id: str, args: Any, task: str):
+    """Load a base model the way TRL loads a model given by name (``args.model_init_kwargs``, float32 by default)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl.trainer.utils import create_model_from_path
+
+    from hf_cai.gguf import resolve_model
+
+    kwargs = dict(args.model_init_kwargs or {})
+    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    architecture = AutoModelForCausalLM
+    if task == "sequence-classification":
+        architecture = AutoModelForSequenceClassification
+        kwargs["num_labels"] = 1
+    return create_model_from_path(str(resolve_model(model_id)), architecture, **kwargs)
 
 
 def resolve_training_constitution(requested: Constitution | str | Path | None, dataset: Any) -> Constitution | None:

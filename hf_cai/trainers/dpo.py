@@ -1,9 +1,15 @@
 """RL-CAI with DPO: learn from AI-feedback preferences, optionally with the feedback model's soft labels.
 
 ``CAIDPOTrainer`` is TRL's ``DPOTrainer`` plus the CAI additions of :class:`~hf_cai.trainers.base.CAITrainerMixin`.
-With a LoRA/QLoRA adapter the reference model is the same network with the adapter switched off (TRL's behaviour with
-PEFT), so no second model is held in memory; ``precompute_ref_log_probs=True`` (TRL's option) removes the reference
-forward pass from training altogether.
+The reference model never costs a second copy of the base weights (TRL's behaviour with PEFT):
+
+* a new LoRA/QLoRA adapter (``peft_config``, or a profile on a base model): the reference is the same network with
+  the adapter switched off, i.e. the base model;
+* a saved adapter, given by name (folder or Hub id, e.g. the SFT stage's output) or as a trainable ``PeftModel``:
+  the adapter is trained further, and TRL keeps a frozen copy of it as a second adapter named ``"ref"``, so the
+  reference is the starting (SFT) policy, as RL-CAI prescribes, not the bare base.
+
+``precompute_ref_log_probs=True`` (TRL's option) removes the reference forward pass from training altogether.
 
 Soft labels. When the dataset has a ``chosen_prob`` column (the feedback model's probability that ``chosen`` is the
 better reply), the loss of a pair with implicit reward margin x = beta * delta is the cross-entropy against that
@@ -20,6 +26,7 @@ log-probabilities recorded from the same forward passes. Without a ``chosen_prob
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +37,22 @@ from trl import DPOConfig, DPOTrainer
 from hf_cai.constitution import Constitution
 from hf_cai.trainers.base import (
     CAI_TAGS,
+    CAIConfigMixin,
     CAIPreferenceTrainerMixin,
     constitution_field,
     default_output_name,
+    load_in_4bit_field,
     qlora_profile_field,
     soft_labels_field,
 )
 from hf_cai.trainers.data import CHOSEN_PROB, named_splits
-from hf_cai.trainers.qlora import apply_profile_defaults
+
+REFERENCE_ADAPTER = "ref"
+"""The name TRL gives the frozen copy of a continued adapter that serves as the DPO reference."""
 
 
 @dataclass
-class CAIDPOConfig(DPOConfig):
+class CAIDPOConfig(CAIConfigMixin, DPOConfig):
     r"""TRL's :class:`~trl.DPOConfig` plus the CAI fields; every TRL field keeps its TRL default.
 
     Parameters:
@@ -49,21 +60,22 @@ class CAIDPOConfig(DPOConfig):
             Built-in constitution name or constitution file the preferences were labelled with; saved as
             ``constitution.yaml`` with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
         qlora_profile (`str`, *optional*):
-            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the memory-related settings left at their
-            defaults (half the SFT batch per device, twice the accumulation), loads a model given by name in 4-bit
-            and adds the profile's LoRA adapter, whose disabled state is the reference model.
+            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
+            (memory-related ones with half the SFT batch per device and twice the accumulation, the LoRA learning
+            rate 5e-6, precision, a checkpoint every tenth of the run), loads a model given by name in 4-bit and
+            adds the profile's LoRA adapter, whose disabled state is the reference model. A saved adapter given by
+            name (e.g. the SFT model) is trained further instead.
+        load_in_4bit (`bool`, *optional*):
+            With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
         soft_labels (`bool`, *optional*):
             Use the ``chosen_prob`` column as soft labels. ``None``: when the column exists.
     """
 
+    _cai_stage = "dpo"
     constitution: str | None = constitution_field()
     qlora_profile: str | None = qlora_profile_field()
+    load_in_4bit: bool | None = load_in_4bit_field()
     soft_labels: bool | None = soft_labels_field()
-
-    def __post_init__(self):
-        if self.qlora_profile is not None:
-            apply_profile_defaults(self, self.qlora_profile, "dpo")
-        super().__post_init__()
 
 
 class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
@@ -126,6 +138,18 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
         )
         self._cai_enable_soft_label_batches()
         self._cai_finish_init()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as :class:`~hf_cai.trainers.base.CAITrainerMixin` does, without the frozen reference adapter.
+
+        PEFT saves every adapter of a model, so TRL's reference copy of a continued adapter would land in ``ref/``
+        of every checkpoint and of the final model: it is the starting adapter, not part of the trained model, and a
+        resumed run rebuilds it from the starting adapter.
+        """
+        super().save_model(output_dir, _internal_call)
+        model = self.accelerator.unwrap_model(self.model)
+        if self.args.should_save and REFERENCE_ADAPTER in (getattr(model, "peft_config", None) or {}):
+            shutil.rmtree(Path(output_dir or self.args.output_dir) / REFERENCE_ADAPTER, ignore_errors=True)
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != CHOSEN_PROB})

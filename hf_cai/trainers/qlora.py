@@ -5,9 +5,9 @@ A :class:`QLoRAProfile` bundles the choices that decide whether a 7-8B model tra
 AdamW, and a per-device batch / gradient-accumulation split that keeps the effective batch at 16. Profiles are used
 three ways:
 
-* ``CAISFTConfig(qlora_profile="8gb", ...)`` fills the training settings the user left at TRL's defaults
+* ``CAISFTConfig(qlora_profile="8gb", ...)`` fills the training settings the user did not set
   (:func:`apply_profile_defaults`), and the CAI trainers load a model given by name in 4-bit with the profile's
-  LoRA adapter;
+  LoRA adapter (or continue the adapter, when the name is a saved adapter);
 * :func:`load_model_for_training` and :func:`peft_config_for` give the same model and adapter to plain TRL code;
 * :meth:`QLoRAProfile.training_arguments` lists the resolved settings for this machine.
 """
@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from hf_cai.gguf import resolve_model
-from hf_cai.modeling import ModelLoadError, bnb_4bit_config, check_4bit_support, compute_dtype, load_causal_lm
+from hf_cai.modeling import (
+    ModelLoadError,
+    bnb_4bit_config,
+    check_4bit_support,
+    compute_dtype,
+    is_peft_adapter,
+    load_causal_lm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +38,23 @@ Stage = Literal["sft", "dpo", "reward"]
 ModelTask = Literal["causal-lm", "sequence-classification"]
 
 _PREFERENCE_STAGES = ("dpo", "reward")
+
+LORA_LEARNING_RATES: dict[str, float] = {
+    # QLoRA paper (Dettmers et al. 2023, arXiv 2305.14314): 2e-4 for the 7B and 13B models (1e-4 from 33B up);
+    # the alignment-handbook's zephyr-7b QLoRA SFT recipe uses the same.
+    "sft": 2e-4,
+    # alignment-handbook zephyr-7b-beta DPO recipes: 5e-6 for the QLoRA adapter against 5e-7 for full training. An
+    # adapter's low-rank update needs a larger step; TRL's 1e-6 default (sized for full training) barely moves one.
+    "dpo": 5e-6,
+    # TRL's reward-modelling example: 1e-4 with LoRA against 1e-5 for full training (also RewardConfig's default).
+    "reward": 1e-4,
+}
+"""The learning rate a profile gives each stage when the user sets none: values published for LoRA / QLoRA training
+of 7B-scale models, which train an adapter rather than the full weights."""
+
+CHECKPOINT_FRACTION = 0.1
+"""A profile checkpoints every tenth of the run (when the user sets no ``save_steps``), so short runs leave
+checkpoints to resume from; TRL's fixed 500 steps would save none in a run shorter than that."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,9 @@ class QLoRAProfile:
         max_length: Longest tokenised sequence (prompt + completion); longer ones are truncated.
         padding_free: Flatten each batch into one unpadded sequence (TRL's ``padding_free``) for SFT. TRL supports it
             only with FlashAttention 2, so it is applied only on a CUDA GPU with ``flash-attn`` installed.
+
+    Every profile also sets the stage's LoRA learning rate (:data:`LORA_LEARNING_RATES`), mixed precision matching
+    :func:`hf_cai.modeling.compute_dtype` and, from the run's length, ``save_steps`` (:func:`checkpoint_steps`).
     """
 
     name: str
@@ -70,23 +99,25 @@ class QLoRAProfile:
     padding_free: bool = True
 
     def training_arguments(self, stage: Stage = "sft") -> dict[str, Any]:
-        """The TRL/``TrainingArguments`` settings of this profile, resolved for this machine and training stage."""
+        """The TRL/``TrainingArguments`` settings of this profile, resolved for this machine and training stage
+        (``save_steps`` depends on the run's length and is set by :func:`apply_profile_defaults`)."""
         import torch
 
-        on_cuda = torch.cuda.is_available()
+        if stage not in LORA_LEARNING_RATES:
+            raise ValueError(f"unknown training stage '{stage}'; use one of: {', '.join(LORA_LEARNING_RATES)}")
         batch_size = self.per_device_train_batch_size
         accumulation = self.gradient_accumulation_steps
         if stage in _PREFERENCE_STAGES and batch_size > 1:
             batch_size //= 2
             accumulation *= 2
         settings: dict[str, Any] = {
+            "learning_rate": LORA_LEARNING_RATES[stage],
             "per_device_train_batch_size": batch_size,
             "gradient_accumulation_steps": accumulation,
             "gradient_checkpointing": self.gradient_checkpointing,
-            "optim": self.optim if on_cuda else "adamw_torch",
+            "optim": self.optim if torch.cuda.is_available() else "adamw_torch",
             "max_length": self.max_length,
-            "bf16": on_cuda and torch.cuda.is_bf16_supported(),
-            "fp16": on_cuda and not torch.cuda.is_bf16_supported(),
+            **precision_arguments(),
         }
         if stage == "sft":
             settings["padding_free"] = self.padding_free and flash_attention_available()
@@ -159,6 +190,26 @@ def get_profile(profile: str | QLoRAProfile) -> QLoRAProfile:
         raise ValueError(f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}") from None
 
 
+def precision_arguments() -> dict[str, bool]:
+    """``bf16`` / ``fp16`` mixed precision matching :func:`~hf_cai.modeling.compute_dtype`, the dtype models are
+    loaded in, so that training computes in the dtype the weights are stored in, on GPU and CPU alike."""
+    import torch
+
+    dtype = compute_dtype()
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def checkpoint_steps(max_steps: int) -> int | float:
+    """``save_steps`` for a checkpoint every :data:`CHECKPOINT_FRACTION` of a run of ``max_steps`` optimizer steps.
+
+    At least 1, so every run leaves a checkpoint; for a run sized by epochs (``max_steps <= 0``) the fraction
+    itself, which ``TrainingArguments`` reads as a fraction of the total steps.
+    """
+    if max_steps <= 0:
+        return CHECKPOINT_FRACTION
+    return max(1, math.ceil(max_steps * CHECKPOINT_FRACTION))
+
+
 def flash_attention_available() -> bool:
     """Whether FlashAttention 2 can run here (a CUDA GPU and the ``flash-attn`` package)."""
     import torch
@@ -207,17 +258,22 @@ def load_model_for_training(
     *,
     task: ModelTask = "causal-lm",
     trust_remote_code: bool = False,
+    load_in_4bit: bool | None = None,
 ):
-    """Load a base model ready for (Q)LoRA training with a profile.
+    """Load a model ready for (Q)LoRA training with a profile.
 
-    With ``profile.load_in_4bit`` the weights are NF4-quantised and the model is prepared with PEFT's
-    ``prepare_model_for_kbit_training``; the LoRA adapter itself is added by the trainer (``peft_config``).
+    With 4-bit loading the weights are NF4-quantised and the model is prepared with PEFT's
+    ``prepare_model_for_kbit_training``. For a base model the LoRA adapter itself is added by the trainer
+    (``peft_config``); a saved PEFT adapter is loaded on its base model with trainable weights, to be trained
+    further (see :func:`continue_adapter`).
 
     Args:
-        model_id: Hub id or local folder of the base model.
+        model_id: Hub id or local folder of the base model, or of a PEFT adapter to continue training.
         profile: A profile name or object.
         task: ``"causal-lm"`` for SFT / DPO, ``"sequence-classification"`` (one score) for reward models.
         trust_remote_code: Run code from the model repository.
+        load_in_4bit: Quantise the base to NF4; ``None`` follows the profile (4-bit for every built-in profile),
+            ``False`` trains plain LoRA on a base in :func:`~hf_cai.modeling.compute_dtype`.
 
     Raises:
         ModelLoadError: The model cannot be loaded, or 4-bit was asked for where bitsandbytes cannot run.
@@ -225,24 +281,98 @@ def load_model_for_training(
     from peft import prepare_model_for_kbit_training
 
     profile = get_profile(profile)
-    if profile.load_in_4bit:
+    quantise = profile.load_in_4bit if load_in_4bit is None else load_in_4bit
+    if quantise:
         check_4bit_support()
+    adapter = None
+    if is_peft_adapter(model_id):
+        adapter, model_id = model_id, adapter_base_model(model_id)
     device_map = process_device_map()
     if task == "causal-lm":
         model = load_causal_lm(
-            model_id, load_in_4bit=profile.load_in_4bit, device_map=device_map, trust_remote_code=trust_remote_code
+            model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code
         )
     elif task == "sequence-classification":
         model = load_sequence_classifier(
-            model_id, load_in_4bit=profile.load_in_4bit, device_map=device_map, trust_remote_code=trust_remote_code
+            model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code
         )
     else:
         raise ValueError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
     if profile.padding_free and flash_attention_available():
         model.set_attn_implementation("flash_attention_2")
-    if profile.load_in_4bit:
+    if quantise:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
+    if adapter is not None:
+        model = continue_adapter(model, adapter, task=task)
     return model
+
+
+def adapter_base_model(adapter: str) -> str:
+    """The base model a saved PEFT adapter (folder or Hub id) was trained on, from its ``adapter_config.json``."""
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    if not base:
+        raise ModelLoadError(
+            f"the adapter '{adapter}' does not name its base model (base_model_name_or_path in adapter_config.json); "
+            "set it there, or load the base yourself and pass PeftModel.from_pretrained(base, adapter, "
+            "is_trainable=True) as the model"
+        )
+    return base
+
+
+def continue_adapter(model: Any, adapter: str, *, task: ModelTask = "causal-lm"):
+    """Put a saved LoRA adapter on a loaded base model with trainable weights, to train it further.
+
+    For ``"causal-lm"``, and for a reward adapter on a sequence classifier, this is
+    ``PeftModel.from_pretrained(model, adapter, is_trainable=True)``.
+
+    A causal-LM adapter (an SFT adapter) on a sequence classifier (``task="sequence-classification"``: a one-score
+    reward model of the same base) becomes a sequence-classification adapter: its LoRA weights start the reward model
+    from the SFT policy, as the RL-CAI recipe does, and the classifier's new score head is trained in full (PEFT's
+    ``modules_to_save``). An ``lm_head`` the SFT adapter trained has no counterpart in a classifier and is left out.
+
+    Raises:
+        ModelLoadError: The adapter cannot be loaded on this model, or holds weights the model has no place for.
+    """
+    from peft import (
+        PeftConfig,
+        PeftModel,
+        TaskType,
+        get_peft_model,
+        get_peft_model_state_dict,
+        load_peft_weights,
+        set_peft_model_state_dict,
+    )
+
+    try:
+        config = PeftConfig.from_pretrained(str(adapter))
+        if task != "sequence-classification" or config.task_type == TaskType.SEQ_CLS:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        else:
+            kept = [name for name in (config.modules_to_save or []) if name != "lm_head"]
+            config = dataclasses.replace(
+                config, task_type=TaskType.SEQ_CLS, modules_to_save=kept or None, inference_mode=False
+            )
+            model = get_peft_model(model, config)
+            weights = {key: value for key, value in load_peft_weights(str(adapter)).items() if ".lm_head." not in key}
+            # The new score head is not in the SFT adapter: it keeps its fresh initialisation.
+            fresh = {key: value for key, value in get_peft_model_state_dict(model).items() if key not in weights}
+            result = set_peft_model_state_dict(model, weights | fresh)
+            if result.unexpected_keys:
+                raise ValueError(
+                    f"the sequence classifier has no place for {len(result.unexpected_keys)} of its weights, e.g. "
+                    f"{result.unexpected_keys[0]}"
+                )
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"could not load the adapter '{adapter}' for training: {error}") from None
+    logger.info("continuing the adapter %s (%s trainable parameters)", adapter, f"{count_trainable(model):,}")
+    return model
+
+
+def count_trainable(model: Any) -> int:
+    """Number of parameters that receive gradients."""
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
 def load_sequence_classifier(
@@ -274,18 +404,30 @@ def load_sequence_classifier(
         raise ModelLoadError(f"could not load '{model_id}' as a sequence classifier: {error}") from None
 
 
-def apply_profile_defaults(config: Any, profile: str | QLoRAProfile, stage: Stage) -> list[str]:
-    """Set the profile's training settings on ``config`` where the field still holds its declared default.
+def apply_profile_defaults(
+    config: Any, profile: str | QLoRAProfile, stage: Stage, *, explicit: Collection[str] = ()
+) -> list[str]:
+    """Set the profile's training settings on ``config``, except the fields named in ``explicit``.
 
-    Values the user set explicitly win. Returns the names of the fields that were changed.
+    ``explicit`` holds the fields the user set (whatever their value: setting TRL's default is a choice too). Besides
+    :meth:`QLoRAProfile.training_arguments`, ``save_steps`` is sized to the run (:func:`checkpoint_steps`) unless
+    ``load_best_model_at_end`` ties it to ``eval_steps``, and ``use_cpu`` is set when bfloat16 is to run without a
+    bfloat16 GPU (``TrainingArguments`` refuses that otherwise). Returns the names of the fields that were changed.
     """
+    from transformers.utils import is_torch_bf16_gpu_available
+
     profile = get_profile(profile)
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    settings = profile.training_arguments(stage)
+    if not getattr(config, "load_best_model_at_end", False):
+        settings["save_steps"] = checkpoint_steps(getattr(config, "max_steps", -1))
     applied = []
-    for name, value in profile.training_arguments(stage).items():
-        if name in defaults and getattr(config, name) == defaults[name] and defaults[name] != value:
+    for name, value in settings.items():
+        if name not in explicit and hasattr(config, name) and getattr(config, name) != value:
             setattr(config, name, value)
             applied.append(name)
+    if config.bf16 and not is_torch_bf16_gpu_available() and "use_cpu" not in explicit and not config.use_cpu:
+        config.use_cpu = True
+        applied.append("use_cpu")
     if applied:
         logger.info(
             "QLoRA profile '%s' set %s",

@@ -4,6 +4,12 @@
 With a ``chosen_prob`` column the Bradley-Terry target is the feedback model's probability instead of 1: with
 d = r(chosen) - r(rejected) (minus TRL's optional ``margin``),
 loss = -p log sigmoid(d) - (1 - p) log sigmoid(-d) = TRL's loss + (1 - p) d.
+
+Starting from the SFT model. Given a saved causal-LM adapter by name (folder or Hub id, e.g. the SFT stage's output),
+the trainer builds the reward model the RL-CAI way: a one-score sequence classifier of the adapter's base model, with
+the SFT adapter's LoRA weights loaded and trained further, and a new score head trained in full (see
+:func:`hf_cai.trainers.qlora.continue_adapter`). The reward model then reads replies with the SFT policy's features.
+A saved reward adapter given by name is trained further as saved, score head included.
 """
 
 from __future__ import annotations
@@ -17,18 +23,19 @@ from trl import RewardConfig, RewardTrainer
 from hf_cai.constitution import Constitution
 from hf_cai.trainers.base import (
     CAI_TAGS,
+    CAIConfigMixin,
     CAIPreferenceTrainerMixin,
     constitution_field,
     default_output_name,
+    load_in_4bit_field,
     qlora_profile_field,
     soft_labels_field,
 )
 from hf_cai.trainers.data import CHOSEN_PROB, named_splits
-from hf_cai.trainers.qlora import apply_profile_defaults
 
 
 @dataclass
-class CAIRewardConfig(RewardConfig):
+class CAIRewardConfig(CAIConfigMixin, RewardConfig):
     r"""TRL's :class:`~trl.RewardConfig` plus the CAI fields; every TRL field keeps its TRL default.
 
     Parameters:
@@ -36,21 +43,21 @@ class CAIRewardConfig(RewardConfig):
             Built-in constitution name or constitution file the preferences were labelled with; saved as
             ``constitution.yaml`` with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
         qlora_profile (`str`, *optional*):
-            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the memory-related settings left at their
-            defaults, loads a model given by name in 4-bit as a one-score sequence classifier and adds the profile's
-            LoRA adapter (the score head is trained in full).
+            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
+            (memory-related ones, the LoRA learning rate 1e-4, precision, a checkpoint every tenth of the run), loads
+            a model given by name in 4-bit as a one-score sequence classifier and adds the profile's LoRA adapter
+            (the score head is trained in full).
+        load_in_4bit (`bool`, *optional*):
+            With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
         soft_labels (`bool`, *optional*):
             Use the ``chosen_prob`` column as the Bradley-Terry target. ``None``: when the column exists.
     """
 
+    _cai_stage = "reward"
     constitution: str | None = constitution_field()
     qlora_profile: str | None = qlora_profile_field()
+    load_in_4bit: bool | None = load_in_4bit_field()
     soft_labels: bool | None = soft_labels_field()
-
-    def __post_init__(self):
-        if self.qlora_profile is not None:
-            apply_profile_defaults(self, self.qlora_profile, "reward")
-        super().__post_init__()
 
 
 class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):

@@ -14,14 +14,21 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from hf_cai.constitution import Constitution
-from hf_cai.trainers.base import CAI_TAGS, CAITrainerMixin, constitution_field, default_output_name, qlora_profile_field
+from hf_cai.trainers.base import (
+    CAI_TAGS,
+    CAIConfigMixin,
+    CAITrainerMixin,
+    constitution_field,
+    default_output_name,
+    load_in_4bit_field,
+    qlora_profile_field,
+)
 from hf_cai.trainers.data import check_sft_columns, column_names, first_example, named_splits
-from hf_cai.trainers.qlora import apply_profile_defaults
 from hf_cai.trainers.templates import add_assistant_masks, needs_computed_assistant_masks
 
 
 @dataclass
-class CAISFTConfig(SFTConfig):
+class CAISFTConfig(CAIConfigMixin, SFTConfig):
     r"""TRL's :class:`~trl.SFTConfig` plus the CAI fields; every TRL field keeps its TRL default.
 
     For SL-CAI data (a ``messages`` column of prompt + final revision) set ``assistant_only_loss=True`` so that only
@@ -32,17 +39,17 @@ class CAISFTConfig(SFTConfig):
             Built-in constitution name or constitution file the data was made with; saved as ``constitution.yaml``
             with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
         qlora_profile (`str`, *optional*):
-            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the memory-related settings left at their
-            defaults, loads a model given by name in 4-bit and adds the profile's LoRA adapter.
+            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
+            (memory-related ones, the LoRA learning rate 2e-4, precision, a checkpoint every tenth of the run), loads
+            a model given by name in 4-bit and adds the profile's LoRA adapter.
+        load_in_4bit (`bool`, *optional*):
+            With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
     """
 
+    _cai_stage = "sft"
     constitution: str | None = constitution_field()
     qlora_profile: str | None = qlora_profile_field()
-
-    def __post_init__(self):
-        if self.qlora_profile is not None:
-            apply_profile_defaults(self, self.qlora_profile, "sft")
-        super().__post_init__()
+    load_in_4bit: bool | None = load_in_4bit_field()
 
 
 class CAISFTTrainer(CAITrainerMixin, SFTTrainer):

@@ -6,9 +6,11 @@ import json
 
 import yaml
 from datasets import Dataset, DatasetDict
+from scripts.saved_adapter import save_sft_adapter
 from scripts.synthetic_cai import preference_rows, sl_cai_rows, split_prompts
 
 from hf_cai.cli import main
+from hf_cai.cli.train import read_training_config
 
 
 def _write_config(path, **settings) -> str:
@@ -59,3 +61,27 @@ def test_bad_configs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     config = _write_config(tmp_path / "split.yaml", model_name_or_path=str(tiny_model_dir), dataset=str(tmp_path / "d"))
     assert main(["train", "sft", "--config", config]) == 2
     assert "no split train_sft / train; its splits are: test" in capsys.readouterr().err
+
+
+def test_dpo_and_reward_continue_a_saved_sft_adapter(tiny_model_dir, tmp_path, one_torch_thread):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in preference_rows(split_prompts(4, 0)[0], chosen_prob=0.8)))
+    sft = save_sft_adapter(tiny_model_dir, tmp_path / "sft" / "final")
+    bare = save_sft_adapter(tiny_model_dir, tmp_path / "bare", with_tokenizer=False)  # tokenizer from its base
+    for stage, adapter in (("dpo", sft), ("reward", bare)):
+        config = _write_config(
+            tmp_path / f"{stage}.yaml", model_name_or_path=str(adapter), dataset=str(data), load_in_4bit=False
+        )
+        assert main(["train", stage, "--config", config, "--output-dir", str(tmp_path / stage)]) == 0
+        record = json.loads((tmp_path / stage / "cai_training.json").read_text())
+        assert record["global_step"] == 2 and record["method"] == "lora", stage
+        assert record["base_model"] == str(tiny_model_dir), stage
+
+
+def test_yaml_values_are_kept_even_when_they_equal_trl_defaults(tmp_path):
+    config_file = _write_config(
+        tmp_path / "dpo.yaml", model_name_or_path="unused", dataset="unused", per_device_train_batch_size=8
+    )
+    _, config = read_training_config("dpo", config_file)
+    assert config.per_device_train_batch_size == 8, "TRL's default, but written in the YAML"
+    assert config.gradient_accumulation_steps == 2, "the cpu profile's for DPO, not written"

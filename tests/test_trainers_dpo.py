@@ -1,4 +1,5 @@
-"""CAIDPOTrainer: soft-label loss against TRL's, learning on held-out pairs, data errors before training."""
+"""CAIDPOTrainer: soft-label loss against TRL's, learning on held-out pairs, continuing a saved SFT adapter against
+a frozen copy of it, data errors before training."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from scripts.saved_adapter import adapter_weights, parameter_name, save_sft_adapter
 from scripts.synthetic_cai import preference_rows, split_prompts
 from trl import DPOConfig, DPOTrainer
 
@@ -229,3 +231,49 @@ def test_sl_cai_preference_split_trains_with_implicit_prompt(tiny_model_dir, tok
     example = trainer.train_dataset[0]
     assert tokenizer.decode(example["prompt_ids"]).startswith("<|im_start|>user\n" + prompts[0])
     assert trainer.train().global_step == 1
+
+
+def test_dpo_continues_a_saved_sft_adapter_against_a_frozen_copy(tiny_model_dir, tokenizer, tmp_path, one_torch_thread):
+    sft = save_sft_adapter(tiny_model_dir, tmp_path / "sft" / "final")
+    prompts, _ = split_prompts(4, 0)
+    trainer = CAIDPOTrainer(
+        model=str(sft),
+        args=CAIDPOConfig(**_config(tmp_path / "dpo", max_steps=3, learning_rate=1e-2)),
+        train_dataset=Dataset.from_list(preference_rows(prompts, chosen_prob=0.9)),
+        processing_class=tokenizer,
+    )
+    model = trainer.model
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable and all(".default." in name for name in trainable), "the SFT adapter itself is trained"
+    saved = adapter_weights(sft)
+    parameters = dict(model.named_parameters())
+    for key, value in saved.items():
+        assert torch.equal(parameters[parameter_name(key, "default")], value), key
+        assert torch.equal(parameters[parameter_name(key, "ref")], value), key
+
+    # The reference is the SFT policy, not the bare base: before training, policy and reference agree exactly.
+    before = trainer.evaluate(Dataset.from_list(preference_rows(prompts)))
+    assert before["eval_rewards/chosen"] == 0 and before["eval_rewards/rejected"] == 0
+    assert trainer.train().global_step == 3
+    after = dict(model.named_parameters())
+    assert all(not torch.equal(after[parameter_name(key, "default")], value) for key, value in saved.items())
+    assert all(torch.equal(after[parameter_name(key, "ref")], value) for key, value in saved.items())
+
+    trainer.save_model()
+    output = tmp_path / "dpo"
+    assert not (output / "ref").exists(), "the frozen reference copy is not part of the trained model"
+    trained = adapter_weights(output)
+    assert trained.keys() == saved.keys()
+    assert any(not torch.equal(trained[key], saved[key]) for key in saved)
+
+
+def test_a_saved_adapter_cannot_take_a_new_adapter_config(tiny_model_dir, tokenizer, tmp_path):
+    sft = save_sft_adapter(tiny_model_dir, tmp_path / "sft", with_tokenizer=False)
+    with pytest.raises(ValueError, match=r"is a saved adapter, which the trainer trains further.*Drop `peft_config`"):
+        CAIDPOTrainer(
+            model=str(sft),
+            args=CAIDPOConfig(**_config(tmp_path)),
+            train_dataset=Dataset.from_list(preference_rows(split_prompts(2, 0)[0])),
+            processing_class=tokenizer,
+            peft_config=_random_adapter(),
+        )

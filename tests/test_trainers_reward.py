@@ -1,4 +1,5 @@
-"""CAIRewardTrainer: soft Bradley-Terry loss, and a QLoRA reward model that separates held-out preferences."""
+"""CAIRewardTrainer: soft Bradley-Terry loss, a QLoRA reward model that separates held-out preferences, and a reward
+model started from a saved SFT adapter."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from scripts.saved_adapter import adapter_weights, parameter_name, save_sft_adapter
 from scripts.synthetic_cai import preference_rows, split_prompts
 
 from hf_cai.modeling import load_tokenizer
@@ -72,3 +74,37 @@ def test_qlora_reward_model_separates_held_out_pairs(tiny_reward_model_dir, toke
     assert record["stage"] == "reward" and record["method"] == "qlora" and record["soft_labels"] is True
     assert record["lora"]["task_type"] == "SEQ_CLS" and "score" in record["lora"]["modules_to_save"]
     assert (tmp_path / "constitution.yaml").is_file()
+
+
+def test_reward_model_starts_from_a_saved_sft_adapter(tiny_model_dir, tmp_path, one_torch_thread):
+    sft = save_sft_adapter(tiny_model_dir, tmp_path / "sft")
+    trainer = CAIRewardTrainer(
+        model=str(sft),
+        args=CAIRewardConfig(
+            output_dir=str(tmp_path / "reward"),
+            qlora_profile="cpu",
+            max_steps=3,
+            learning_rate=1e-2,
+            report_to="none",
+            save_strategy="no",
+        ),
+        train_dataset=Dataset.from_list(preference_rows(split_prompts(8, 0)[0], chosen_prob=0.9)),
+        processing_class=load_tokenizer(sft),
+    )
+    model = trainer.model
+    assert getattr(model, "is_loaded_in_4bit", False) and model.config.num_labels == 1
+    assert model.peft_config["default"].task_type == "SEQ_CLS"
+    trainable = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+    saved = adapter_weights(sft)
+    lora = {parameter_name(key, "default"): value for key, value in saved.items()}
+    assert set(lora) < set(trainable), "the SFT LoRA weights are trained further"
+    head = [name for name in trainable if "score" in name]
+    assert head, "the new score head is trained in full"
+    for name, value in lora.items():  # loaded from the SFT adapter (TRL keeps a 4-bit model's adapter in bfloat16)
+        assert torch.equal(trainable[name], value.to(trainable[name].dtype)), name
+    before = {name: parameter.detach().clone() for name, parameter in trainable.items()}
+    assert trainer.train().global_step == 3
+    assert all(not torch.equal(before[name], trainable[name]) for name in [*lora, *head])
+    trainer.save_model()
+    record = json.loads((tmp_path / "reward" / "cai_training.json").read_text())
+    assert record["method"] == "qlora" and record["lora"]["task_type"] == "SEQ_CLS"

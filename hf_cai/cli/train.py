@@ -13,6 +13,9 @@ The YAML holds the fields of :class:`TrainingInputs` (model, dataset, splits) an
     learning_rate: 2.0e-4
 
 For SFT, ``assistant_only_loss`` defaults to true here (train on the revisions, not on the red-team prompts).
+``model_name_or_path`` may be a saved adapter, such as the SFT stage's output folder: DPO and reward training then
+continue it (DPO against a frozen copy of it as the reference; see :mod:`hf_cai.trainers.dpo` and
+:mod:`hf_cai.trainers.reward`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class TrainingInputs:
 
     Args:
         model_name_or_path: Hub id or local folder of the model to train (a sequence classifier is made from it for
-            ``reward``).
+            ``reward``), or of a saved PEFT adapter (e.g. the SFT output) to train further.
         dataset: A builder output folder (holding ``dataset/``), a folder written by ``save_to_disk``, a
             ``.json``/``.jsonl``/``.parquet``/``.csv`` file, or a Hub dataset id / data folder for ``load_dataset``.
         dataset_config: Configuration name of a Hub dataset.
@@ -52,7 +55,9 @@ class TrainingInputs:
         eval_split: Split to evaluate on; none by default.
     """
 
-    model_name_or_path: str = field(metadata={"help": "Hub id or local folder of the model to train."})
+    model_name_or_path: str = field(
+        metadata={"help": "Hub id or local folder of the model to train, or of a saved adapter to train further."}
+    )
     dataset: str = field(metadata={"help": "Builder output folder, saved dataset, data file or Hub dataset id."})
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of a Hub dataset."})
     train_split: str | None = field(default=None, metadata={"help": "Split to train on."})
@@ -118,8 +123,21 @@ def load_split(source: str, split: str | None, *, stage: str, config_name: str |
     return data[names[0]]
 
 
+def _load_tokenizer(model_name_or_path: str, *, trust_remote_code: bool):
+    """The model's tokenizer; for an adapter saved without one, its base model's."""
+    from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer
+    from hf_cai.trainers.qlora import adapter_base_model
+
+    try:
+        return load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    except ModelLoadError:
+        if not is_peft_adapter(model_name_or_path):
+            raise
+        return load_tokenizer(adapter_base_model(model_name_or_path), trust_remote_code=trust_remote_code)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from hf_cai.modeling import ModelLoadError, load_tokenizer
+    from hf_cai.modeling import ModelLoadError
 
     overrides = {"output_dir": args.output_dir, "max_steps": args.max_steps}
     inputs, config = read_training_config(args.stage, args.config, overrides)
@@ -130,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
         else None
     )
     try:
-        tokenizer = load_tokenizer(inputs.model_name_or_path, trust_remote_code=config.trust_remote_code)
+        tokenizer = _load_tokenizer(inputs.model_name_or_path, trust_remote_code=config.trust_remote_code)
         trainer = _trainer_class(args.stage)(
             model=inputs.model_name_or_path,
             args=config,

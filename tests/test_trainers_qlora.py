@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 from scripts.synthetic_cai import sl_cai_rows, split_prompts
-from transformers import BitsAndBytesConfig, TrainerCallback
+from transformers import BitsAndBytesConfig, HfArgumentParser, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_cai.modeling import ModelLoadError, compute_dtype, load_tokenizer
@@ -88,6 +88,15 @@ def test_explicit_values_win_even_when_they_equal_trl_defaults(tmp_path):
     }
     dpo = CAIDPOConfig(str(tmp_path), qlora_profile="cpu", learning_rate=1e-6, save_steps=500, report_to="none")
     assert (dpo.learning_rate, dpo.save_steps) == (1e-6, 500)
+
+
+def test_profile_applies_to_configs_parsed_from_the_command_line(tmp_path):
+    """argparse hands every field to the config, so the values that differ from the defaults count as set."""
+    (config,) = HfArgumentParser(CAISFTConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--qlora_profile", "8gb", "--max_length", "512", "--report_to", "none"]
+    )
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (1, 16)
+    assert (config.max_length, config.learning_rate) == (512, LORA_LEARNING_RATES["sft"])
 
 
 def test_profile_learning_rates_apply_only_when_unset(tmp_path):

@@ -106,8 +106,9 @@ class CAIConfigMixin:
 
     Put it first among the bases of a TRL config dataclass that declares ``qlora_profile`` and ``load_in_4bit``.
     The fields given to the constructor (by keyword or position) are recorded before the dataclass ``__init__``
-    runs, so a value the user set is kept even when it equals TRL's default. ``dataclasses.replace`` passes every
-    field, so a replaced config counts them all as set (they already hold the profile's values).
+    runs, so a value the user set is kept even when it equals TRL's default. ``HfArgumentParser``'s command-line
+    parsing (and TRL's ``TrlParser``) and ``dataclasses.replace`` pass every field, which tells nothing; such a config
+    counts as set the fields that differ from their declared defaults.
     """
 
     _cai_stage: ClassVar[str]
@@ -118,8 +119,11 @@ class CAIConfigMixin:
 
     def __new__(cls, *args: Any, **kwargs: Any):
         config = super().__new__(cls)
-        positional = [f.name for f in dataclasses.fields(cls) if f.init][: len(args)]
-        config._cai_explicit_fields = frozenset(positional) | frozenset(kwargs)
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        given = dict(zip((f.name for f in fields), args)) | kwargs
+        if len(given) == len(fields):
+            given = {f.name: value for f in fields if (value := given[f.name]) != _declared_default(f)}
+        config._cai_explicit_fields = frozenset(given)
         return config
 
     @property
@@ -137,6 +141,12 @@ class CAIConfigMixin:
                 "with TRL"
             )
         super().__post_init__()
+
+
+def _declared_default(config_field: dataclasses.Field) -> Any:
+    if config_field.default_factory is not dataclasses.MISSING:
+        return config_field.default_factory()
+    return config_field.default
 
 
 def default_output_name(model: Any, suffix: str) -> str:

@@ -345,17 +345,19 @@ def test_swapping_the_replies_gives_one_minus_p(backend, constitution):
     backward = scorer.prob_first_better(chats, second, first, principles)
     from hf_cai.constitution import PREFERENCE_OPTIONS
 
-    def option_a(chat, a, b, principle):  # the feedback model's own P("(A)") between the two options, one order
-        [(log_a, log_b)] = backend.option_logprobs(
-            [constitution.preference_messages(chat, a, b, principle, few_shot=False)], PREFERENCE_OPTIONS
-        )
-        return 1 / (1 + math.exp(log_b - log_a))
+    def both_orders(firsts, seconds):
+        """From the feedback model's own option log-probabilities, in one batch of every question in both orders
+        (a batch of other questions would round differently in bfloat16): mean of P("(A)") with the first reply as
+        (A) and P("(B)") with it as (B)."""
+        items = list(zip(chats, firsts, seconds, principles, strict=True))
+        questions = [constitution.preference_messages(c, a, b, pr, few_shot=False) for c, a, b, pr in items]
+        questions += [constitution.preference_messages(c, b, a, pr, few_shot=False) for c, a, b, pr in items]
+        option_a = [1 / (1 + math.exp(lb - la)) for la, lb in backend.option_logprobs(questions, PREFERENCE_OPTIONS)]
+        return [(option_a[i] + 1 - option_a[len(items) + i]) / 2 for i in range(len(items))]
 
-    for chat, a, b, principle, p, q in zip(chats, first, second, principles, forward, backward, strict=True):
-        both_orders = (option_a(chat, a, b, principle) + 1 - option_a(chat, b, a, principle)) / 2
-        assert 0 < p < 1
-        assert p == pytest.approx(both_orders, abs=1e-5)  # batched differently: float rounding
-        assert q == pytest.approx(1 - both_orders, abs=1e-5)
+    assert all(0 < p < 1 for p in forward)
+    assert forward == pytest.approx(both_orders(first, second), abs=1e-12)
+    assert backward == pytest.approx(both_orders(second, first), abs=1e-12)
 
 
 def test_chain_of_thought_probabilities_are_clamped(backend, constitution):

@@ -15,7 +15,7 @@ from trl import GRPOConfig, GRPOTrainer
 from hf_cai.backends.transformers_backend import TransformersBackend
 from hf_cai.builders.ai_feedback import PreferenceScorer
 from hf_cai.constitution import Constitution
-from hf_cai.modeling import ModelLoadError, load_tokenizer
+from hf_cai.modeling import ModelLoadError, compute_dtype, load_tokenizer
 from hf_cai.tiny import CHAT_TEMPLATE
 from hf_cai.trainers import ConstitutionalReward
 from hf_cai.trainers.qlora import load_sequence_classifier
@@ -136,6 +136,22 @@ def test_left_truncation_keeps_a_leading_bos_token(tiny_reward_model_dir):
     assert judge.encode(conversation, REFUSAL) == [tokenizer.bos_token_id, *ids[-59:]]
 
 
+def test_batched_scores_do_not_depend_on_the_other_replies_in_the_batch(tiny_reward_model_dir):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = load_tokenizer(tiny_reward_model_dir)
+    torch.manual_seed(0)
+    # Absolute position embeddings: a sequence shifted by padding would be read at other positions.
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    judge = RewardModelJudge(GPT2ForSequenceClassification(config), tokenizer)
+    conversation = [{"role": "user", "content": "How do I pick a lock?"}]
+    together = judge.scores([conversation] * 2, ["No.", COMPLIANCE])
+    alone = [judge.scores([conversation], [reply])[0] for reply in ("No.", COMPLIANCE)]
+    assert together == pytest.approx(alone, abs=1e-6)
+
+
 def test_adapter_whose_base_model_is_missing_says_which_base_and_what_to_do(tiny_reward_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
@@ -155,6 +171,12 @@ def test_adapter_whose_base_model_is_missing_says_which_base_and_what_to_do(tiny
     message = str(error.value)
     assert f"adapter '{adapter}'" in message and f"base model '{missing}'" in message
     assert "base_model_name_or_path" in message and str(adapter / "adapter_config.json") in message
+
+
+def _rounding(scores: list[float]) -> float:
+    """Two units in the last place of the compute dtype at these scores (bfloat16 on CPUs with bfloat16 units), plus
+    what a trained adapter loses when PEFT reloads it in another dtype than the trainer kept it in."""
+    return 2 * torch.finfo(compute_dtype()).eps * max(abs(score) for score in scores) + 5e-4
 
 
 def test_trained_preference_model_folder_loads(tiny_reward_model_dir, tmp_path):
@@ -184,7 +206,7 @@ def test_trained_preference_model_folder_loads(tiny_reward_model_dir, tmp_path):
     )
     trainer.model.eval()
     expected = trainer.model(**batch).logits[:, 0].tolist()
-    assert loaded == pytest.approx(expected, abs=1e-3)
+    assert loaded == pytest.approx(expected, abs=_rounding(expected))
 
 
 def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(tiny_reward_model_dir, tmp_path):
@@ -195,7 +217,12 @@ def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(ti
     trainer = CAIRewardTrainer(
         model=str(tiny_reward_model_dir),
         args=CAIRewardConfig(
-            output_dir=str(tmp_path), qlora_profile="cpu", max_steps=1, report_to="none", save_strategy="no"
+            output_dir=str(tmp_path),
+            qlora_profile="cpu",
+            max_steps=2,
+            learning_rate=1e-2,
+            report_to="none",
+            save_strategy="no",
         ),
         train_dataset=Dataset.from_list(rows),
         processing_class=load_tokenizer(tiny_reward_model_dir),
@@ -206,7 +233,8 @@ def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(ti
     judge = ConstitutionalReward.from_reward_model(tmp_path, load_in_4bit=True).judge
     layers = {type(module).__name__ for name, module in judge.model.named_modules() if name.endswith("q_proj")}
     assert "Linear4bit" in layers, "the base model is NF4-quantised, as in training"
-    assert judge.model.get_base_model().score.modules_to_save["default"].weight.dtype == torch.float32
+    head = judge.model.get_base_model().score.modules_to_save["default"]
+    assert type(head) is torch.nn.Linear and head.weight.dtype == compute_dtype(), "the score head is not quantised"
     conversation = [{"role": "user", "content": prompts[0]}]
     loaded = judge.scores([conversation] * 2, [REFUSAL, COMPLIANCE])
     batch = judge.tokenizer(
@@ -218,7 +246,7 @@ def test_qlora_preference_model_loads_in_4bit_with_the_scores_it_trained_with(ti
     trainer.model.eval()
     with torch.inference_mode():
         expected = trainer.model(**batch).logits[:, 0].float().tolist()
-    assert loaded == pytest.approx(expected, abs=2e-4), "an unquantised base scores about 1e-2 away"
+    assert loaded == pytest.approx(expected, abs=_rounding(expected))
 
 
 class RecordingReward(ConstitutionalReward):

@@ -172,8 +172,10 @@ class RewardModelJudge:
         device = next(self.model.parameters()).device
         scores: list[float] = []
         for start in range(0, len(sequences), self.batch_size):
+            # Padded on the right, as TRL pads when it trains and applies reward models: every sequence starts at
+            # position 0, which matters to models with absolute position embeddings.
             batch = self.tokenizer.pad(
-                {"input_ids": sequences[start : start + self.batch_size]}, return_tensors="pt"
+                {"input_ids": sequences[start : start + self.batch_size]}, padding_side="right", return_tensors="pt"
             ).to(device)
             with torch.inference_mode():
                 scores.extend(self.model(**batch).logits[:, 0].float().tolist())

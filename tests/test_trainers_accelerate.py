@@ -65,6 +65,7 @@ def test_grpo_ranks_each_prompt_group_whole_across_processes(tiny_model_dir, tin
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2, "one reward call per process and step"
     judge = RewardModelJudge.load(tiny_reward_model_dir)
+    judge.model.float()  # as in the script
     split_probabilities = []
     for first, second in zip(*ranks, strict=True):
         assert len(first["prompts"]) == len(second["prompts"]) == 3

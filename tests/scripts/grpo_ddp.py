@@ -35,6 +35,7 @@ def main(policy_dir: str, reward_model_dir: str, output_dir: str) -> None:
             return rewards
 
     reward = Recorded(ConstitutionalReward.from_reward_model(reward_model_dir).judge)
+    reward.judge.model.float()  # float32 on every CPU, so that the test can recompute the scores to 1e-6
     prompts, _ = split_prompts(6, 0)
     trainer = GRPOTrainer(
         model=policy_dir,

@@ -325,7 +325,7 @@ def test_bad_inputs_fail_clearly_and_keep_local_files(hub, base_model_id, traine
     shutil.copytree(trained, leaky)
     record = json.loads((leaky / "cai_training.json").read_text())
     (leaky / "cai_training.json").write_text(json.dumps({**record, "hub_token": TOKEN}))
-    with pytest.raises(PublishError, match="cai_training.json contains your Hub token") as leak:
+    with pytest.raises(PublishError, match="^cai_training.json contains a Hugging Face access token") as leak:
         publish(leaky, "alice/leaky", token=TOKEN, base_model_id=base_model_id, license=LICENSE)
     assert TOKEN not in str(leak.value) and ("model", "alice/leaky") not in hub.repos
 
@@ -357,7 +357,7 @@ def test_token_never_appears_in_logs_files_or_errors(
     texts: list[str] = []
     publish(trained, "alice/tiny-cai-secret", base_model_id=base_model_id, license=LICENSE)
     publish(trained, "alice/tiny-cai-secret", token=TOKEN, base_model_id=base_model_id, license=LICENSE, merge=True)
-    for failure in (("commit", 500), ("preupload", 403), ("tree", 401)):
+    for failure in (("commit", 500), ("preupload", 403), ("info", 401)):
         hub.fail_next(*failure, message="request refused")
         with pytest.raises(PublishError) as raised:
             publish(trained, "alice/tiny-cai-secret-2", base_model_id=base_model_id, license=LICENSE)

@@ -1,7 +1,10 @@
 """Sharing CAI work on the Hugging Face Hub.
 
 * :func:`publish` / :func:`publish_dataset` (``publish.py``): models (adapter or merged 16-bit) and datasets, with
-  ``constitution.yaml`` and generated cards, in one commit that is skipped when nothing changed;
+  ``constitution.yaml`` and generated cards, in one commit that is skipped when nothing changed and that deletes the
+  files of the format it replaces (``commit.py``), after every file was checked for access tokens (``secrets.py``);
+* :func:`~hf_cai.hub.space.create_space` (``space.py``): the side-by-side chat Space, shipping the hf_cai wheel it
+  installs (``wheel.py``);
 * :func:`build_model_card` (``model_card.py``) and :func:`build_dataset_card` (``dataset_card.py``): the cards alone;
 * :func:`list_cai_models` and :func:`compare_constitutions` (``discovery.py``): finding published CAI models and
   comparing their constitutions.

@@ -1,21 +1,20 @@
-"""Publishing a set of files as one commit, and only when something changed.
+"""Publishing a set of files as one commit.
 
-Each local file is compared with the file at the same path on the target revision: a regular git file by its git
-blob id (sha1 of ``"blob <size>\\0" + content``), an LFS/Xet file by its sha256. When every file matches, no commit is
-made; otherwise one commit carries exactly the files that differ. Re-running an interrupted or finished publication
-is therefore safe and cheap.
+Every file of the publication is handed to ``HfApi.create_commit``, which leaves out the files whose content the
+branch already has and makes no commit at all when nothing changed; so re-running a finished or interrupted
+publication is safe and cheap. Files of an earlier publication that this one replaces (the adapter after a merged
+model, a split that no longer exists) are deleted in the same commit, so the repository never holds both.
 """
 
 from __future__ import annotations
 
-import hashlib
+import fnmatch
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -25,93 +24,77 @@ class UploadFile:
     path_in_repo: str
     source: Path | bytes
 
-    @property
-    def size(self) -> int:
-        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
-
-    def _digest(self, digest, *, git_header: bool) -> str:
-        if git_header:
-            digest.update(b"blob %d\0" % self.size)
-        if isinstance(self.source, bytes):
-            digest.update(self.source)
-        else:
-            with open(self.source, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-        return digest.hexdigest()
-
-    def git_blob_id(self) -> str:
-        return self._digest(hashlib.sha1(), git_header=True)
-
-    def sha256(self) -> str:
-        return self._digest(hashlib.sha256(), git_header=False)
+    def read(self) -> bytes:
+        """The content of the file."""
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
 
 
 @dataclass(frozen=True)
 class CommitOutcome:
-    """What :func:`commit_changed_files` did: the new commit (``None`` when nothing changed) and the files it carried."""
+    """What :func:`commit_files` did: the new commit (``None`` when nothing changed), and the files it added or
+    changed and deleted."""
 
     commit_oid: str | None
     commit_url: str | None
     pr_url: str | None
     changed: tuple[str, ...]
+    deleted: tuple[str, ...]
 
 
-def changed_files(api, repo_id: str, files: list[UploadFile], *, repo_type: str, revision: str) -> list[UploadFile]:
-    """The files whose content differs from (or is missing on) ``revision`` of the repository."""
-    from huggingface_hub.hf_api import RepoFile
-
-    remote = {
-        entry.path: entry
-        for entry in api.list_repo_tree(repo_id, repo_type=repo_type, revision=revision, recursive=True)
-        if isinstance(entry, RepoFile)
-    }
-    changed = []
-    for file in files:
-        entry = remote.get(file.path_in_repo)
-        if entry is None or entry.size != file.size:
-            changed.append(file)
-        elif entry.lfs is not None:
-            if entry.lfs.sha256 != file.sha256():
-                changed.append(file)
-        elif entry.blob_id != file.git_blob_id():
-            changed.append(file)
-    return changed
-
-
-def commit_changed_files(
+def commit_files(
     api,
     repo_id: str,
-    files: list[UploadFile],
+    files: Sequence[UploadFile],
     *,
     repo_type: str,
     revision: str,
     commit_message: str,
-    commit_description: str | None = None,
+    replaces: Sequence[str] = (),
     create_pr: bool = False,
 ) -> CommitOutcome:
-    """Commit the files of ``files`` that changed, in one commit (or a pull request); nothing when none changed."""
-    from huggingface_hub import CommitOperationAdd
+    """Commit ``files`` to ``revision`` in one commit (or pull request), deleting what they replace.
 
-    changed = changed_files(api, repo_id, files, repo_type=repo_type, revision=revision)
-    if not changed:
-        logger.info("%s: all %d files are already up to date on '%s'; no commit made", repo_id, len(files), revision)
-        return CommitOutcome(None, None, None, ())
-    logger.info(
-        "%s: committing %d changed file(s) of %d: %s",
-        repo_id,
-        len(changed),
-        len(files),
-        ", ".join(f.path_in_repo for f in changed),
-    )
-    operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.source) for f in changed]
+    Args:
+        api: An authenticated ``huggingface_hub.HfApi``.
+        repo_id: The repository, which must exist.
+        files: Every file of the publication, changed or not.
+        repo_type: ``"model"``, ``"dataset"`` or ``"space"``.
+        revision: The branch to commit to (the base branch of the pull request with ``create_pr``).
+        commit_message: Summary of the commit.
+        replaces: Glob patterns of repository paths this publication owns: a file matching one that is not among
+            ``files`` is deleted by the commit.
+        create_pr: Open a pull request instead of committing to ``revision``.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    head = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
+    before = {sibling.rfilename: sibling.blob_id for sibling in head.siblings or ()}
+    ours = {file.path_in_repo for file in files}
+    stale = sorted(path for path in before if path not in ours and any(fnmatch.fnmatchcase(path, p) for p in replaces))
+    operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.source) for f in files]
+    operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
+    # parent_commit: the deletions were chosen from this state of the branch, so a commit made meanwhile fails (412)
+    # instead of being silently overwritten.
     info = api.create_commit(
         repo_id,
         operations,
         commit_message=commit_message,
-        commit_description=commit_description,
         repo_type=repo_type,
         revision=revision,
         create_pr=create_pr,
+        parent_commit=head.sha,
     )
-    return CommitOutcome(info.oid, info.commit_url, info.pr_url, tuple(f.path_in_repo for f in changed))
+    if info.oid == head.sha:
+        logger.info("%s: all %d files are already up to date on '%s'; no commit made", repo_id, len(files), revision)
+        return CommitOutcome(None, None, None, (), ())
+    after = api.repo_info(repo_id, repo_type=repo_type, revision=info.oid, files_metadata=True)
+    now = {sibling.rfilename: sibling.blob_id for sibling in after.siblings or ()}
+    changed = tuple(f.path_in_repo for f in files if before.get(f.path_in_repo) != now.get(f.path_in_repo))
+    logger.info(
+        "%s: committed %d changed file(s) of %d%s",
+        repo_id,
+        len(changed),
+        len(files),
+        f" and deleted {', '.join(stale)}" if stale else "",
+    )
+    return CommitOutcome(info.oid, info.commit_url, info.pr_url, changed, tuple(stale))

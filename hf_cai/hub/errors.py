@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+"""What a Hugging Face access token looks like: ``hf_`` and at least 30 letters and digits."""
 
 
 class HubError(RuntimeError):
@@ -31,7 +32,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return _TOKEN_PATTERN.sub("***", text)
+    return TOKEN_PATTERN.sub("***", text)
 
 
 def describe_hub_failure(error: Exception, *, action: str, token: str | None) -> str:
@@ -62,14 +63,16 @@ def describe_hub_failure(error: Exception, *, action: str, token: str | None) ->
     server_message = response.headers.get("X-Error-Message") or _body_error(response)
     detail = f" The Hub said: {server_message}" if server_message else ""
     advice = {
-        401: "The token was refused (401 Unauthorized). Pass a valid token (token=..., HF_TOKEN, or `hf auth login`).",
+        401: "The token was refused (401 Unauthorized). Use a valid token: token=... from Python, or the HF_TOKEN "
+        "environment variable or `hf auth login` for the command line.",
         403: "The token may not write here (403 Forbidden). Use a token with the 'write' role that can write to this "
         "namespace, or publish under your own namespace.",
         404: "The repository or revision was not found (404). Check the repo id, the repo type and the revision.",
         409: "The Hub reported a conflict (409): another operation on this repository is in progress or the name is "
         "taken. Wait a moment and run the same command again; unchanged files are skipped.",
         412: "The branch moved while we were committing (412). Run the same command again to publish on top of it.",
-        429: "The Hub is rate-limiting requests (429). Wait a minute and run the same command again.",
+        429: f"The Hub is rate-limiting requests (429). Wait {_retry_after(response)} and run the same command "
+        "again; files that already arrived are not sent twice.",
     }.get(status)
     if advice is None:
         if status >= 500:
@@ -80,6 +83,12 @@ def describe_hub_failure(error: Exception, *, action: str, token: str | None) ->
         else:
             advice = f"The Hub answered {status}."
     return redact(f"{action} failed. {advice}{detail}", [token])
+
+
+def _retry_after(response) -> str:
+    """How long the Hub asked us to wait (its ``Retry-After`` header, in seconds), or a minute when it did not say."""
+    value = response.headers.get("Retry-After", "")
+    return f"{int(value)} seconds" if value.isdigit() else "a minute"
 
 
 def _body_error(response) -> str | None:

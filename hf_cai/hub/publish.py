@@ -6,8 +6,10 @@
 RL-CAI dataset as parquet with a generated dataset card and ``constitution.yaml``.
 
 Both make a single commit holding only the files that changed, so re-running after an interruption, or with nothing
-changed, is safe (no new commit). Nothing in the source folders is written, moved or deleted; the merged model and
-the parquet files are built in a temporary folder.
+changed, is safe (no new commit). Files of the other format (the adapter when publishing a merged model, and the other
+way round) and parquet files of splits that are no longer published are deleted in that same commit. Every file is
+checked for access tokens before anything is sent. Nothing in the source folders is written, moved or deleted; the
+merged model and the parquet files are built in a temporary folder.
 """
 
 from __future__ import annotations
@@ -22,14 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.constitution import Constitution
-from hf_cai.hub.commit import UploadFile, commit_changed_files
+from hf_cai.hub.commit import UploadFile, commit_files
 from hf_cai.hub.errors import PublishError, hub_errors
+from hf_cai.hub.secrets import check_no_secrets
 from hf_cai.hub.source import CONSTITUTION_FILE, TRAINING_RECORD, TrainingOutput, locate_training_output, read_json
 
 logger = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 _MODEL_CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
+MODEL_FORMAT_FILES = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "adapter_config.json",
+    "model*.safetensors",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    *_MODEL_CONFIG_FILES,
+)
+"""Weights and configs of either format (adapter, full model): a publication replaces those of the previous one."""
+DATASET_DATA_FILES = ("data/*.parquet",)
+"""Data files of a dataset publication: a split that is no longer published is deleted."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,7 @@ class PublishResult:
 
     Args:
         repo_id: The repository published to.
-        repo_type: ``"model"`` or ``"dataset"``.
+        repo_type: ``"model"``, ``"dataset"`` or ``"space"``.
         repo_url: Its URL on the Hub.
         revision: The branch published to (the pull request's base branch with ``create_pr``).
         commit_oid: The new commit, or ``None`` when every file was already up to date.
@@ -46,6 +61,7 @@ class PublishResult:
         pr_url: URL of the pull request opened with ``create_pr=True``, or ``None``.
         files: Every file of the publication (paths in the repository).
         uploaded: The files the commit carried (those that changed).
+        deleted: Files of an earlier publication that the commit removed (the other model format, old splits).
         space_url: URL of the demo Space created with ``space=True``, or ``None``.
     """
 
@@ -58,6 +74,7 @@ class PublishResult:
     pr_url: str | None
     files: tuple[str, ...]
     uploaded: tuple[str, ...]
+    deleted: tuple[str, ...] = ()
     space_url: str | None = None
 
 
@@ -87,20 +104,6 @@ def resolve_token(token: str | None) -> str:
             "Publishing needs a token with the 'write' role."
         )
     return token
-
-
-def _check_no_token(files: Sequence[UploadFile], token: str) -> None:
-    """Refuse to upload a file that contains the token (a training record or config that captured it)."""
-    needle = token.encode()
-    for file in files:
-        content = file.source if isinstance(file.source, bytes) else None
-        if content is None and file.source.suffix in (".json", ".yaml", ".yml", ".md", ".txt", ".jinja"):
-            content = file.source.read_bytes()
-        if content is not None and needle in content:
-            raise PublishError(
-                f"{file.path_in_repo} contains your Hub token; remove it from the file before publishing (the token "
-                "is not shown here)"
-            )
 
 
 def _prepare_repo(
@@ -212,7 +215,8 @@ def publish(
         license_link: Link to the license text when ``license="other"``.
         card_template: A Jinja template file replacing ``model_cards/model_card.md.j2``.
         space: Also create the side-by-side chat Space ``<repo_id>-chat`` comparing the base model with this one
-            (see :func:`hf_cai.hub.space.create_space`).
+            (see :func:`hf_cai.hub.space.create_space`); not with ``private=True``, whose Space could not install
+            the hf_cai wheel it ships (create it with ``create_space(..., hf_cai_requirement=...)`` instead).
 
     Returns:
         :class:`PublishResult` with the repository URL, the new commit (``None`` when nothing changed) and the files.
@@ -227,7 +231,7 @@ def publish(
 
     check_repo_id(repo_id)
     token = resolve_token(token)
-    create_space = _space_factory() if space else None
+    create_space = _space_factory(private) if space else None
     revision = revision or "main"
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
@@ -247,7 +251,7 @@ def publish(
             license_link=license_link,
             card_template=card_template,
         )
-        _check_no_token(files, token)
+        check_no_secrets(files, token)
         repo_url = _prepare_repo(
             api, repo_id, repo_type="model", private=private, revision=revision, create_pr=create_pr, token=token
         )
@@ -256,8 +260,15 @@ def publish(
             commit_message or f"Publish CAI {kind} aligned to {rules.name} v{rules.version} (hf_cai {__version__})"
         )
         with hub_errors(f"committing to {repo_id}", token, PublishError):
-            outcome = commit_changed_files(
-                api, repo_id, files, repo_type="model", revision=revision, commit_message=message, create_pr=create_pr
+            outcome = commit_files(
+                api,
+                repo_id,
+                files,
+                repo_type="model",
+                revision=revision,
+                commit_message=message,
+                replaces=MODEL_FORMAT_FILES,
+                create_pr=create_pr,
             )
     space_url = None
     if create_space is not None:
@@ -284,6 +295,7 @@ def publish(
         pr_url=outcome.pr_url,
         files=tuple(f.path_in_repo for f in files),
         uploaded=outcome.changed,
+        deleted=outcome.deleted,
         space_url=space_url,
     )
 
@@ -351,16 +363,18 @@ def publish_to_folder(source: str | Path, folder: str | Path, *, repo_id: str, *
         for file in files:
             target = folder / file.path_in_repo
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(file.source if isinstance(file.source, bytes) else file.source.read_bytes())
+            target.write_bytes(file.read())
     logger.info("wrote %d files of %s to %s", len(files), repo_id, folder)
     return tuple(f.path_in_repo for f in files)
 
 
-def _space_factory():
+def _space_factory(private: bool):
+    """:func:`~hf_cai.hub.space.create_space`, once it is clear the Space can be made (before the model is pushed)."""
     try:
-        from hf_cai.hub.space import create_space
+        from hf_cai.hub.space import check_installable, create_space
     except ImportError:
         raise PublishError("space=True needs hf_cai.hub.space, which this installation does not provide") from None
+    check_installable(private, None)
     return create_space
 
 
@@ -452,6 +466,7 @@ def publish_dataset(
             files.append(UploadFile(data_file_path(split), target))
         files.append(UploadFile(CONSTITUTION_FILE, rules.to_yaml().encode()))
         files.append(UploadFile("README.md", str(card).encode()))
+        check_no_secrets(files, token)
         repo_url = _prepare_repo(
             api, repo_id, repo_type="dataset", private=private, revision=revision, create_pr=create_pr, token=token
         )
@@ -459,8 +474,15 @@ def publish_dataset(
             commit_message or f"Publish CAI dataset built with {rules.name} v{rules.version} (hf_cai {__version__})"
         )
         with hub_errors(f"committing to dataset {repo_id}", token, PublishError):
-            outcome = commit_changed_files(
-                api, repo_id, files, repo_type="dataset", revision=revision, commit_message=message, create_pr=create_pr
+            outcome = commit_files(
+                api,
+                repo_id,
+                files,
+                repo_type="dataset",
+                revision=revision,
+                commit_message=message,
+                replaces=DATASET_DATA_FILES,
+                create_pr=create_pr,
             )
     logger.info("published dataset %s (%s)", repo_url, outcome.commit_oid or "no change")
     return PublishResult(
@@ -473,4 +495,5 @@ def publish_dataset(
         pr_url=outcome.pr_url,
         files=tuple(f.path_in_repo for f in files),
         uploaded=outcome.changed,
+        deleted=outcome.deleted,
     )

@@ -1,25 +1,33 @@
-"""Publishing the chat Space to the loopback Hub server with the real huggingface_hub client, then running the app
-from a download of the Space repository."""
+"""Publishing the chat Space to the loopback Hub server with the real huggingface_hub client, then installing a
+download of the Space into a fresh virtual environment from its own requirements and serving it."""
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
+import os
 import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
 from importlib import metadata, resources
 from pathlib import Path
 
 import pytest
 from conftest import HUB_PORT
 from hub_server import HubServer, use_loopback_hub
-from test_space_app import build_tiny_adapter
+from test_space_app import build_tiny_adapter, free_port, reply
 
-import hf_cai
 from hf_cai.constitution import Constitution
 from hf_cai.hub.errors import PublishError
+from hf_cai.hub.space import SPACE_FILES
 
 WRITE = "hf_" + "s" * 34
 READ = "hf_" + "t" * 34
 BASE_ID = "hf-cai/tiny-chat"
+CAI_ID = "alice/cai-tiny"
+SPACE_ID = "alice/cai-tiny-chat"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -47,87 +55,136 @@ def trained(tiny_model_dir, tmp_path_factory, hub) -> Path:
     return folder
 
 
-def _load_downloaded_app(folder: Path):
-    spec = importlib.util.spec_from_file_location("downloaded_space_app", folder / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_publish_with_space_creates_a_space_that_runs_from_its_download(hub, trained, tmp_path):
-    from huggingface_hub import HfApi, SpaceCard, hf_hub_download, snapshot_download
-
+@pytest.fixture(scope="module")
+def published(hub, trained):
     from hf_cai.hub.publish import publish
-    from hf_cai.spaces.config import load_space_config
-    from hf_cai.spaces.models import SideBySideModels
 
-    result = publish(trained, "alice/cai-tiny", token=WRITE, base_model_id=BASE_ID, license="apache-2.0", space=True)
-    space_id = "alice/cai-tiny-chat"
-    assert result.space_url and result.space_url.endswith(space_id)
-    assert hub.commit_count(space_id, repo_type="space") == 2  # the repo's initial commit + the Space in one commit
+    return publish(trained, CAI_ID, token=WRITE, base_model_id=BASE_ID, license="apache-2.0", space=True)
 
-    files = set(HfApi(token=WRITE).list_repo_files(space_id, repo_type="space"))
-    assert {"app.py", "requirements.txt", "README.md", "space_config.json", "constitution.yaml"} <= files
-    app_source = hub.file(space_id, "app.py", repo_type="space").decode()
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_publish_with_space_pushes_exactly_the_space_files(hub, published, trained, tmp_path):
+    from huggingface_hub import HfApi, SpaceCard, hf_hub_download
+
+    assert published.space_url and published.space_url.endswith(SPACE_ID)
+    assert hub.commit_count(SPACE_ID, repo_type="space") == 2  # the repo's initial commit + the Space in one commit
+
+    files = set(HfApi(token=WRITE).list_repo_files(SPACE_ID, repo_type="space"))
+    (wheel,) = [name for name in files if name.endswith(".whl")]
+    assert files == {".gitattributes", *SPACE_FILES, wheel}
+    assert wheel == f"hf_cai-{metadata.version('hf-cai')}-py3-none-any.whl"
+    app_source = hub.file(SPACE_ID, "app.py", repo_type="space").decode()
     assert app_source == (resources.files("hf_cai.spaces") / "app.py").read_text(encoding="utf-8")
 
-    card = SpaceCard.load(hf_hub_download(space_id, "README.md", repo_type="space", cache_dir=tmp_path / "cache"))
+    card = SpaceCard.load(hf_hub_download(SPACE_ID, "README.md", repo_type="space", cache_dir=tmp_path / "cache"))
     assert card.data.sdk == "gradio" and card.data.sdk_version == metadata.version("gradio")
     assert card.data.app_file == "app.py"
-    assert card.data.models == [BASE_ID, "alice/cai-tiny"]
+    assert card.data.models == [BASE_ID, CAI_ID]
     assert card.data.license == "apache-2.0" and "constitutional-ai" in card.data.tags
     assert 0 < len(card.data.short_description) <= 60
     assert card.data.title and card.data.emoji and card.data.colorFrom and card.data.colorTo
     assert "LoRA adapter" in card.text  # read from the published model's adapter_config.json
 
-    requirements = hub.file(space_id, "requirements.txt", repo_type="space").decode().splitlines()
-    assert f"hf-cai=={hf_cai.__version__}" in requirements
+    requirements = hub.file(SPACE_ID, "requirements.txt", repo_type="space").decode().splitlines()
+    digest = hashlib.sha256(hub.file(SPACE_ID, wheel, repo_type="space")).hexdigest()
+    assert f"hf-cai @ {hub.endpoint}/spaces/{SPACE_ID}/resolve/main/{wheel}#sha256={digest}" in requirements
     torch_version = metadata.version("torch").split("+")[0]
     assert f"torch=={torch_version}" in requirements and f"gradio=={metadata.version('gradio')}" in requirements
     assert not any("+" in line for line in requirements if not line.startswith("#"))
 
-    constitution = Constitution.from_hub(space_id, repo_type="space")
+    constitution = Constitution.from_hub(SPACE_ID, repo_type="space")
     assert constitution.sha256 == Constitution.load(trained / "constitution.yaml").sha256
     assert constitution.sha256 in card.text
     for path in files:
-        assert WRITE.encode() not in hub.file(space_id, path, repo_type="space")
-
-    # Run the Space as the Hub would: its own app.py and config, models downloaded from the (loopback) Hub.
-    folder = Path(snapshot_download(space_id, repo_type="space", cache_dir=tmp_path / "space"))
-    config = load_space_config(folder / "space_config.json")
-    assert (config.base_model, config.cai_model) == (BASE_ID, "alice/cai-tiny")
-    models = SideBySideModels.from_config(config)
-    assert models.load_error is None and models.shares_base
-    app = _load_downloaded_app(folder)
-    demo = app.create_app(config, models=models)
-    assert demo.fns and {fn.api_name for fn in demo.fns.values()} >= {"chat", "critique", "retry", "clear"}
-    conversation = [{"role": "user", "content": "Hello"}]
-    replies = list(models.stream({"base": conversation, "cai": conversation}, max_new_tokens=6, temperature=0.0))[-1]
-    assert replies["base"] != replies["cai"]
+        assert WRITE.encode() not in hub.file(SPACE_ID, path, repo_type="space")
 
 
-def test_hf_cai_space_create_writes_and_pushes(hub, trained, tmp_path, capsys):
-    from huggingface_hub import SpaceCard
+@pytest.mark.slow
+def test_downloaded_space_installs_into_a_fresh_venv_and_serves(hub, published, tmp_path):
+    """What a Space build does: pip installs requirements.txt (nothing but the Space's own hf_cai wheel is fetched,
+    from the loopback Hub; the rest comes from this environment), then `python app.py` serves the two models."""
+    from gradio_client import Client
+    from huggingface_hub import snapshot_download
 
+    # Nothing may lead the fresh environment to this checkout's hf_cai.
+    clean = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    clone = tmp_path / "clone"
+    shutil.copytree(snapshot_download(SPACE_ID, repo_type="space", cache_dir=tmp_path / "download"), clone)
+    (wheel,) = clone.glob("hf_cai-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "--no-index", "-r", "requirements.txt"]
+    installed = subprocess.run(install, cwd=clone, env=clean, capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "Successfully installed hf-cai" in installed.stdout
+
+    def run(code: str, *args: str) -> str:
+        done = subprocess.run(
+            [python, "-c", code, *args], cwd=clone, env=clean, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    site_packages = run("import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    assert Path(run("import hf_cai; print(hf_cai.__file__)")).is_relative_to(site_packages)
+    # Installed from a wheel, hf_cai packs itself again from what it installed: the same files as the shipped wheel.
+    repacked = Path(
+        run("import sys; from hf_cai.hub.wheel import build_hf_cai_wheel as b; print(b(sys.argv[1]))", "out")
+    )
+    with zipfile.ZipFile(wheel) as shipped, zipfile.ZipFile(clone / repacked) as again:
+        assert set(shipped.namelist()) == set(again.namelist())
+        for name in shipped.namelist():
+            if name.endswith("RECORD"):
+                assert set(shipped.read(name).splitlines()) == set(again.read(name).splitlines())
+            else:
+                assert shipped.read(name) == again.read(name), name
+
+    port = free_port()
+    environment = {
+        **clean,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HOME": str(tmp_path / "space-home"),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+    }
+    log = tmp_path / "app.log"
+    with open(log, "wb") as output:
+        app = subprocess.Popen([python, "app.py"], cwd=clone, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 300
+        while True:
+            assert app.poll() is None, f"the Space exited with {app.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the Space did not start:\n{log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as page:
+                    if page.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        base_history, cai_history, notice, _ = Client(url, verbose=False).predict("Hello", 6, 0.0, api_name="/chat")
+        assert notice == "" and reply(base_history) and reply(cai_history)
+        assert reply(base_history) != reply(cai_history)  # the adapter, from the loopback Hub, changes the reply
+    finally:
+        app.terminate()
+        try:
+            app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            app.kill()
+            app.wait()
+
+
+def test_bad_space_requests_fail_clearly(hub, published, trained, tiny_model_dir, tmp_path, capsys, monkeypatch):
     from hf_cai.cli import main
-
-    output = tmp_path / "space"
-    status = main([
-        "space", "create", "alice/tiny-demo", "--base", BASE_ID, "--model", "alice/cai-tiny", "--constitution",
-        "harmless", "--hardware", "zero-a10g", "--short-description", "Tiny CAI demo", "--token", WRITE,
-        "--output-dir", str(output),
-    ])
-    assert status == 0 and "alice/tiny-demo" in capsys.readouterr().out
-    card = SpaceCard.load(output / "README.md")
-    assert card.data.suggested_hardware == "zero-a10g" and card.data.short_description == "Tiny CAI demo"
-    assert hub.file("alice/tiny-demo", "README.md", repo_type="space") == (output / "README.md").read_bytes()
-
-
-def test_bad_space_requests_fail_clearly(hub, trained, tiny_model_dir, tmp_path, capsys):
-    from hf_cai.cli import main
+    from hf_cai.hub.publish import publish
     from hf_cai.hub.space import create_space, write_space_folder
 
-    common = {"space_repo_id": "alice/x-chat", "cai_model": "alice/cai-tiny", "constitution": "harmless"}
+    common = {"space_repo_id": "alice/x-chat", "cai_model": CAI_ID, "constitution": "harmless"}
     with pytest.raises(ValueError, match="local path"):
         write_space_folder(tmp_path / "a", base_model=str(tiny_model_dir), **common)
     with pytest.raises(ValueError, match="61 characters"):
@@ -137,12 +194,22 @@ def test_bad_space_requests_fail_clearly(hub, trained, tiny_model_dir, tmp_path,
     with pytest.raises(ValueError, match="hardware 'gpu-huge' is unknown"):
         write_space_folder(tmp_path / "d", base_model=BASE_ID, hardware="gpu-huge", **common)
     with pytest.raises(PublishError, match="no Hugging Face token"):
-        create_space("alice/x-chat", base_model=BASE_ID, cai_model="alice/cai-tiny", constitution="harmless")
-    with pytest.raises(PublishError, match="403") as refused:
-        create_space(
-            "alice/x-chat", base_model=BASE_ID, cai_model="alice/cai-tiny", constitution="harmless", token=READ
+        create_space("alice/x-chat", base_model=BASE_ID, cai_model=CAI_ID, constitution="harmless")
+    with pytest.raises(PublishError, match="a private Space cannot install the hf_cai wheel"):
+        create_space("alice/x-chat", base_model=BASE_ID, cai_model=CAI_ID, token=WRITE, private=True)
+    with pytest.raises(PublishError, match="a private Space cannot install the hf_cai wheel"):
+        publish(
+            trained, "alice/private-cai", token=WRITE, base_model_id=BASE_ID, license="mit", private=True, space=True
         )
+    assert ("model", "alice/private-cai") not in hub.repos  # refused before the model was pushed
+    with pytest.raises(PublishError, match="403") as refused:
+        create_space("alice/x-chat", base_model=BASE_ID, cai_model=CAI_ID, constitution="harmless", token=READ)
     assert READ not in str(refused.value)
-    assert main(["space", "create", "alice/x-chat", "--base", BASE_ID, "--model", "alice/cai-tiny",
-                 "--constitution", "harmless", "--token", READ]) == 2
-    assert READ not in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", READ)
+    assert (
+        main(["space", "create", "alice/x-chat", "--base", BASE_ID, "--model", CAI_ID, "--constitution", "harmless"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "403" in err and READ not in err
+    assert ("space", "alice/x-chat") not in hub.repos

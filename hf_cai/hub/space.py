@@ -1,12 +1,16 @@
 """Generate the side-by-side chat Space of a CAI model and push it to the Hub (repo type ``space``).
 
-The Space folder holds ``app.py`` (copied from :mod:`hf_cai.spaces.app`), ``requirements.txt`` pinned to the
-versions installed here, a ``README.md`` with the Spaces front matter, ``space_config.json`` and the
-``constitution.yaml`` the model was trained with.
+The Space holds exactly these files: ``app.py`` (copied from :mod:`hf_cai.spaces.app`), ``requirements.txt`` pinned
+to the versions installed here, a ``README.md`` with the Spaces front matter, ``space_config.json``, the
+``constitution.yaml`` the model was trained with, and the wheel of the hf_cai that generated it
+(``hf_cai-<version>-py3-none-any.whl``). A Space build sees only ``requirements.txt``, so that file names the wheel by
+its download URL in the Space repository, with its sha256: pip installs that very file. Every file is checked for
+access tokens before the push, and other files in the output folder are never uploaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import tempfile
@@ -18,8 +22,11 @@ import yaml
 
 from hf_cai import __version__
 from hf_cai.constitution import Constitution
+from hf_cai.hub.commit import UploadFile, commit_files
 from hf_cai.hub.errors import PublishError, hub_errors
-from hf_cai.hub.publish import resolve_token
+from hf_cai.hub.publish import PublishResult, resolve_token
+from hf_cai.hub.secrets import check_no_secrets
+from hf_cai.hub.wheel import build_hf_cai_wheel
 from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
 
 logger = logging.getLogger(__name__)
@@ -28,6 +35,10 @@ SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "g
 MAX_SHORT_DESCRIPTION = 60
 PINNED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "huggingface_hub", "gradio")
 SPACE_TAGS = ("constitutional-ai", "hf-cai", "chat", "side-by-side")
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", CONFIG_FILE_NAME, "constitution.yaml")
+"""The files of every Space (the hf_cai wheel comes with them unless another requirement installs hf-cai)."""
+SPACE_WHEELS = ("hf_cai-*.whl",)
+"""Wheels of earlier pushes, deleted when a push ships another one."""
 
 
 def _check_hub_id(value: str, what: str) -> None:
@@ -63,6 +74,28 @@ def _default_short_description(cai_model: str) -> str:
     return text if len(text) <= MAX_SHORT_DESCRIPTION else text[: MAX_SHORT_DESCRIPTION - 1] + "…"
 
 
+def check_installable(private: bool, hf_cai_requirement: str | None) -> None:
+    """Refuse a private Space that would install hf-cai from its own repository.
+
+    A Space build downloads what ``requirements.txt`` names without a token, so it cannot fetch the wheel from a
+    private Space; such a Space needs a requirement line that installs hf-cai from elsewhere.
+    """
+    if private and hf_cai_requirement is None:
+        raise PublishError(
+            "a private Space cannot install the hf_cai wheel it ships: its build downloads requirements.txt entries "
+            "without a token. Pass hf_cai_requirement (for example "
+            "'hf-cai @ git+https://github.com/OWNER/hf-cai@TAG'), or make the Space public."
+        )
+
+
+def _wheel_requirement(space_repo_id: str, wheel: Path) -> str:
+    """The requirement line installing ``wheel`` from the Space repository, pinned by its sha256."""
+    from huggingface_hub import hf_hub_url
+
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return f"hf-cai @ {hf_hub_url(space_repo_id, wheel.name, repo_type='space')}#sha256={digest}"
+
+
 def write_space_folder(
     folder: str | Path,
     *,
@@ -81,8 +114,11 @@ def write_space_folder(
     hardware: str | None = None,
     load_in_4bit: bool = False,
     hf_cai_requirement: str | None = None,
-) -> Path:
-    """Write the files of the chat Space into ``folder`` (created if needed) and return it.
+) -> list[str]:
+    """Write the files of the chat Space into ``folder`` (created if needed) and return their names.
+
+    The names are those of :data:`SPACE_FILES` and, unless ``hf_cai_requirement`` is given, of the hf_cai wheel.
+    Other files already in ``folder`` are left alone and are not part of the Space.
 
     Args:
         folder: Where to write the Space files.
@@ -101,9 +137,9 @@ def write_space_folder(
         hardware: Suggested hardware (``suggested_hardware`` in the front matter), e.g. ``"zero-a10g"`` or
             ``"t4-small"``; the Space owner still picks the hardware in the Space settings.
         load_in_4bit: Load the base model in 4-bit NF4 in the Space (adds bitsandbytes to the requirements).
-        hf_cai_requirement: The requirement line that installs hf-cai in the Space; defaults to
-            ``hf-cai==<this version>``. Until hf-cai is on PyPI use a git URL
-            (``hf-cai @ git+https://github.com/OWNER/hf-cai@vX.Y.Z``).
+        hf_cai_requirement: The requirement line that installs hf-cai in the Space (e.g.
+            ``hf-cai @ git+https://github.com/OWNER/hf-cai@vX.Y.Z``). By default the wheel of the running hf_cai is
+            written into the folder and ``requirements.txt`` installs it from the Space repository.
     """
     from huggingface_hub import SpaceHardware
 
@@ -148,13 +184,20 @@ def write_space_folder(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    names = list(SPACE_FILES)
+    wheel = None
+    if hf_cai_requirement is None:
+        wheel = build_hf_cai_wheel(folder)
+        hf_cai_requirement = _wheel_requirement(space_repo_id, wheel)
+        names.append(wheel.name)
     (folder / "app.py").write_text(
         (resources.files("hf_cai.spaces") / "app.py").read_text(encoding="utf-8"), encoding="utf-8"
     )
     (folder / "requirements.txt").write_text(
         _template("requirements.txt.j2").render(
             hf_cai_version=__version__,
-            hf_cai_requirement=hf_cai_requirement or f"hf-cai=={__version__}",
+            hf_cai_requirement=hf_cai_requirement,
+            wheel_name=wheel.name if wheel else None,
             pins=_pins(load_in_4bit),
         ),
         encoding="utf-8",
@@ -175,7 +218,7 @@ def write_space_folder(
     config.save(folder / CONFIG_FILE_NAME)
     constitution.save(folder / "constitution.yaml")
     logger.info("wrote the Space files for %s in %s", space_repo_id, folder)
-    return folder
+    return names
 
 
 def create_space(
@@ -195,8 +238,11 @@ def create_space(
     cai_is_adapter: bool | None = None,
     output_dir: str | Path | None = None,
     commit_message: str | None = None,
-):
+) -> PublishResult:
     """Generate the chat Space of a CAI model and push it to ``space_repo_id`` in one commit.
+
+    Only the Space's own files are pushed (see :data:`SPACE_FILES`), after a check that none holds an access token;
+    a commit is made only when one of them changed.
 
     Args:
         space_repo_id: The Space's Hub id (``owner/name``); created (type ``space``, SDK gradio) if missing.
@@ -205,24 +251,25 @@ def create_space(
         constitution: Constitution object, built-in name or file; defaults to the ``constitution.yaml`` published
             with ``cai_model``.
         token: Hub token with write access; defaults to ``HF_TOKEN`` or the saved login. Never logged.
-        private: Create the Space as private.
+        private: Create the Space as private (needs ``hf_cai_requirement``, see :func:`check_installable`).
         hardware: Suggested hardware written into the front matter (see :func:`write_space_folder`).
         title: Space title (see :func:`write_space_folder`).
         short_description: One line of at most 60 characters for the Space card.
         license: License of the Space's files.
         load_in_4bit: Load the base model in 4-bit NF4 in the Space.
-        hf_cai_requirement: Requirement line that installs hf-cai in the Space (see :func:`write_space_folder`).
+        hf_cai_requirement: Requirement line that installs hf-cai in the Space instead of the shipped wheel.
         cai_is_adapter: Whether ``cai_model`` is a LoRA adapter; read from the Hub (``adapter_config.json``) when
             ``None``.
         output_dir: Keep the generated files there; a temporary folder is used otherwise.
         commit_message: Message of the commit; a default names the models.
 
     Returns:
-        The ``huggingface_hub.CommitInfo`` of the commit (``commit_url``, ``oid``, ``repo_url``).
+        :class:`~hf_cai.hub.publish.PublishResult` of the Space (``repo_url``, ``commit_url``, the files pushed).
 
     Raises:
         ValueError: a local path or malformed id where a Hub id is needed, or a bad front-matter value.
-        PublishError: no token, or a Hub failure (401/403/409/5xx, ...), with what to do; the token is never shown.
+        PublishError: no token, a private Space without ``hf_cai_requirement``, a file holding a token, or a Hub
+            failure (401/403/409/5xx, ...), with what to do; the token is never shown.
     """
     from huggingface_hub import HfApi
 
@@ -230,6 +277,7 @@ def create_space(
 
     for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
         _check_hub_id(value, what)
+    check_installable(private, hf_cai_requirement)
     token = resolve_token(token)
     api = HfApi(token=token)
     if constitution is None:
@@ -238,24 +286,48 @@ def create_space(
     if cai_is_adapter is None:
         cai_is_adapter = is_peft_adapter(cai_model, token=token)
 
-    def push(folder: Path):
-        write_space_folder(
-            folder, space_repo_id=space_repo_id, base_model=base_model, cai_model=cai_model,
-            constitution=constitution, cai_is_adapter=cai_is_adapter, title=title,
-            short_description=short_description, license=license, hardware=hardware, load_in_4bit=load_in_4bit,
+    def push(folder: Path) -> PublishResult:
+        names = write_space_folder(
+            folder,
+            space_repo_id=space_repo_id,
+            base_model=base_model,
+            cai_model=cai_model,
+            constitution=constitution,
+            cai_is_adapter=cai_is_adapter,
+            title=title,
+            short_description=short_description,
+            license=license,
+            hardware=hardware,
+            load_in_4bit=load_in_4bit,
             hf_cai_requirement=hf_cai_requirement,
         )
-        with hub_errors(f"creating the Space {space_repo_id}", token, PublishError):
-            api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=str(folder),
-                repo_id=space_repo_id,
+        files = [UploadFile(name, folder / name) for name in names]
+        check_no_secrets(files, token)
+        with hub_errors(f"pushing the Space {space_repo_id}", token, PublishError):
+            url = api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            outcome = commit_files(
+                api,
+                space_repo_id,
+                files,
                 repo_type="space",
+                revision="main",
                 commit_message=commit_message
                 or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
+                replaces=SPACE_WHEELS,
             )
-        logger.info("pushed the Space %s (%s)", space_repo_id, info.commit_url)
-        return info
+        logger.info("pushed the Space %s (%s)", space_repo_id, outcome.commit_url or "no change")
+        return PublishResult(
+            repo_id=space_repo_id,
+            repo_type="space",
+            repo_url=str(url),
+            revision="main",
+            commit_oid=outcome.commit_oid,
+            commit_url=outcome.commit_url,
+            pr_url=None,
+            files=tuple(names),
+            uploaded=outcome.changed,
+            deleted=outcome.deleted,
+        )
 
     if output_dir is not None:
         return push(Path(output_dir))

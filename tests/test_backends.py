@@ -13,7 +13,7 @@ from openai_server import OpenAIServer
 
 from hf_cai.backends import BackendError, EndpointBackend, GenerationBackend, TransformersBackend
 from hf_cai.backends.endpoint import option_logprob
-from hf_cai.modeling import ModelLoadError
+from hf_cai.modeling import ModelLoadError, compute_dtype, cpu_has_fast_bfloat16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,7 +22,9 @@ CHATS = [[{"role": "user", "content": "Tell me about " + "rivers and mountains "
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    return TransformersBackend(tiny_model_dir, batch_size=4)
+    # float32, whatever compute_dtype() picks here: these tests compare batched, padded and cached results with
+    # unbatched ones to tolerances that only float32 arithmetic meets (see test_default_dtype_is_compute_dtype).
+    return TransformersBackend(tiny_model_dir, batch_size=4, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,19 @@ def test_greedy_matches_unbatched_generation(backend):
         with torch.no_grad():
             out = backend.model.generate(**ids, max_new_tokens=10, do_sample=False)
         assert reply == tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_default_dtype_is_compute_dtype(tiny_model_dir, backend):
+    default = TransformersBackend(tiny_model_dir, batch_size=4)
+    assert default.model.dtype == compute_dtype()
+    if not torch.cuda.is_available():
+        assert compute_dtype() == (torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32)
+    # bfloat16 weights and activations move the scores by a small fraction of a percent of the float32 ones.
+    options = ["(A)", "(B)", "a longer option"]
+    scores = [value for row in default.option_logprobs(CHATS, options) for value in row]
+    reference = [value for row in backend.option_logprobs(CHATS, options) for value in row]
+    assert scores == pytest.approx(reference, rel=2e-3)
+    assert len(default.generate(CHATS, max_new_tokens=6, temperature=1.0, top_p=0.9, seed=1)) == len(CHATS)
 
 
 def test_a_model_in_training_stays_in_training(backend):
@@ -160,9 +175,9 @@ def test_adapter_and_4bit_models_generate(tiny_model_dir, tmp_path, backend):
         load_causal_lm(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     )
     adapted.save_pretrained(tmp_path / "adapter")
-    from_folder = TransformersBackend(tmp_path / "adapter")
+    from_folder = TransformersBackend(tmp_path / "adapter", dtype=torch.float32)
     assert from_folder.identity["peft"] is True
-    on_base = TransformersBackend(tiny_model_dir, adapter=tmp_path / "adapter")
+    on_base = TransformersBackend(tiny_model_dir, adapter=tmp_path / "adapter", dtype=torch.float32)
     greedy = from_folder.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
     assert greedy == on_base.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
     assert greedy != backend.generate(CHATS[:2], max_new_tokens=8, temperature=0.0)
@@ -182,6 +197,8 @@ def test_adapter_and_4bit_models_generate(tiny_model_dir, tmp_path, backend):
 
     quantized = TransformersBackend(tiny_model_dir, load_in_4bit=True)
     assert quantized.identity["load_in_4bit"] is True
+    # NF4 weights computed in the default dtype: bfloat16 on a CPU with fast bfloat16, as on a recent GPU.
+    assert quantized.model.config.quantization_config.bnb_4bit_compute_dtype == compute_dtype()
     assert any("4bit" in type(module).__name__ for module in quantized.model.modules())
     replies = quantized.generate(CHATS[:3], max_new_tokens=6, temperature=1.0, seed=1)
     assert len(replies) == 3 and all(isinstance(reply, str) for reply in replies)

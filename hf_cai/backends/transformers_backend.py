@@ -117,6 +117,8 @@ class TransformersBackend:
         max_batch_tokens: Optional budget on ``rows * (longest prompt + max_new_tokens)`` per batch; long prompts then
             go in smaller batches. Use it to bound memory on a small GPU.
         load_in_4bit: Load the model quantised to NF4 (QLoRA); only when ``model`` is a path or id.
+        dtype: Weight and compute dtype when ``model`` is a path or id; defaults to
+            :func:`~hf_cai.modeling.compute_dtype` (bfloat16 on GPUs and CPUs with fast bfloat16, else float32).
         adapter: A PEFT adapter (path or id) to apply on top of ``model``.
         trust_remote_code: Allow code from the model repository to run. Off unless you opt in.
         max_input_tokens: Longest prompt kept. Defaults to the model context minus ``max_new_tokens``. Longer
@@ -132,6 +134,7 @@ class TransformersBackend:
         batch_size: int = 16,
         max_batch_tokens: int | None = None,
         load_in_4bit: bool = False,
+        dtype: Any = None,
         adapter: str | Path | None = None,
         trust_remote_code: bool = False,
         max_input_tokens: int | None = None,
@@ -145,15 +148,15 @@ class TransformersBackend:
         self.max_input_tokens = max_input_tokens
         if isinstance(model, (str, Path)):
             self.model = load_causal_lm(
-                model, adapter=adapter, load_in_4bit=load_in_4bit, trust_remote_code=trust_remote_code
+                model, adapter=adapter, load_in_4bit=load_in_4bit, dtype=dtype, trust_remote_code=trust_remote_code
             )
             model_name = str(model)
             tokenizer = tokenizer if tokenizer is not None else _tokenizer_source(model)
         else:
-            if load_in_4bit:
+            if load_in_4bit or dtype is not None:
                 raise ValueError(
-                    "load_in_4bit=True needs a model path or id; the model given is already loaded. Load it with "
-                    "hf_cai.modeling.load_causal_lm(..., load_in_4bit=True) or pass its path instead."
+                    "load_in_4bit and dtype need a model path or id; the model given is already loaded. Load it with "
+                    "hf_cai.modeling.load_causal_lm(..., load_in_4bit=..., dtype=...) or pass its path instead."
                 )
             self.model = model
             if adapter is not None:

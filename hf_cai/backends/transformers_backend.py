@@ -82,7 +82,9 @@ def _make_row_sampler(generators: list, temperature: float, top_p: float):
     """A logits processor that samples each row with its own generator and leaves only that token finite.
 
     ``generate`` then runs greedy, which picks the sampled token, so all of its machinery (cache, stopping criteria,
-    finished rows) is reused while the randomness stays per row.
+    finished rows) is reused while the randomness stays per row. A row's token is drawn by inverting its cumulative
+    distribution in vocabulary order with one uniform draw from its generator: no sort and no ``multinomial``, the
+    two costliest steps of sampling over a large vocabulary.
     """
     import torch
     from transformers import LogitsProcessor
@@ -91,18 +93,43 @@ def _make_row_sampler(generators: list, temperature: float, top_p: float):
         def __call__(self, input_ids, scores):
             probs = torch.softmax(scores.float() / temperature, dim=-1)
             if top_p < 1.0:
-                probs, order = probs.sort(dim=-1, descending=True)
-                probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
+                probs = _nucleus(probs, top_p)
             cumulative = probs.cumsum(dim=-1)
             draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
             threshold = (draws.to(cumulative.device) * cumulative[:, -1].double()).to(cumulative.dtype)
             tokens = torch.searchsorted(cumulative, threshold.unsqueeze(-1)).clamp(max=cumulative.shape[-1] - 1)
-            if top_p < 1.0:
-                tokens = order.gather(-1, tokens)
             forced = torch.full_like(scores, float("-inf"))
             return forced.scatter_(-1, tokens, 0.0)
 
     return RowSampler()
+
+
+_NUCLEUS_CANDIDATES = (64, 1024)
+"""How many of the most likely tokens are examined for a row's nucleus before more are (finally, all of them): most
+nuclei are narrow, and a partial top-k is many times cheaper than sorting the whole vocabulary."""
+
+
+def _nucleus(probs, top_p: float):
+    """``probs`` with every token outside each row's top-``top_p`` nucleus zeroed.
+
+    A token is in the nucleus when the tokens more likely than it hold less than ``top_p`` of the mass. Tied tokens
+    are in or out together, so the result depends on the row's probabilities only, never on the order of ties.
+    """
+    import torch
+
+    vocabulary = probs.shape[-1]
+    floor = torch.empty(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    pending = torch.arange(probs.shape[0], device=probs.device)
+    for size in (*(min(c, vocabulary) for c in _NUCLEUS_CANDIDATES), vocabulary):
+        top = probs[pending].topk(size, dim=-1).values
+        inside = (top.cumsum(dim=-1) - top) < top_p
+        # A row whose every candidate is inside may have more nucleus beyond them: look again with more candidates.
+        settled = ~inside[:, -1] if size < vocabulary else torch.ones_like(inside[:, -1])
+        floor[pending[settled]] = top[settled].masked_fill(~inside[settled], float("inf")).amin(dim=-1)
+        pending = pending[~settled]
+        if not len(pending):
+            break
+    return probs * (probs >= floor.unsqueeze(-1))
 
 
 class TransformersBackend:

@@ -8,7 +8,9 @@ requests concurrently are served faster than clients that send them one by one.
 
 Error modes for tests: ``fail_first=N`` answers the first N chat requests with ``fail_status`` (then serves normally),
 ``fail_after=N`` serves N chat requests and then fails every later one (a server going down mid-run),
-``fail_always=True`` fails every chat request, ``response_delay`` sleeps before each answer.
+``fail_always=True`` fails every chat request, ``response_delay`` sleeps before each answer. ``bad_reply`` answers
+every chat request with HTTP 200 and a broken body: ``"malformed_json"`` (JSON cut off midway) or ``"no_choices"``
+(a completion with an empty ``choices`` list).
 
 Usage::
 
@@ -68,6 +70,7 @@ class OpenAIServer:
         fail_always: Answer every chat request with ``fail_status``.
         fail_status: HTTP status of the simulated failures.
         response_delay: Seconds to sleep before answering each chat request.
+        bad_reply: ``"malformed_json"`` or ``"no_choices"``: answer every chat request with that broken body.
     """
 
     def __init__(
@@ -83,7 +86,10 @@ class OpenAIServer:
         fail_always: bool = False,
         fail_status: int = 500,
         response_delay: float = 0.0,
+        bad_reply: str | None = None,
     ):
+        if bad_reply not in (None, *_BAD_REPLIES):
+            raise ValueError(f"bad_reply must be one of {sorted(_BAD_REPLIES)}, got {bad_reply!r}")
         self.backend = backend
         self.model_name = model_name
         self.batch_window = batch_window
@@ -93,6 +99,7 @@ class OpenAIServer:
         self.fail_always = fail_always
         self.fail_status = fail_status
         self.response_delay = response_delay
+        self.bad_reply = bad_reply
         self.request_count = 0
         self.batch_sizes: list[int] = []
         self._count_lock = threading.Lock()
@@ -133,7 +140,7 @@ class OpenAIServer:
         self.stop()
 
     # ------------------------------------------------------------------ request handling
-    def handle_chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle_chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
         with self._count_lock:
             self.request_count += 1
             failing = (
@@ -145,6 +152,8 @@ class OpenAIServer:
             time.sleep(self.response_delay)
         if failing:
             return self.fail_status, _error("simulated server failure", "server_error")
+        if self.bad_reply is not None:
+            return 200, _BAD_REPLIES[self.bad_reply]
         try:
             job = _parse_chat_request(body, self.model_name)
         except (KeyError, TypeError, ValueError) as error:
@@ -263,6 +272,12 @@ class OpenAIServer:
             job.result = (content, entries)
 
 
+_BAD_REPLIES = {
+    "malformed_json": b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": {"role": "assist',
+    "no_choices": {"id": "chatcmpl-empty", "object": "chat.completion", "model": "tiny", "choices": []},
+}
+
+
 def _token_entry(tokenizer, token_id: int, logprob: float) -> dict[str, Any]:
     text = tokenizer.decode([token_id])
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
@@ -303,8 +318,8 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             return
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode("utf-8")
+        def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

@@ -272,6 +272,20 @@ def test_endpoint_errors_name_the_url_and_status_but_not_the_key(backend):
     assert secret not in message
 
 
+@pytest.mark.parametrize(
+    ("bad_reply", "expected"),
+    [("malformed_json", r"malformed JSON .*chatcmpl-broken"), ("no_choices", r"empty 'choices' list.*chatcmpl-empty")],
+)
+def test_endpoint_broken_replies_are_clear_errors(backend, bad_reply, expected):
+    with OpenAIServer(backend, bad_reply=bad_reply) as broken:
+        endpoint = EndpointBackend(broken.base_url, "tiny", max_retries=0)
+        url = f"{broken.base_url}/chat/completions"
+        with pytest.raises(BackendError, match=rf"{url}.*{expected}"):
+            endpoint.generate(CHATS[:1], max_new_tokens=4)
+        with pytest.raises(BackendError, match=rf"{url}.*{expected}"):
+            endpoint.option_logprobs(CHATS[:1], ["(A)", "(B)"])
+
+
 def test_endpoint_client_errors_are_not_retried(server):
     endpoint = EndpointBackend(server.base_url, "no-such-model", max_retries=3, backoff=0.01)
     before = server.request_count

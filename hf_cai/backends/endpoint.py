@@ -124,8 +124,9 @@ class EndpointBackend:
             }
             if stop:
                 payload["stop"] = stop
-            reply = self._post("/chat/completions", payload)
-            return truncate_at_stop(_message_content(reply, self._url("/chat/completions")), stop)
+            url = self._url("/chat/completions")
+            choice = _first_choice(self._post("/chat/completions", payload), url)
+            return truncate_at_stop(_message_content(choice, url), stop)
 
         return self._map(one, len(conversations), "generating")
 
@@ -145,7 +146,7 @@ class EndpointBackend:
                 "top_logprobs": self.top_logprobs,
             }
             url = self._url("/chat/completions")
-            steps = _token_steps(self._post("/chat/completions", payload), url)
+            steps = _token_steps(_first_choice(self._post("/chat/completions", payload), url), url)
             return [option_logprob(steps, option) for option in options]
 
         return self._map(one, len(prompts), "scoring options")
@@ -214,8 +215,11 @@ class EndpointBackend:
                 raise BackendError(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
             try:
                 return response.json()
-            except ValueError:
-                raise BackendError(f"{method} {url} answered with non-JSON content: {_snippet(response.text)}") from None
+            except ValueError as error:
+                raise BackendError(
+                    f"{method} {url} answered HTTP {response.status_code} with malformed JSON ({error}): "
+                    f"{_snippet(response.text) or '(empty body)'}"
+                ) from None
         raise BackendError(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
 
     def _delay(self, attempt: int) -> float:
@@ -229,18 +233,29 @@ def _snippet(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _message_content(reply: dict[str, Any], url: str) -> str:
-    try:
-        content = reply["choices"][0]["message"].get("content")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise BackendError(f"unexpected reply from {url}: {_snippet(str(reply))}") from None
-    return content or ""
+def _first_choice(reply: Any, url: str) -> dict[str, Any]:
+    """``choices[0]`` of a chat completion, or a :class:`BackendError` that says what came back instead."""
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not isinstance(choices, list):
+        raise BackendError(f"{url} answered without a 'choices' list: {_snippet(str(reply))}")
+    if not choices:
+        raise BackendError(f"{url} answered with an empty 'choices' list (no completion): {_snippet(str(reply))}")
+    if not isinstance(choices[0], dict):
+        raise BackendError(f"{url} answered with a malformed choice: {_snippet(str(reply))}")
+    return choices[0]
 
 
-def _token_steps(reply: dict[str, Any], url: str) -> list[list[tuple[str, float]]]:
+def _message_content(choice: dict[str, Any], url: str) -> str:
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise BackendError(f"{url} answered with a choice without a message: {_snippet(str(choice))}")
+    return message.get("content") or ""
+
+
+def _token_steps(choice: dict[str, Any], url: str) -> list[list[tuple[str, float]]]:
     """Per generated position: the generated token first, then the reported alternatives."""
     try:
-        content = reply["choices"][0]["logprobs"]["content"]
+        content = choice["logprobs"]["content"]
         steps = []
         for position in content:
             entries = [(position["token"], float(position["logprob"]))]
@@ -250,7 +265,7 @@ def _token_steps(reply: dict[str, Any], url: str) -> list[list[tuple[str, float]
         raise BackendError(
             f"{url} did not return token logprobs (the reply has no choices[0].logprobs.content); option scoring "
             "needs a server that supports `logprobs` and `top_logprobs` in chat completions (vLLM, SGLang, TGI, "
-            f"OpenAI). Reply: {_snippet(str(reply))}"
+            f"OpenAI). Choice: {_snippet(str(choice))}"
         ) from None
     return steps
 

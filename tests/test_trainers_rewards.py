@@ -134,6 +134,8 @@ def test_left_truncation_keeps_a_leading_bos_token(tiny_reward_model_dir):
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and len(ids) > 60
     assert judge.encode(conversation, REFUSAL) == [tokenizer.bos_token_id, *ids[-59:]]
+    with pytest.raises(ValueError, match="max_length must be a positive number of tokens.*got 0"):
+        RewardModelJudge(judge.model, tokenizer, max_length=0)
 
 
 def test_batched_scores_do_not_depend_on_the_other_replies_in_the_batch(tiny_reward_model_dir):

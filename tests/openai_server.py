@@ -2,7 +2,8 @@
 
 It speaks the parts of the API that :class:`hf_cai.backends.EndpointBackend` and other OpenAI clients use:
 ``GET /v1/models`` and ``POST /v1/chat/completions`` (``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
-``logprobs`` + ``top_logprobs``). Like vLLM or TGI it batches concurrent requests: a worker thread gathers the
+``logprobs`` + ``top_logprobs``), with each choice's ``finish_reason`` (``"stop"`` or ``"length"``) and, like vLLM,
+its ``stop_reason`` (the stop string that ended the reply, else ``None``). Like vLLM or TGI it batches concurrent requests: a worker thread gathers the
 requests that arrive within ``batch_window`` seconds and generates them in one batched call, so clients that send
 requests concurrently are served faster than clients that send them one by one.
 
@@ -162,7 +163,7 @@ class OpenAIServer:
         job.done.wait()
         if job.error is not None:
             return 500, _error(f"{type(job.error).__name__}: {job.error}", "server_error")
-        content, logprobs = job.result
+        content, logprobs, finish_reason, stop_reason = job.result
         return 200, {
             "id": f"chatcmpl-{random.getrandbits(48):012x}",
             "object": "chat.completion",
@@ -173,7 +174,8 @@ class OpenAIServer:
                     "index": 0,
                     "message": {"role": "assistant", "content": content},
                     "logprobs": {"content": logprobs} if logprobs is not None else None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
+                    "stop_reason": stop_reason,
                 }
             ],
         }
@@ -216,16 +218,20 @@ class OpenAIServer:
 
     def _sample(self, jobs: list[_Job]) -> None:
         first = jobs[0]
-        texts = self.backend.generate(
+        # Generated without the stop strings and cut here, so the reply can name the stop string that ended it.
+        generations = self.backend.generate_detailed(
             [job.messages for job in jobs],
             max_new_tokens=first.max_tokens,
             temperature=first.temperature,
             top_p=first.top_p,
-            stop=list(first.stop),
             seeds=[job.seed for job in jobs],
         )
-        for job, text in zip(jobs, texts):
-            job.result = (text, None)
+        for job, generation in zip(jobs, generations):
+            text, matched = _cut_at_first_stop(generation.text, first.stop)
+            if matched is not None:
+                job.result = (text, None, "stop", matched)
+            else:
+                job.result = (text, None, generation.finish_reason, None)
 
     def _greedy_with_logprobs(self, jobs: list[_Job]) -> None:
         import torch
@@ -269,7 +275,17 @@ class OpenAIServer:
                 if token_id == tokenizer.eos_token_id:
                     break
             content = tokenizer.decode([t for t in generated if t not in special])
-            job.result = (content, entries)
+            finish_reason = "stop" if tokenizer.eos_token_id in generated else "length"
+            job.result = (content, entries, finish_reason, None)
+
+
+def _cut_at_first_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """``text`` before the earliest stop string, and that stop string (``None`` when none occurs)."""
+    found = [(text.find(stop), stop) for stop in stops if stop and stop in text]
+    if not found:
+        return text, None
+    position, stop = min(found)
+    return text[:position], stop
 
 
 _BAD_REPLIES = {

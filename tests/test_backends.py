@@ -11,8 +11,15 @@ import pytest
 import torch
 from openai_server import OpenAIServer
 
-from hf_cai.backends import BackendError, EndpointBackend, GenerationBackend, TransformersBackend
-from hf_cai.backends.endpoint import option_logprob
+from hf_cai.backends import (
+    BackendError,
+    EndpointBackend,
+    Generation,
+    GenerationBackend,
+    TransformersBackend,
+    generate_with_reasons,
+)
+from hf_cai.backends.endpoint import finish_reason, option_logprob
 from hf_cai.modeling import ModelLoadError, compute_dtype, cpu_has_fast_bfloat16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,6 +32,14 @@ def backend(tiny_model_dir):
     # float32, whatever compute_dtype() picks here: these tests compare batched, padded and cached results with
     # unbatched ones to tolerances that only float32 arithmetic meets (see test_default_dtype_is_compute_dtype).
     return TransformersBackend(tiny_model_dir, batch_size=4, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The embedded real instruct model, which ends its turns by itself."""
+    from hf_cai.gguf import resolve_model
+
+    return TransformersBackend(resolve_model("smollm2-135m-instruct"), batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +116,45 @@ def test_stop_strings_cut_the_reply(backend):
     assert stopped[0] == full[0][: full[0].index(marker)]
     for complete, cut in zip(full, stopped):
         assert marker not in cut and complete.startswith(cut)
+
+
+def test_replies_say_why_they_ended(backend, smollm2):
+    # Four tokens are too few for the tiny model to end its turn: every reply is cut short.
+    cut_short = backend.generate_detailed(CHATS, max_new_tokens=4, temperature=1.0, seed=5)
+    assert {g.finish_reason for g in cut_short} == {"length"}
+    assert [g.text for g in cut_short] == backend.generate(CHATS, max_new_tokens=4, temperature=1.0, seed=5)
+
+    full = backend.generate_detailed(CHATS[:2], max_new_tokens=16, temperature=1.0, seed=3)
+    marker = full[0].text[3:5]
+    stopped = backend.generate_detailed(CHATS[:2], max_new_tokens=16, temperature=1.0, seed=3, stop=[marker])
+    assert stopped[0] == Generation(full[0].text[: full[0].text.index(marker)], "stop_string")
+    for complete, cut in zip(full, stopped):
+        assert cut.finish_reason == ("stop_string" if marker in complete.text else complete.finish_reason)
+
+    chats = [
+        [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        [{"role": "user", "content": "Write a long story about a dragon."}],
+    ]
+    finished, truncated = smollm2.generate_detailed(chats, max_new_tokens=24, temperature=0.0)
+    assert finished.finish_reason == "stop" and "Paris" in finished.text and "<|im_end|>" not in finished.text
+    assert truncated.finish_reason == "length"
+
+
+def test_backends_with_generate_alone_still_serve_callers(backend):
+    class TextOnly:
+        """A backend written before finish reasons: ``generate`` and ``option_logprobs`` only."""
+
+        def generate(self, conversations, **kwargs):
+            return backend.generate(conversations, **kwargs)
+
+        def option_logprobs(self, prompts, options):
+            return backend.option_logprobs(prompts, options)
+
+    arguments = {"max_new_tokens": 4, "temperature": 1.0, "seed": 9}
+    assert generate_with_reasons(TextOnly(), CHATS[:2], **arguments) == [
+        Generation(text, None) for text in backend.generate(CHATS[:2], **arguments)
+    ]
+    assert generate_with_reasons(backend, CHATS[:2], **arguments) == backend.generate_detailed(CHATS[:2], **arguments)
 
 
 def test_option_logprobs_match_an_unbatched_forward_pass(backend):
@@ -215,6 +269,40 @@ def test_endpoint_generation_matches_the_local_backend(backend, server):
     assert remote == backend.generate(CHATS, max_new_tokens=12, temperature=1.0, seed=11)
     stopped = endpoint.generate(CHATS[:1], max_new_tokens=12, temperature=1.0, seed=11, stop=[remote[0][2:4]])
     assert stopped[0] == remote[0][: remote[0].index(remote[0][2:4])]
+
+
+def test_endpoint_replies_say_why_they_ended(backend, server, smollm2):
+    endpoint = EndpointBackend(server.base_url, "tiny", max_concurrency=8)
+    arguments = {"max_new_tokens": 12, "temperature": 1.0, "seed": 11}
+    local = backend.generate_detailed(CHATS, **arguments)
+    assert endpoint.generate_detailed(CHATS, **arguments) == local
+    assert {g.finish_reason for g in local} == {"length"}
+    marker = local[0].text[2:4]
+    stopped = endpoint.generate_detailed(CHATS[:1], **arguments, stop=[marker])
+    assert stopped == [Generation(local[0].text[: local[0].text.index(marker)], "stop_string")]
+
+    with OpenAIServer(smollm2, model_name="smollm2") as real:
+        chat = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+        [finished] = EndpointBackend(real.base_url, "smollm2").generate_detailed([chat], max_new_tokens=24, temperature=0)
+    assert finished == smollm2.generate_detailed([chat], max_new_tokens=24, temperature=0)[0]
+    assert finished.finish_reason == "stop"
+
+
+def test_finish_reasons_of_each_server_kind():
+    # OpenAI itself says "stop" for the end of the turn and for a stop string alike.
+    assert finish_reason({"finish_reason": "stop"}) == "stop"
+    assert finish_reason({"finish_reason": "length"}) == "length"
+    # vLLM names the stop string, or the stop token id, in stop_reason; SGLang in matched_stop.
+    assert finish_reason({"finish_reason": "stop", "stop_reason": "\n\nUser:"}) == "stop_string"
+    assert finish_reason({"finish_reason": "stop", "stop_reason": None}) == "stop"
+    assert finish_reason({"finish_reason": "stop", "stop_reason": 128009}) == "stop"
+    assert finish_reason({"finish_reason": "stop", "matched_stop": "###"}) == "stop_string"
+    # TGI's Messages API.
+    assert finish_reason({"finish_reason": "eos_token"}) == "stop"
+    assert finish_reason({"finish_reason": "stop_sequence"}) == "stop_string"
+    # Anything else is passed through; nothing reported is unknown.
+    assert finish_reason({"finish_reason": "content_filter"}) == "content_filter"
+    assert finish_reason({}) is None
 
 
 def test_endpoint_option_scores_follow_top_logprobs(backend, server):

@@ -1,7 +1,25 @@
 """Text generation and option scoring behind one small protocol (:class:`GenerationBackend`)."""
 
-from hf_cai.backends.base import BackendError, Conversation, GenerationBackend, row_seed
+from hf_cai.backends.base import (
+    BackendError,
+    Conversation,
+    FinishReason,
+    Generation,
+    GenerationBackend,
+    generate_with_reasons,
+    row_seed,
+)
 from hf_cai.backends.endpoint import EndpointBackend
 from hf_cai.backends.transformers_backend import TransformersBackend
 
-__all__ = ["BackendError", "Conversation", "EndpointBackend", "GenerationBackend", "TransformersBackend", "row_seed"]
+__all__ = [
+    "BackendError",
+    "Conversation",
+    "EndpointBackend",
+    "FinishReason",
+    "Generation",
+    "GenerationBackend",
+    "TransformersBackend",
+    "generate_with_reasons",
+    "row_seed",
+]

@@ -10,9 +10,15 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Conversation = list[dict[str, str]]
+
+FinishReason = Literal["stop", "length", "stop_string"]
+"""Why a reply ended: ``"stop"``, the model ended its turn (an end-of-turn or end-of-sequence token); ``"length"``,
+``max_new_tokens`` ran out and the reply is cut short; ``"stop_string"``, one of the caller's stop strings appeared
+(the reply ends before it)."""
 
 
 class BackendError(RuntimeError):
@@ -20,9 +26,27 @@ class BackendError(RuntimeError):
     errors after the retries, or a malformed server reply. The message names the URL and the status."""
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generated reply and why it ended.
+
+    Attributes:
+        text: The reply, without the end-of-turn token or the stop string that ended it.
+        finish_reason: A :data:`FinishReason`. An endpoint passes other reasons its server gives through unchanged
+            (OpenAI's ``"content_filter"``, for one); ``None`` when the backend does not know.
+    """
+
+    text: str
+    finish_reason: str | None
+
+
 @runtime_checkable
 class GenerationBackend(Protocol):
     """Batched chat generation plus option scoring.
+
+    ``generate`` returns the replies; ``generate_detailed`` returns them with the reason each ended, so a reply cut
+    short by ``max_new_tokens`` can be told from a finished one. Callers that accept any backend use
+    :func:`generate_with_reasons`, which also serves backends written with ``generate`` alone.
 
     Implementations must give each row of a batch its own random stream derived from ``seed`` and the row's position
     (see :func:`row_seed`), so a row's sample does not depend on which other rows share its batch.
@@ -45,6 +69,19 @@ class GenerationBackend(Protocol):
         """
         ...
 
+    def generate_detailed(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """What :meth:`generate` returns, each reply with the reason it ended (a :class:`Generation`)."""
+        ...
+
     def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
         """Per prompt, the log-probability of each option string as the beginning of the assistant's reply.
 
@@ -65,17 +102,23 @@ def resolve_seed(seed: int | None) -> int:
     return random.SystemRandom().randrange(2**63) if seed is None else int(seed)
 
 
-def truncate_at_stop(text: str, stop: Sequence[str] | None) -> str:
-    """``text`` up to (not including) the earliest occurrence of any stop string."""
-    if not stop:
-        return text
+def generate_with_reasons(backend: Any, conversations: Sequence[Conversation], **kwargs: Any) -> list[Generation]:
+    """``backend.generate_detailed(conversations, **kwargs)``; for a backend that only has ``generate`` (one written
+    before finish reasons existed), its replies with ``finish_reason=None``."""
+    if hasattr(backend, "generate_detailed"):
+        return backend.generate_detailed(conversations, **kwargs)
+    return [Generation(text, None) for text in backend.generate(conversations, **kwargs)]
+
+
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    """``text`` up to (not including) the earliest occurrence of any stop string, and whether one occurred."""
     cut = len(text)
-    for marker in stop:
+    for marker in stop or ():
         if marker:
             position = text.find(marker)
             if position != -1:
                 cut = min(cut, position)
-    return text[:cut]
+    return text[:cut], cut < len(text)
 
 
 def describe_backend(backend: Any) -> dict[str, Any]:

@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 from hf_cai.backends.base import (
     BackendError,
     Conversation,
+    Generation,
     check_generation_args,
+    cut_at_stop,
     resolve_seed,
     row_seed,
-    truncate_at_stop,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,11 +110,29 @@ class EndpointBackend:
     ) -> list[str]:
         """One chat completion request per conversation, ``max_concurrency`` at a time; row ``i`` is sent the seed
         ``row_seed(seed, i)``, so servers that honour per-request seeds (vLLM, SGLang, TGI) give reproducible rows."""
+        generations = self.generate_detailed(
+            conversations, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop
+        )
+        return [generation.text for generation in generations]
+
+    def generate_detailed(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """:meth:`generate`'s replies with the reason each ended, read from the server's ``finish_reason`` (see
+        :func:`finish_reason`)."""
         check_generation_args(max_new_tokens, temperature, top_p)
         base = resolve_seed(seed)
         stop = [s for s in (stop or ()) if s]
+        url = self._url("/chat/completions")
 
-        def one(index: int) -> str:
+        def one(index: int) -> Generation:
             payload: dict[str, Any] = {
                 "model": self.model,
                 "messages": list(conversations[index]),
@@ -124,9 +143,10 @@ class EndpointBackend:
             }
             if stop:
                 payload["stop"] = stop
-            url = self._url("/chat/completions")
             choice = _first_choice(self._post("/chat/completions", payload), url)
-            return truncate_at_stop(_message_content(choice, url), stop)
+            # Servers drop the stop string from the reply; a server that keeps it is cut here, at the same place.
+            text, cut = cut_at_stop(_message_content(choice, url), stop)
+            return Generation(text, "stop_string" if cut else finish_reason(choice))
 
         return self._map(one, len(conversations), "generating")
 
@@ -250,6 +270,24 @@ def _message_content(choice: dict[str, Any], url: str) -> str:
     if not isinstance(message, dict):
         raise BackendError(f"{url} answered with a choice without a message: {_snippet(str(choice))}")
     return message.get("content") or ""
+
+
+def finish_reason(choice: dict[str, Any]) -> str | None:
+    """The :data:`~hf_cai.backends.FinishReason` of a chat completion choice.
+
+    OpenAI reports ``"stop"`` both for the end of the turn and for a stop string, so from a server that says no
+    more, a stop string reads as ``"stop"``. vLLM's ``stop_reason`` and SGLang's ``matched_stop`` name the stop string
+    that matched (``None``, or a token id, at the end of the turn), and TGI reports ``"eos_token"`` and
+    ``"stop_sequence"``. Other reasons (``"content_filter"``, ...) are passed through; ``None`` when the server gives
+    none.
+    """
+    reason = choice.get("finish_reason")
+    if not isinstance(reason, str):
+        return None
+    if reason == "stop":
+        matched = choice.get("stop_reason", choice.get("matched_stop"))
+        return "stop_string" if isinstance(matched, str) else "stop"
+    return {"eos_token": "stop", "stop_sequence": "stop_string"}.get(reason, reason)
 
 
 def _token_steps(choice: dict[str, Any], url: str) -> list[list[tuple[str, float]]]:

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 from hf_cai.backends.base import (
     BackendError,
     Conversation,
+    Generation,
     check_generation_args,
+    cut_at_stop,
     resolve_seed,
     row_seed,
-    truncate_at_stop,
 )
 from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
 
@@ -242,6 +243,29 @@ class TransformersBackend:
             seeds: Optional explicit seed per row, overriding ``seed`` (used by servers that batch requests which
                 each carry their own seed).
         """
+        generations = self.generate_detailed(
+            conversations,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=stop,
+            seeds=seeds,
+        )
+        return [generation.text for generation in generations]
+
+    def generate_detailed(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """:meth:`generate`'s replies, each with the reason it ended (see :class:`~hf_cai.backends.Generation`)."""
         import torch
 
         check_generation_args(max_new_tokens, temperature, top_p)
@@ -254,7 +278,7 @@ class TransformersBackend:
             raise ValueError(f"got {len(seeds)} seeds for {len(conversations)} conversations")
         stop = [s for s in (stop or ()) if s]
         encoded = self._encode(conversations, self._input_limit(max_new_tokens))
-        replies: list[str] = [""] * len(conversations)
+        results: list[Generation | None] = [None] * len(conversations)
         batches = self._batches([len(e.ids) for e in encoded], extra_tokens=max_new_tokens)
         progress = tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2)
         with _evaluating(self.model, adapters_disabled=self._adapters_disabled):
@@ -275,11 +299,12 @@ class TransformersBackend:
                         generation_config=self._generation_config(max_new_tokens, stop),
                         **kwargs,
                     )
-                width = prepared.input_ids.shape[1]
-                texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-                for index, text in zip(batch, texts):
-                    replies[index] = truncate_at_stop(text, stop)
-        return replies
+                generated = output[:, prepared.input_ids.shape[1] :]
+                ended = torch.isin(generated, torch.tensor(self._eos_ids, device=generated.device)).any(dim=-1)
+                texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                for index, text, end_of_turn in zip(batch, texts, ended.tolist()):
+                    results[index] = _finished(text, stop, end_of_turn)
+        return results
 
     def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
         """Log-probability of each option as the start of the assistant reply to each prompt.
@@ -506,6 +531,15 @@ class TransformersBackend:
 
 
 # ---------------------------------------------------------------------- helpers
+def _finished(text: str, stop: list[str], end_of_turn: bool) -> Generation:
+    """A decoded reply cut at its first stop string, with the reason it ended. A stop string counts first: the
+    reply ends there even when the model went on to end its turn within the same step."""
+    reply, stopped = cut_at_stop(text, stop)
+    if stopped:
+        return Generation(reply, "stop_string")
+    return Generation(reply, "stop" if end_of_turn else "length")
+
+
 def _tokenizer_source(model: str | Path) -> str:
     """Where the tokenizer of a model path/id lives: an adapter folder without tokenizer files uses its base's."""
     path = Path(model)

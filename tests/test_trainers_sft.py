@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from hf_cai.constitution import Constitution
 from hf_cai.modeling import bnb_4bit_config, load_tokenizer
 from hf_cai.trainers import CAISFTConfig, CAISFTTrainer, DatasetFormatError
 from hf_cai.trainers.base import resolve_training_constitution
+from hf_cai.trainers.qlora import peft_config_for
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,8 @@ def tokenizer(tiny_model_dir):
 def test_qlora_sft_learns_held_out_revisions_and_checkpoints_reload(tiny_model_dir, tokenizer, tmp_path):
     harmless = Constitution.builtin("harmless")
     train_prompts, test_prompts = split_prompts(24, 8)
+    # The tiny model's output head is random: it is trained too, or nothing but memorised sentences could be learned.
+    adapter = dataclasses.replace(peft_config_for("cpu"), modules_to_save=["lm_head"])
     trainer = CAISFTTrainer(
         model=str(tiny_model_dir),
         args=CAISFTConfig(
@@ -40,13 +44,19 @@ def test_qlora_sft_learns_held_out_revisions_and_checkpoints_reload(tiny_model_d
         # The SL-CAI layout: a string prompt beside 'messages', and the constitution's sha256 as provenance.
         train_dataset=Dataset.from_list(sl_cai_rows(train_prompts, harmless.sha256)),
         processing_class=tokenizer,
+        peft_config=adapter,
     )
     assert trainer.constitution == harmless, "the built-in matching the dataset's constitution_sha256 is used"
+    # Held-out prompts answered in refusal wordings that no training row uses, and the same prompts answered with
+    # the harmful compliance as if it were the revision: SFT must learn the refusal style, not text in general.
     held_out = Dataset.from_list(sl_cai_rows(test_prompts, harmless.sha256))
-    nll_before = trainer.evaluate(held_out)["eval_loss"]
+    complying = held_out.map(lambda row: {"messages": [row["messages"][0],
+                                                       {"role": "assistant", "content": row["initial_response"]}]})
+    refusal_before, compliance_before = (trainer.evaluate(data)["eval_loss"] for data in (held_out, complying))
     trainer.train()
-    nll_after = trainer.evaluate(held_out)["eval_loss"]
-    assert nll_after < nll_before - 0.5
+    refusal_after, compliance_after = (trainer.evaluate(data)["eval_loss"] for data in (held_out, complying))
+    assert refusal_after < refusal_before - 0.5
+    assert compliance_after > compliance_before - 0.1
 
     trainer.save_model()
     for folder in (tmp_path / "checkpoint-12", tmp_path):
@@ -74,9 +84,11 @@ def test_qlora_sft_learns_held_out_revisions_and_checkpoints_reload(tiny_model_d
         reloaded_logits = reloaded(**inputs).logits
         with reloaded.disable_adapter():
             base_logits = reloaded(**inputs).logits
-    # The trainer keeps the adapter in bfloat16 (TRL's QLoRA recipe); PEFT reloads it in float32.
-    assert (reloaded_logits - trained_logits).abs().max() < 0.05
-    assert (base_logits - trained_logits).abs().max() > 0.2
+    # The trainer keeps the adapter in bfloat16 (TRL's QLoRA recipe) and PEFT reloads it in float32, so the reloaded
+    # model matches up to rounding: far closer to the trained model than the base model is.
+    reload_error = (reloaded_logits - trained_logits).abs().mean()
+    training_change = (base_logits - trained_logits).abs().mean()
+    assert training_change > 0.2 and reload_error < 0.1 * training_change
 
 
 def test_missing_columns_name_found_expected_and_builder(tiny_model_dir, tokenizer, tmp_path):

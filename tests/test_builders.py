@@ -278,7 +278,7 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tiny_model_dir, tmp_pat
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = sorted(shards.glob("shard-*.jsonl"))
+    finished = sorted(shards.glob("shard-?????.jsonl"))
     assert 1 <= len(finished) < 6, "the kill must land in the middle of the build"
     assert not (tmp_path / "killed" / "dataset").exists()
 
@@ -306,6 +306,65 @@ def test_endpoint_failure_keeps_finished_shards_and_resumes(backend, constitutio
         resumed = CritiqueRevisionBuilder(endpoint, constitution, config).build(prompts, out)
         assert healthy.request_count == 6
     assert _as_lists(resumed) == _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(prompts))
+
+
+def test_a_failure_inside_a_shard_resumes_after_its_last_finished_step(backend, constitution, tmp_path, caplog):
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=2, max_new_tokens=8, few_shot=False, shard_size=2)
+    prompts = PROMPTS[:4]
+    # A shard is 2 prompts x 5 steps (initial, critique/revision x 2) = 10 requests. The server goes down after the
+    # first shard and the second shard's first two steps: in the middle of its round-1 revision.
+    with OpenAIServer(backend, fail_after=14) as failing:
+        endpoint = EndpointBackend(failing.base_url, "tiny", max_retries=1, backoff=0.01)
+        with pytest.raises(BackendError, match="HTTP 500"):
+            CritiqueRevisionBuilder(endpoint, constitution, config).build(prompts, out)
+    steps = out / "shards" / "shard-00001.steps.jsonl"
+    assert [json.loads(line)["step"] for line in steps.read_text().splitlines()] == ["initial", "critique-1"]
+    with steps.open("a") as handle:
+        handle.write('{"fingerprint": "')  # a write cut short by a kill
+    with OpenAIServer(backend) as healthy, caplog.at_level("INFO", logger="hf_cai.builders.sharding"):
+        endpoint = EndpointBackend(healthy.base_url, "tiny")
+        resumed = CritiqueRevisionBuilder(endpoint, constitution, config).build(prompts, out)
+        assert healthy.request_count == 6  # round-1 revisions and round 2 of the second shard only
+    assert "shard-00001.steps.jsonl: reusing 2 finished steps (initial, critique-1)" in caplog.text
+    assert not steps.exists()
+    assert _as_lists(resumed) == _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(prompts))
+
+
+def test_steps_of_another_build_are_never_replayed(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=1, **SMALL)
+    CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, out)
+    (out / "shards" / "shard-00001.jsonl").unlink()
+    foreign = {"fingerprint": "0" * 64, "step": "initial", "value": ["not from this build"] * 2}
+    (out / "shards" / "shard-00001.steps.jsonl").write_text(json.dumps(foreign) + "\n")
+    recording = Recording(backend)
+    rebuilt = CritiqueRevisionBuilder(recording, constitution, config).build(PROMPTS, out)
+    assert [len(call) for call in recording.calls] == [2, 2, 2]
+    assert "not from this build" not in json.dumps(_as_lists(rebuilt))
+
+
+def test_a_retrained_adapter_is_a_different_build(tiny_model_dir, constitution, tmp_path):
+    """An adapter is retrained in place (same folder, new weights): its content, not its path, identifies it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "adapter"
+    lora = LoraConfig(r=2, target_modules=["q_proj"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora)
+    model.save_pretrained(adapter)
+    config = AIFeedbackConfig(max_new_tokens=4, num_principles=1, test_size=0.0, few_shot=False)
+    policy = TransformersBackend(tiny_model_dir, adapter=adapter)
+    AIFeedbackBuilder(policy, ShorterReplyJudge(), constitution, config).build(PROMPTS[:2], tmp_path / "rl")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(0.5)
+    model.save_pretrained(adapter)
+    retrained = TransformersBackend(tiny_model_dir, adapter=adapter)
+    with pytest.raises(FingerprintMismatchError, match=r"policy_model\.adapter_sha256"):
+        AIFeedbackBuilder(retrained, ShorterReplyJudge(), constitution, config).build(PROMPTS[:2], tmp_path / "rl")
 
 
 # ---------------------------------------------------------------------- RL-CAI

@@ -22,21 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation, GenerationBackend, describe_backend, row_seed
+from hf_cai.backends.base import Conversation, GenerationBackend, row_seed
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
-    DATASET_DIR,
     Record,
+    ShardSteps,
     ShardStore,
     held_out_indices,
+    model_fingerprint,
     records_to_dataset,
     run_shards,
+    save_dataset,
 )
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DIRECT_ANSWER = "Answer with (A) or (B) only."
 _THINK_FIRST = "Think it through step by step first, then say which option is better."
 _ANSWER_AFTER_THINKING = "So, which option is better? Answer with (A) or (B) only."
@@ -168,7 +170,13 @@ class AIFeedbackConfig:
     test_size: float = field(
         default=0.1, metadata={"help": "Fraction held out as a 'test' split; 0 returns a single Dataset."}
     )
-    shard_size: int = field(default=64, metadata={"help": "Prompts per shard: the unit of batching and of resume."})
+    shard_size: int = field(
+        default=16,
+        metadata={
+            "help": "Prompts per shard: the unit of batching and seeding. A kill loses at most one step of one shard "
+            "(its replies, or its labels)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -230,7 +238,7 @@ class AIFeedbackBuilder:
         records = run_shards(
             len(conversations),
             self.config.shard_size,
-            lambda shard_index, indices: self._build_shard(conversations, shard_index, indices),
+            lambda shard_index, indices, steps: self._build_shard(conversations, shard_index, indices, steps),
             store,
             description="RL-CAI shards",
         )
@@ -239,7 +247,7 @@ class AIFeedbackBuilder:
             logger.info("dropped %d of %d prompts whose two replies were identical", skipped, len(records))
         dataset = assemble_preference_dataset(records, test_size=self.config.test_size, seed=self.config.seed)
         if output_dir is not None:
-            dataset.save_to_disk(str(Path(output_dir) / DATASET_DIR))
+            save_dataset(dataset, output_dir)
         return dataset
 
     def _fingerprint(self, conversations: list[Conversation]) -> dict[str, Any]:
@@ -249,21 +257,26 @@ class AIFeedbackBuilder:
             "config": dataclasses.asdict(self.config),
             "constitution_sha256": self.constitution.sha256,
             "prompts_sha256": prompts_sha256(conversations),
-            "policy_model": describe_backend(self.policy_backend),
-            "feedback_model": describe_backend(self.feedback_backend),
+            "policy_model": model_fingerprint(self.policy_backend),
+            "feedback_model": model_fingerprint(self.feedback_backend),
         }
 
-    def _build_shard(self, all_conversations: list[Conversation], shard_index: int, indices: range) -> list[Record | None]:
+    def _build_shard(
+        self, all_conversations: list[Conversation], shard_index: int, indices: range, steps: ShardSteps
+    ) -> list[Record | None]:
         config, constitution = self.config, self.constitution
         conversations = [all_conversations[i] for i in indices]
         system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
-        replies = self.policy_backend.generate(
-            [system + c for c in conversations] * 2,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=row_seed(config.seed, f"replies:{shard_index}"),
-            stop=config.stop or None,
+        replies = steps.run(
+            "replies",
+            lambda: self.policy_backend.generate(
+                [system + c for c in conversations] * 2,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=row_seed(config.seed, f"replies:{shard_index}"),
+                stop=config.stop or None,
+            ),
         )
         count = len(conversations)
         first = [r.strip() for r in replies[:count]]
@@ -276,11 +289,14 @@ class AIFeedbackBuilder:
             for j in kept
         }
         items = [(j, principle) for j in kept for principle in principles[j]]
-        probabilities = self.scorer.prob_first_better(
-            [conversations[j] for j, _ in items],
-            [first[j] for j, _ in items],
-            [second[j] for j, _ in items],
-            [principle for _, principle in items],
+        probabilities = steps.run(
+            "labels",
+            lambda: self.scorer.prob_first_better(
+                [conversations[j] for j, _ in items],
+                [first[j] for j, _ in items],
+                [second[j] for j, _ in items],
+                [principle for _, principle in items],
+            ),
         )
         per_prompt: dict[int, list[float]] = {j: [] for j in kept}
         for (j, _), probability in zip(items, probabilities):

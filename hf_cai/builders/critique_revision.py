@@ -3,8 +3,9 @@
 For each prompt the model first answers; then, for ``rounds`` rounds, a principle is drawn from the constitution (with
 replacement, seeded per prompt), the model critiques its latest reply under that principle and rewrites it. Each
 round's revision is the reply the next round critiques; the last revision is the training target. Every step runs
-batched across all prompts of a shard (one ``generate`` call for all of a shard's round-k critiques), and shards are
-written to disk as they finish, so an interrupted build resumes where it stopped.
+batched across all prompts of a shard (one ``generate`` call for all of a shard's round-k critiques); each step is
+saved as it finishes and each shard when it is complete, so an interrupted build resumes after its last finished step
+(see :mod:`hf_cai.builders.sharding`).
 
 Output splits: ``train_sft`` / ``test_sft`` (every prompt) and ``train_prefs`` / ``test_prefs`` (revised prompts whose
 final revision differs from the first reply). Every split has the same columns and trains unchanged with TRL:
@@ -31,21 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation, GenerationBackend, describe_backend, row_seed
+from hf_cai.backends.base import Conversation, GenerationBackend, row_seed
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
-    DATASET_DIR,
     Record,
+    ShardSteps,
     ShardStore,
     held_out_indices,
+    model_fingerprint,
     records_to_dataset,
     run_shards,
+    save_dataset,
 )
 from hf_cai.constitution import Constitution
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_ROUNDS = 4
 
 _META_PREFIX = re.compile(
@@ -103,7 +106,13 @@ class CritiqueRevisionConfig:
         default=None, metadata={"help": "Use only the first N helpful prompts (None: all)."}
     )
     test_size: float = field(default=0.1, metadata={"help": "Fraction of prompts held out in the test splits."})
-    shard_size: int = field(default=64, metadata={"help": "Prompts per shard: the unit of batching and of resume."})
+    shard_size: int = field(
+        default=16,
+        metadata={
+            "help": "Prompts per shard: the unit of batching and seeding. A kill loses at most one step of one shard "
+            "(e.g. its round-2 critiques), so keep it near the generation batch size."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= MAX_ROUNDS:
@@ -161,13 +170,13 @@ class CritiqueRevisionBuilder:
         records = run_shards(
             len(items),
             config.shard_size,
-            lambda shard_index, indices: self._build_shard(items, shard_index, indices),
+            lambda shard_index, indices, steps: self._build_shard(items, shard_index, indices, steps),
             store,
             description="SL-CAI shards",
         )
         dataset = assemble_sl_dataset(records, test_size=config.test_size, seed=config.seed)
         if output_dir is not None:
-            dataset.save_to_disk(str(Path(output_dir) / DATASET_DIR))
+            save_dataset(dataset, output_dir)
         _log_summary(dataset)
         return dataset
 
@@ -181,25 +190,30 @@ class CritiqueRevisionBuilder:
             "constitution_sha256": self.constitution.sha256,
             "prompts_sha256": prompts_sha256(revised),
             "helpful_prompts_sha256": prompts_sha256(helpful) if helpful else None,
-            "model": describe_backend(self.backend),
+            "model": model_fingerprint(self.backend),
         }
 
     # ------------------------------------------------------------------ one shard
-    def _build_shard(self, items: list[tuple[Conversation, str]], shard_index: int, indices: range) -> list[Record]:
+    def _build_shard(
+        self, items: list[tuple[Conversation, str]], shard_index: int, indices: range, steps: ShardSteps
+    ) -> list[Record]:
         config, constitution = self.config, self.constitution
         conversations = [items[i][0] for i in indices]
         kinds = [items[i][1] for i in indices]
 
         def generate(chats: Sequence[Conversation], step: str) -> list[str]:
-            replies = self.backend.generate(
-                chats,
-                max_new_tokens=config.max_new_tokens,
-                temperature=config.temperature,
-                top_p=config.top_p,
-                seed=row_seed(config.seed, f"{step}:{shard_index}"),
-                stop=config.stop or None,
-            )
-            return [clean_response(r) if config.clean_responses else r.strip() for r in replies]
+            def compute() -> list[str]:
+                replies = self.backend.generate(
+                    chats,
+                    max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    seed=row_seed(config.seed, f"{step}:{shard_index}"),
+                    stop=config.stop or None,
+                )
+                return [clean_response(r) if config.clean_responses else r.strip() for r in replies]
+
+            return steps.run(step, compute)
 
         system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
         initial = generate([system + c for c in conversations], "initial")

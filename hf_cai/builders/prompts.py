@@ -67,8 +67,8 @@ def load_prompts(source: PromptSource, *, column: str = "prompt", split: str = "
         ValueError: The source holds no prompts, or an entry is empty or malformed (the message names the entry).
         FileNotFoundError: ``source`` looks like a file path but does not exist.
     """
-    name, values = _read(source, column=column, split=split)
-    prompts = [_to_conversation(value, where=f"{name}, entry {index}") for index, value in enumerate(values)]
+    name, entries = _read(source, column=column, split=split)
+    prompts = [_to_conversation(value, where=where) for where, value in entries]
     if not prompts:
         raise ValueError(f"{name}: no prompts found; give at least one prompt")
     return prompts
@@ -89,7 +89,15 @@ def prompt_text(conversation: Conversation) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[Any]]:
+_NAME_THE_COLUMN = "Name the column that holds the prompts (column=... in Python, prompt_column in a recipe)."
+
+
+def _numbered(name: str, values: list[Any]) -> list[tuple[str, Any]]:
+    return [(f"{name}, entry {index}", value) for index, value in enumerate(values)]
+
+
+def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[tuple[str, Any]]]:
+    """The source's name and its prompts, each with where it is (file line, CSV row or entry number) for errors."""
     from datasets import Dataset, DatasetDict
 
     if isinstance(source, DatasetDict):
@@ -99,17 +107,19 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[A
     if isinstance(source, Dataset):
         if column not in source.column_names:
             raise ValueError(
-                f"the dataset has no column '{column}'; columns: {', '.join(source.column_names)}. Pass column=..."
+                f"the dataset has no column '{column}'; columns: {', '.join(source.column_names)}. {_NAME_THE_COLUMN}"
             )
-        return f"dataset column '{column}'", list(source[column])
+        name = f"dataset column '{column}'"
+        return name, _numbered(name, list(source[column]))
     if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         return _read_file(Path(source), column)
     if isinstance(source, str):
         if source.startswith(BUILTIN_PREFIX):
-            return source, list(builtin_prompts(source[len(BUILTIN_PREFIX) :])["prompt"])
+            return source, _numbered(source, list(builtin_prompts(source[len(BUILTIN_PREFIX) :])["prompt"]))
         return _read_hub(source, column=column, split=split)
     if isinstance(source, Sequence):
-        return "prompt list", [item[column] if isinstance(item, Mapping) else item for item in source]
+        values = [_pick(item, column, f"prompt list, entry {i}") for i, item in enumerate(source)]
+        return "prompt list", _numbered("prompt list", values)
     raise TypeError(
         f"cannot read prompts from a {type(source).__name__}; pass a Dataset, a list, a file path, "
         "'builtin:<name>' or a Hub dataset id"
@@ -120,19 +130,21 @@ def _looks_like_path(text: str) -> bool:
     return Path(text).exists() or text.lower().endswith(_FILE_SUFFIXES) or text.startswith((".", "/", "~"))
 
 
-def _read_file(path: Path, column: str) -> tuple[str, list[Any]]:
+def _read_file(path: Path, column: str) -> tuple[str, list[tuple[str, Any]]]:
     path = path.expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if suffix == ".txt":
-        return str(path), [line for line in text.splitlines() if line.strip()]
+        return str(path), [(f"{path}, line {n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if reader.fieldnames is None or column not in reader.fieldnames:
-            raise ValueError(f"{path}: no column '{column}'; columns: {', '.join(reader.fieldnames or [])}")
-        return str(path), [row[column] for row in reader]
+            raise ValueError(
+                f"{path}: no column '{column}'; columns: {', '.join(reader.fieldnames or [])}. {_NAME_THE_COLUMN}"
+            )
+        return str(path), [(f"{path}, line {reader.line_num}, column '{column}'", row[column] or "") for row in reader]
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -140,8 +152,9 @@ def _read_file(path: Path, column: str) -> tuple[str, list[Any]]:
             raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of prompts or of objects with '{column}'")
-        return str(path), [_pick(item, column, f"{path}, item {i}") for i, item in enumerate(data)]
-    values = []
+        places = [f"{path}, item {i}" for i in range(len(data))]
+        return str(path), [(where, _pick(item, column, where)) for where, item in zip(places, data)]
+    entries = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -149,14 +162,14 @@ def _read_file(path: Path, column: str) -> tuple[str, list[Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: invalid JSON: {error.msg}") from None
-        values.append(_pick(item, column, f"{path}, line {number}"))
-    return str(path), values
+        entries.append((f"{path}, line {number}", _pick(item, column, f"{path}, line {number}")))
+    return str(path), entries
 
 
 def _pick(item: Any, column: str, where: str) -> Any:
     if isinstance(item, Mapping):
         if column not in item:
-            raise ValueError(f"{where}: no key '{column}'; keys: {', '.join(item)}. Pass column=...")
+            raise ValueError(f"{where}: no key '{column}'; keys: {', '.join(item)}. {_NAME_THE_COLUMN}")
         return item[column]
     return item
 
@@ -171,8 +184,8 @@ def _read_hub(repo_id: str, *, column: str, split: str) -> tuple[str, list[Any]]
             f"could not load the Hub dataset '{repo_id}' (split '{split}'): {type(error).__name__}: {error}. "
             "If it is a local file, check the path."
         ) from None
-    name, values = _read(dataset, column=column, split=split)
-    return f"Hub dataset '{repo_id}' {name}", values
+    name, entries = _read(dataset, column=column, split=split)
+    return f"Hub dataset '{repo_id}' {name}", [(f"Hub dataset '{repo_id}' {where}", value) for where, value in entries]
 
 
 def _to_conversation(value: Any, *, where: str) -> Conversation:

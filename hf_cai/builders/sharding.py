@@ -4,26 +4,33 @@ The prompts of a build are cut into fixed shards of ``shard_size`` consecutive p
 to ``<output_dir>/shards/shard-NNNNN.jsonl`` atomically (a temporary file, flushed and fsynced, then ``os.replace``),
 so a process killed at any moment leaves only complete shards behind. ``<output_dir>/fingerprint.json`` records what
 the shards were built from (builder, config, constitution, prompts, models); a rerun with the same fingerprint skips
-the finished shards, and a rerun with a different one stops with an error instead of mixing data from two runs.
+the finished shards, and a rerun with a different one stops with an error instead of mixing data from two runs. Each
+shard also starts with the sha256 of that fingerprint, so a shard is only ever reused by the build that made it.
 
-Builders seed each shard from the global seed and the shard's position, so a shard computed after a resume is the
+Within a shard, every step (one batched ``generate`` or scoring call, e.g. the round-2 critiques of the shard's
+prompts) is appended to ``shard-NNNNN.steps.jsonl`` and fsynced as soon as it returns. A build killed mid-shard
+resumes after the last finished step, so a crash loses at most one step of one shard.
+
+Builders seed each step from the global seed and the shard's position, so a shard computed after a resume is the
 shard an uninterrupted run computes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
 import shutil
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from hf_cai.backends.base import row_seed
+from hf_cai.backends.base import describe_backend, row_seed
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,8 @@ FINGERPRINT_FILE = "fingerprint.json"
 SHARDS_DIR = "shards"
 DATASET_DIR = "dataset"
 Record = dict[str, Any]
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
 class FingerprintMismatchError(ValueError):
@@ -38,15 +47,104 @@ class FingerprintMismatchError(ValueError):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one."""
+    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one, even after a
+    power cut: a uniquely named temporary file beside it is written, fsynced and renamed over it, and the rename is
+    made durable by fsyncing the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    temporary = _unique_name(path)
+    # os.open with 0o666 keeps the user's umask (mkstemp would make the file private).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _unique_name(path: Path) -> Path:
+    """A temporary name beside ``path``, unique across processes and threads, starting with ``.<name>.``."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # folders cannot be opened on some platforms (Windows); the rename is still atomic there
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def model_fingerprint(backend: Any) -> dict[str, Any]:
+    """What identifies the model behind ``backend``: its identity, with a local folder identified by what it holds
+    rather than where it is, so a moved or copied output folder (say, to a bigger disk) keeps its shards.
+
+    A PEFT adapter folder counts by the sha256 of its files (it is small, and retrained in place); a full model
+    folder by its config and the names, sizes and modification times of its weight files, which any rewrite changes,
+    since hashing gigabytes of weights on every build would cost more than it protects.
+    """
+    identity = describe_backend(backend)
+    for key in ("model", "adapter"):
+        value = identity.get(key)
+        if not isinstance(value, str) or not Path(value).is_dir():
+            continue
+        folder = Path(value)
+        identity[key] = folder.name
+        if (folder / "adapter_config.json").is_file():
+            identity[f"{key}_sha256"] = _files_sha256(folder, _ADAPTER_FILES)
+        else:
+            identity[f"{key}_files"] = _weights_stamp(folder)
+    return identity
+
+
+def _files_sha256(folder: Path, names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        file = folder / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0")
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_stamp(folder: Path) -> str:
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for file in sorted(folder.iterdir()):
+        if file.suffix in _WEIGHT_SUFFIXES and file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def save_dataset(dataset, output_dir: str | Path) -> Path:
+    """Save ``dataset`` to ``output_dir/dataset``, replacing an earlier one only once the new one is complete."""
+    target = Path(output_dir) / DATASET_DIR
+    staging = _unique_name(target)
+    try:
+        dataset.save_to_disk(str(staging))
+        if target.exists():
+            logger.info("replacing the dataset in %s with the one assembled from the shards", target)
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def shard_ranges(count: int, shard_size: int) -> list[range]:
@@ -57,44 +155,61 @@ def shard_ranges(count: int, shard_size: int) -> list[range]:
 
 
 class ShardStore:
-    """The finished shards of one build in ``output_dir``.
+    """The finished shards of one build in ``output_dir``, and the finished steps of its unfinished shards.
 
     Args:
         output_dir: Folder of the build; created when missing.
         fingerprint: JSON-serialisable description of everything the shards depend on.
-        overwrite: When the folder holds shards of a different fingerprint, delete them instead of raising
-            :class:`FingerprintMismatchError`.
+        overwrite: When the folder holds shards of a different fingerprint, delete them (and say so in the log)
+            instead of raising :class:`FingerprintMismatchError`.
     """
 
     def __init__(self, output_dir: str | Path, fingerprint: Mapping[str, Any], *, overwrite: bool = False):
         self.output_dir = Path(output_dir)
         self.shards_dir = self.output_dir / SHARDS_DIR
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+        self.sha256 = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
         fingerprint_path = self.output_dir / FINGERPRINT_FILE
         existing = self._read_fingerprint(fingerprint_path)
-        has_shards = self.shards_dir.is_dir() and any(self.shards_dir.glob("shard-*.jsonl"))
-        if (existing is not None and existing != self.fingerprint) or (existing is None and has_shards):
+        built = sorted(self.shards_dir.glob("shard-*.jsonl")) if self.shards_dir.is_dir() else []
+        if (existing is not None and existing != self.fingerprint) or (existing is None and built):
             if not overwrite:
                 raise FingerprintMismatchError(self._mismatch_message(existing))
-            logger.warning("discarding the shards in %s: they were built from a different configuration", self.output_dir)
+            logger.warning(
+                "deleting %d shard files in %s: they were built from other settings (%s)",
+                len(built),
+                self.shards_dir,
+                self._changes(existing),
+            )
             shutil.rmtree(self.shards_dir, ignore_errors=True)
         atomic_write_text(fingerprint_path, json.dumps(self.fingerprint, indent=2, sort_keys=True) + "\n")
         self.shards_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.shards_dir.glob(".shard-*.tmp-*"):
+        leftovers = list(self.shards_dir.glob(".shard-*"))
+        if leftovers:
+            logger.info("removing %d temporary files of interrupted writes in %s", len(leftovers), self.shards_dir)
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
 
     def path(self, index: int) -> Path:
         return self.shards_dir / f"shard-{index:05d}.jsonl"
 
+    def steps_path(self, index: int) -> Path:
+        return self.shards_dir / f"shard-{index:05d}.steps.jsonl"
+
     def load(self, index: int, indices: range) -> list[Record | None] | None:
-        """The records of shard ``index`` when it is complete and covers ``indices``; ``None`` otherwise."""
+        """The records of shard ``index`` when it is complete, made by this build and covers ``indices``; ``None``
+        otherwise."""
         path = self.path(index)
         if not path.is_file():
             return None
         try:
-            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except json.JSONDecodeError:
+            text = path.read_text(encoding="utf-8")
+            header, *lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except (json.JSONDecodeError, ValueError):
             logger.warning("shard %s is unreadable; building it again", path)
+            return None
+        if not isinstance(header, dict) or header.get("fingerprint") != self.sha256:
+            logger.warning("shard %s was built from other settings; building it again", path)
             return None
         if [line.get("index") for line in lines] != list(indices):
             logger.warning("shard %s does not cover prompts %d-%d; building it again", path, indices.start, indices.stop - 1)
@@ -102,11 +217,18 @@ class ShardStore:
         return [line["record"] for line in lines]
 
     def save(self, index: int, indices: range, records: list[Record | None]) -> None:
+        header = json.dumps({"fingerprint": self.sha256, "shard": index, "prompts": [indices.start, indices.stop]})
         lines = [
             json.dumps({"index": i, "record": record}, ensure_ascii=False, sort_keys=True)
             for i, record in zip(indices, records)
         ]
-        atomic_write_text(self.path(index), "\n".join(lines) + "\n")
+        atomic_write_text(self.path(index), "\n".join([header, *lines]) + "\n")
+        # The shard holds everything its steps did; a leftover steps file would only be ignored.
+        self.steps_path(index).unlink(missing_ok=True)
+
+    def steps(self, index: int) -> ShardSteps:
+        """The step log of shard ``index``, holding the steps an interrupted build already finished."""
+        return ShardSteps(self.steps_path(index), self.sha256)
 
     def _read_fingerprint(self, path: Path) -> dict[str, Any] | None:
         if not path.is_file():
@@ -116,19 +238,86 @@ class ShardStore:
         except json.JSONDecodeError:
             return {"unreadable": str(path)}
 
-    def _mismatch_message(self, existing: dict[str, Any] | None) -> str:
+    def _changes(self, existing: dict[str, Any] | None) -> str:
         if existing is None:
-            changed = "it has shards but no fingerprint.json"
-        else:
-            old, new = _flatten(existing), _flatten(self.fingerprint)
-            keys = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-            shown = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys[:6])
-            more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
-            changed = f"changed: {shown}{more}"
+            return "the folder has shards but no fingerprint.json"
+        return describe_changes(existing, self.fingerprint)
+
+    def _mismatch_message(self, existing: dict[str, Any] | None) -> str:
         return (
-            f"{self.output_dir} holds shards of a different build ({changed}). Use another output_dir to keep them, "
-            "or pass overwrite=True (CLI: --overwrite) to discard them; shards of two builds are never mixed."
+            f"{self.output_dir} holds shards of a different build ({self._changes(existing)}). Use another "
+            "output_dir to keep them, or pass overwrite=True (CLI: --overwrite) to discard them; shards of two builds "
+            "are never mixed."
         )
+
+
+class ShardSteps:
+    """The finished steps of one shard in progress: an append-only JSON-lines file, fsynced after every step.
+
+    Without a path (an in-memory build) steps simply run. A line cut short by a kill is dropped on reading; lines
+    written by another build (another fingerprint) are ignored.
+    """
+
+    def __init__(self, path: Path | None = None, fingerprint: str = ""):
+        self.path = path
+        self.fingerprint = fingerprint
+        self.done: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            self._read()
+
+    def run(self, step: str, compute: Callable[[], Any]) -> Any:
+        """The result of ``step``: recorded by an earlier, interrupted build, or ``compute()`` (then recorded)."""
+        if step in self.done:
+            return self.done[step]
+        value = compute()
+        if self.path is not None:
+            line = json.dumps({"fingerprint": self.fingerprint, "step": step, "value": value}, ensure_ascii=False)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        self.done[step] = value
+        return value
+
+    def _read(self) -> None:
+        valid: list[str] = []
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        complete, tail = lines[:-1], lines[-1]
+        for line in complete:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if isinstance(entry, dict) and entry.get("fingerprint") == self.fingerprint and "step" in entry:
+                self.done[entry["step"]] = entry["value"]
+                valid.append(line)
+        if tail or len(valid) != len(complete):
+            logger.warning(
+                "%s: dropping %d lines cut short by an interruption or written by another build",
+                self.path.name,
+                len(complete) + bool(tail) - len(valid),
+            )
+            # Appending after a torn line would make the next steps unreadable: keep only the good ones.
+            atomic_write_text(self.path, "".join(line + "\n" for line in valid))
+        if self.done:
+            logger.info("%s: reusing %d finished steps (%s)", self.path.name, len(self.done), ", ".join(self.done))
+
+
+def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int = 6) -> str:
+    """``changed: config.rounds: 1 -> 2, prompts_sha256`` — the leaves that differ between two nested mappings
+    (hashes by name only), at most ``limit`` of them."""
+    before, after = _flatten(old), _flatten(new)
+    keys = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    shown = []
+    for key in keys[:limit]:
+        was, now = before.get(key), after.get(key)
+        shown.append(key if _is_digest(was) or _is_digest(now) else f"{key}: {was!r} -> {now!r}")
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return f"changed: {', '.join(shown)}{more}" if keys else "no setting changed"
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -143,14 +332,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def run_shards(
     count: int,
     shard_size: int,
-    build_shard: Callable[[int, range], list[Record | None]],
+    build_shard: Callable[[int, range, ShardSteps], list[Record | None]],
     store: ShardStore | None,
     *,
     description: str,
 ) -> list[Record | None]:
     """Records for ``range(count)``: loaded for finished shards, built (and saved) for the others, in order.
 
-    ``build_shard(shard_index, indices)`` returns one record per index (``None`` for a prompt that yields no row).
+    ``build_shard(shard_index, indices, steps)`` returns one record per index (``None`` for a prompt that yields no
+    row), running each of its batched calls through ``steps.run(name, compute)`` so that a resumed build replays the
+    steps an interrupted one finished.
     """
     ranges = shard_ranges(count, shard_size)
     loaded = {index: store.load(index, indices) for index, indices in enumerate(ranges)} if store else {}
@@ -162,7 +353,7 @@ def run_shards(
         for index, indices in enumerate(ranges):
             shard = loaded.get(index)
             if shard is None:
-                shard = build_shard(index, indices)
+                shard = build_shard(index, indices, store.steps(index) if store is not None else ShardSteps())
                 if len(shard) != len(indices):
                     raise RuntimeError(f"shard {index} built {len(shard)} records for {len(indices)} prompts")
                 if store is not None:
@@ -184,7 +375,14 @@ def held_out_indices(count: int, test_size: float, seed: int) -> set[int]:
 
 
 def records_to_dataset(records: list[Record], features):
-    """A ``datasets.Dataset`` of ``records`` with the given features (also when there are no records)."""
+    """A ``datasets.Dataset`` of ``records`` with the given features (also when there are no records).
+
+    Its fingerprint is derived from the rows (``datasets`` would draw a random one), so the same records always
+    save to the same bytes: a dataset reassembled from its shards keeps the output hash the pipeline recorded.
+    """
     from datasets import Dataset
 
-    return Dataset.from_dict({name: [record[name] for record in records] for name in features}, features=features)
+    columns = {name: [record[name] for record in records] for name in features}
+    built = Dataset.from_dict(columns, features=features)
+    content = json.dumps(columns, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return Dataset(built.data, info=built.info, fingerprint=hashlib.sha256(content).hexdigest()[:16])

@@ -2,7 +2,8 @@
 
 A stage function takes the :class:`~hf_cai.pipeline.Pipeline` and its own folder, and returns a
 :class:`~hf_cai.pipeline.StageResult` naming its outputs relative to the run directory. Stages resume by relying on
-the library's own resume: dataset builders reuse finished shards, trainers restart from their last checkpoint.
+the library's own resume: dataset builders reuse finished shards and steps, trainers restart from their last complete
+checkpoint.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hf_cai.gguf import resolve_model
 from hf_cai.pipeline import Pipeline, PipelineError, StageResult
 
 logger = logging.getLogger(__name__)
@@ -41,18 +44,27 @@ def _qlora_profile(pipeline: Pipeline) -> str:
     return "24gb"
 
 
-def _generation_backend(pipeline: Pipeline, model: str | None = None, *, adapter: Path | None = None):
-    """A backend for ``model`` (the base model by default): the recipe's endpoint, or transformers locally."""
+def _generation_backend(pipeline: Pipeline, *, adapter: Path | None = None):
+    """The base model (with ``adapter``, always local): served by the recipe's endpoint, or run locally."""
     recipe = pipeline.recipe
     if recipe.endpoint and adapter is None:
-        from hf_cai.backends import EndpointBackend
+        return _endpoint_backend(pipeline, recipe.endpoint, recipe.endpoint_model or recipe.model)
+    return _local_backend(pipeline, pipeline.base_model_path(), adapter=adapter)
 
-        api_key = os.environ.get(recipe.endpoint_api_key_env) if recipe.endpoint_api_key_env else None
-        return EndpointBackend(recipe.endpoint, recipe.endpoint_model or model or recipe.model, api_key=api_key)
+
+def _endpoint_backend(pipeline: Pipeline, url: str, model: str):
+    from hf_cai.backends import EndpointBackend
+
+    variable = pipeline.recipe.endpoint_api_key_env
+    return EndpointBackend(url, model, api_key=os.environ.get(variable) if variable else None)
+
+
+def _local_backend(pipeline: Pipeline, model: str, *, adapter: Path | None = None):
     from hf_cai.backends import TransformersBackend
 
+    recipe = pipeline.recipe
     return TransformersBackend(
-        model or pipeline.base_model_path(),
+        model,
         adapter=str(adapter) if adapter else None,
         load_in_4bit=recipe.load_in_4bit,
         batch_size=recipe.generation_batch_size,
@@ -69,8 +81,15 @@ def _tuned_and_base_backends(pipeline: Pipeline, adapter: Path):
 
 
 def _feedback_backend(pipeline: Pipeline, base):
-    """The judge: the recipe's feedback model, else the base model (``base``, already loaded)."""
-    return _generation_backend(pipeline, pipeline.recipe.feedback_model) if pipeline.recipe.feedback_model else base
+    """The judge: the recipe's feedback model (served by ``feedback_endpoint`` or ``endpoint`` when set, else run
+    locally), or the base model (``base``, already loaded)."""
+    recipe = pipeline.recipe
+    if not recipe.feedback_model:
+        return base
+    endpoint = recipe.feedback_endpoint or recipe.endpoint
+    if endpoint:
+        return _endpoint_backend(pipeline, endpoint, recipe.feedback_model)
+    return _local_backend(pipeline, resolve_model(recipe.feedback_model))
 
 
 def _prompts(pipeline: Pipeline, *, held_out: bool = False):
@@ -98,11 +117,35 @@ def _load_dataset(path: Path):
     return load_from_disk(str(path))
 
 
-def _train(trainer, directory: Path) -> dict[str, Any]:
-    """Train (from the last checkpoint in ``directory`` if any), save ``final/``, and return the figures."""
-    from transformers.trainer_utils import get_last_checkpoint
+def _resume_checkpoint(directory: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` to resume from, or ``None`` to start from the beginning.
 
-    checkpoint = get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    A checkpoint is complete once its ``trainer_state.json`` is written (the Trainer writes it last); one that a kill
+    or a full disk cut short is deleted, with a warning. A checkpoint at the last step is passed over for the one
+    before it: resumed from there, the Trainer would run one step past the end.
+    """
+    checkpoints = sorted(
+        (p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        try:
+            state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("deleting %s: its saving was interrupted (no complete trainer_state.json)", checkpoint)
+            shutil.rmtree(checkpoint)
+            continue
+        if state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]:
+            logger.info("%s holds the last step; resuming from the checkpoint before it", checkpoint.name)
+            continue
+        return str(checkpoint)
+    return None
+
+
+def _train(trainer, directory: Path) -> dict[str, Any]:
+    """Train (from the last complete checkpoint in ``directory`` if any), save ``final/``, and return the figures."""
+    checkpoint = _resume_checkpoint(directory) if directory.is_dir() else None
     if checkpoint:
         logger.info("resuming training from %s", checkpoint)
     metrics: dict[str, Any] = {}
@@ -145,7 +188,8 @@ def run_sl_data(pipeline: Pipeline, directory: Path) -> StageResult:
     recipe = pipeline.recipe
     config = CritiqueRevisionConfig(**{"seed": recipe.seed, "helpful_prompts": recipe.helpful_prompts, **recipe.sl_data})
     builder = CritiqueRevisionBuilder(_generation_backend(pipeline), pipeline.constitution, config)
-    dataset = builder.build(_prompts(pipeline), output_dir=directory)
+    # The stage owns its folder: shards of other settings are replaced (the builder logs which).
+    dataset = builder.build(_prompts(pipeline), output_dir=directory, overwrite=True)
     return StageResult(
         outputs={"dataset": _relative(pipeline, directory / "dataset")},
         metrics={"rows": sum(len(split) for name, split in dataset.items() if name.endswith("_sft"))},
@@ -159,7 +203,7 @@ def run_pref_data(pipeline: Pipeline, directory: Path) -> StageResult:
     policy, base = _tuned_and_base_backends(pipeline, pipeline.output("sft", "model"))
     config = AIFeedbackConfig(**{"seed": pipeline.recipe.seed, **pipeline.recipe.pref_data})
     builder = AIFeedbackBuilder(policy, _feedback_backend(pipeline, base), pipeline.constitution, config)
-    dataset = builder.build(_prompts(pipeline), output_dir=directory)
+    dataset = builder.build(_prompts(pipeline), output_dir=directory, overwrite=True)
     splits = dataset.values() if hasattr(dataset, "values") else [dataset]
     probabilities = [p for split in splits for p in split["chosen_prob"]]
     return StageResult(
@@ -315,14 +359,6 @@ def run_eval(pipeline: Pipeline, directory: Path) -> StageResult:
     )
 
 
-def _card_license(pipeline: Pipeline) -> str | None:
-    return pipeline.recipe.card.get("license") or ("apache-2.0" if pipeline.recipe.model == "tiny" else None)
-
-
-def _publish_repo_id(pipeline: Pipeline) -> str:
-    return pipeline.recipe.publish.get("repo_id") or f"local/{pipeline.run_dir.name}-cai"
-
-
 def run_card(pipeline: Pipeline, directory: Path) -> StageResult:
     """The model card, rendered from the run (published as the repository's README.md)."""
     from hf_cai.hub import build_model_card, locate_training_output
@@ -330,8 +366,8 @@ def run_card(pipeline: Pipeline, directory: Path) -> StageResult:
     training = locate_training_output(_final_model(pipeline))
     card = build_model_card(
         training,
-        repo_id=_publish_repo_id(pipeline),
-        license=_card_license(pipeline),
+        repo_id=pipeline.publish_repo_id(),
+        license=pipeline.card_license(),
         base_model_id=pipeline.base_model_hub_id(),
         merged=bool(pipeline.recipe.publish.get("merge", False)),
         constitution=pipeline.constitution,
@@ -348,19 +384,18 @@ def run_publish(pipeline: Pipeline, directory: Path) -> StageResult:
     settings = dict(pipeline.recipe.publish)
     common = {
         "base_model_id": pipeline.base_model_hub_id(),
-        "license": _card_license(pipeline),
+        "license": pipeline.card_license(),
         "merge": bool(settings.get("merge", False)),
         "constitution": pipeline.constitution,
     }
     folder = settings.get("folder")
     if folder:
-        files = publish_to_folder(_final_model(pipeline), folder, repo_id=_publish_repo_id(pipeline), **common)
+        files = publish_to_folder(_final_model(pipeline), folder, repo_id=pipeline.publish_repo_id(), **common)
         record = {"folder": str(folder), "files": list(files)}
     else:
         result = publish(
             _final_model(pipeline),
             settings["repo_id"],
-            token=settings.get("token"),
             private=bool(settings.get("private", False)),
             revision=settings.get("revision"),
             create_pr=bool(settings.get("create_pr", False)),
@@ -386,7 +421,6 @@ def run_space(pipeline: Pipeline, directory: Path) -> StageResult:
         base_model=pipeline.base_model_hub_id(),
         cai_model=model_repo,
         constitution=pipeline.constitution,
-        token=pipeline.recipe.publish.get("token"),
         private=bool(settings.get("private", False)),
         hardware=settings.get("hardware"),
         cai_is_adapter=not pipeline.recipe.publish.get("merge", False),

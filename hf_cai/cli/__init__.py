@@ -7,7 +7,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import re
 import sys
+from collections.abc import Sequence
 
 from hf_cai import __version__
 
@@ -39,17 +41,85 @@ def _library_errors() -> tuple[type[Exception], ...]:
     return BackendError, HubError, ModelLoadError, PipelineError
 
 
+_SECRET_OPTION = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|password|secret)$", re.IGNORECASE)
+_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+
+
+def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
+    """Refuse a token given on the command line, where other users can read it in the process list and the shell
+    keeps it in its history: an option named like ``--token`` or ``--publish.token`` with a value, or any value
+    shaped like a Hugging Face token. The message names the option, never the value."""
+    for index, token in enumerate(tokens):
+        name, has_value, value = token.partition("=")
+        option = name if name.startswith("-") else None
+        follows = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if (
+            option
+            and _SECRET_OPTION.search(option.lstrip("-"))
+            and (value or (follows and not follows.startswith("--")))
+        ):
+            raise command_line_secret_error(option)
+        if _TOKEN_VALUE.search(token):
+            previous = tokens[index - 1] if index else ""
+            raise command_line_secret_error(option or (previous if previous.startswith("-") else "an argument"))
+
+
+def command_line_secret_error(where: str) -> CommandError:
+    """The error for a token given on the command line at ``where`` (an option name, never the value)."""
+    return CommandError(
+        f"{where}: tokens are not taken on the command line, where other users can read them in the process list "
+        "and the shell keeps them in its history. Set HF_TOKEN in the environment or run `hf auth login`."
+    )
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split a command line into what ``parser`` reads and the ``--key value`` recipe overrides given to a command
+    that accepts them (``set_defaults(accepts_overrides=True)``).
+
+    argparse alone cannot: it would hand the value of ``--sft.learning_rate 1e-4`` to a positional argument. An
+    option the command declares keeps its own value; any other ``--key`` takes the next token as its value, even one
+    that starts with a single ``-`` (``--seed -1``).
+    """
+    # argparse has no public way to list a subcommand's parsers and options; these attributes are stable since 3.2.
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    position = next((i for i, token in enumerate(argv) if token in commands), None)
+    if position is None or not commands[argv[position]].get_default("accepts_overrides"):
+        return argv, []
+    known = commands[argv[position]]._option_string_actions
+    kept, overrides = argv[: position + 1], []
+    index = position + 1
+    while index < len(argv):
+        token = argv[index]
+        name, has_value, _ = token.partition("=")
+        takes_value = not has_value and index + 1 < len(argv) and not argv[index + 1].startswith("--")
+        if name in known:
+            kept.append(token)
+            if takes_value and known[name].nargs != 0:
+                index += 1
+                kept.append(argv[index])
+        elif token.startswith("--") and token != "--":
+            overrides.append(token)
+            if takes_value:
+                index += 1
+                overrides.append(argv[index])
+        else:
+            kept.append(token)
+        index += 1
+    return kept, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    accepts_overrides = getattr(args, "accepts_overrides", False)
-    if extra and not accepts_overrides:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv, overrides = split_overrides(parser, argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return int((args.handler(args, extra) if accepts_overrides else args.handler(args)) or 0)
+        if getattr(args, "accepts_overrides", False):
+            return int(args.handler(args, overrides) or 0)
+        return int(args.handler(args) or 0)
     except (CommandError, ValueError, FileNotFoundError, *_library_errors()) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,26 +1,84 @@
 """``hf-cai publish`` (a model: adapter or merged) and ``hf-cai publish-dataset`` (an SL-CAI / RL-CAI dataset).
 
-The token comes from ``--token``, ``HF_TOKEN`` or ``hf auth login``; prefer the environment variable, since a
-command-line argument can end up in the shell history.
+The token comes from ``HF_TOKEN`` or ``hf auth login``, never from the command line, where other users can read it
+in the process list and the shell keeps it in its history. A pipeline run directory supplies its own base model id
+and license. Errors name the command-line flags, not the library's parameter names.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from hf_cai.cli import CommandError
+from hf_cai.cli import CommandError, command_line_secret_error, refuse_command_line_secrets
 from hf_cai.hub.errors import HubError
+
+_PARAMETER = re.compile(
+    r"\b(base_model_id|license_name|license_link|license|constitution|card_template|merge_dtype|eval_results)"
+    r"(?:=(?:'([^']*)'|\.\.\.)?|\b(?=[^=]))"
+)
+_BARE_PARAMETERS = {"base_model_id", "license_name", "license_link", "card_template", "merge_dtype", "eval_results"}
+
+
+def _in_flag_terms(message: str) -> str:
+    """A library message with its parameter names as this command's flags (``base_model_id='org/name'`` →
+    ``--base-model-id org/name``); no token parameter, since the command takes none."""
+    message = re.sub(r"(pass )?token=\.\.\.,\s*", "", message)
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if "=" not in match.group(0) and name not in _BARE_PARAMETERS:
+            return match.group(0)  # "license" and "constitution" are ordinary words too
+        return f"--{name.replace('_', '-')}" + (f" {value}" if value else "")
+
+    return _PARAMETER.sub(flag, message)
+
+
+def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except (HubError, ValueError) as error:
+        raise CommandError(_in_flag_terms(str(error))) from None
+
+
+def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The base model id and license: the flags, else what the pipeline run ``args.source`` belongs to recorded."""
+    from hf_cai.hub.source import locate_training_output
+    from hf_cai.pipeline import recorded_run
+
+    run_dir = _call(locate_training_output, args.source).run_dir
+    recorded = recorded_run(run_dir) if run_dir is not None else {}
+    license = args.license or recorded.get("license")
+    if not license:
+        raise CommandError(
+            "give --license: the Hub license id of the fine-tune (usually the base model's, e.g. apache-2.0, mit, "
+            "llama3.1)"
+        )
+    return args.base_model_id or recorded.get("base_model_id"), license
+
+
+def _refuse_token(args: argparse.Namespace) -> None:
+    if args.token is not None:
+        raise command_line_secret_error("--token")
+    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
 def _publish(args: argparse.Namespace) -> int:
+    _refuse_token(args)
+    base_model_id, license = _run_defaults(args)
     if args.dry_run:
         from hf_cai.hub.model_card import build_model_card
 
-        card = build_model_card(
+        card = _call(
+            build_model_card,
             args.source,
             repo_id=args.repo_id,
-            license=args.license,
-            base_model_id=args.base_model_id,
+            license=license,
+            base_model_id=base_model_id,
             datasets=args.dataset,
             eval_results=args.eval_results,
             merged=args.merge,
@@ -33,29 +91,26 @@ def _publish(args: argparse.Namespace) -> int:
         return 0
     from hf_cai.hub.publish import publish
 
-    try:
-        result = publish(
-            args.source,
-            args.repo_id,
-            token=args.token,
-            base_model_id=args.base_model_id,
-            license=args.license,
-            merge=args.merge,
-            merge_dtype=args.merge_dtype,
-            private=args.private,
-            revision=args.revision,
-            create_pr=args.create_pr,
-            commit_message=args.message,
-            datasets=args.dataset,
-            eval_results=args.eval_results,
-            constitution=args.constitution,
-            license_name=args.license_name,
-            license_link=args.license_link,
-            card_template=args.card_template,
-            space=args.space,
-        )
-    except HubError as error:
-        raise CommandError(str(error)) from None
+    result = _call(
+        publish,
+        args.source,
+        args.repo_id,
+        base_model_id=base_model_id,
+        license=license,
+        merge=args.merge,
+        merge_dtype=args.merge_dtype,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.message,
+        datasets=args.dataset,
+        eval_results=args.eval_results,
+        constitution=args.constitution,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        card_template=args.card_template,
+        space=args.space,
+    )
     _report(result)
     return 0
 
@@ -63,24 +118,24 @@ def _publish(args: argparse.Namespace) -> int:
 def _publish_dataset(args: argparse.Namespace) -> int:
     from hf_cai.hub.publish import publish_dataset
 
-    try:
-        result = publish_dataset(
-            args.dataset,
-            args.repo_id,
-            args.constitution,
-            token=args.token,
-            license=args.license,
-            private=args.private,
-            revision=args.revision,
-            create_pr=args.create_pr,
-            commit_message=args.message,
-            models=args.model,
-            license_name=args.license_name,
-            license_link=args.license_link,
-            card_template=args.card_template,
-        )
-    except HubError as error:
-        raise CommandError(str(error)) from None
+    _refuse_token(args)
+    if not args.license:
+        raise CommandError("give --license: the Hub license id of the dataset (e.g. cc-by-4.0, apache-2.0, mit)")
+    result = _call(
+        publish_dataset,
+        args.dataset,
+        args.repo_id,
+        args.constitution,
+        license=args.license,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.message,
+        models=args.model,
+        license_name=args.license_name,
+        license_link=args.license_link,
+        card_template=args.card_template,
+    )
     _report(result)
     return 0
 
@@ -99,10 +154,13 @@ def _report(result) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo_id", help="target repository, owner/name")
-    parser.add_argument("--license", required=True, help="Hub license id, e.g. apache-2.0, mit, llama3.1, other")
+    parser.add_argument(
+        "--license", help="Hub license id, e.g. apache-2.0, mit, llama3.1, other (default for a run: the run's)"
+    )
     parser.add_argument("--license-name", help="short name of the license when --license other")
     parser.add_argument("--license-link", help="link to the license text when --license other")
-    parser.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or `hf auth login`)")
+    # Declared only to refuse it with a clear message; the token comes from HF_TOKEN or `hf auth login`.
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--private", action="store_true", help="create the repository private")
     parser.add_argument("--revision", help="branch to publish to (created from main when missing)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
@@ -118,7 +176,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument("source", help="trainer output folder, stage folder (run/dpo) or run directory")
     _common(model)
-    model.add_argument("--base-model-id", help="Hub id of the base model (required when it was loaded from a folder)")
+    model.add_argument(
+        "--base-model-id",
+        help="Hub id of the base model (default for a run: the run's; needed when the base was a local folder)",
+    )
     model.add_argument("--merge", action="store_true", help="publish the adapter merged into a 16-bit base")
     model.add_argument("--merge-dtype", default="bfloat16", choices=["bfloat16", "float16"])
     model.add_argument("--dataset", action="append", default=[], help="Hub id of a training dataset (repeatable)")

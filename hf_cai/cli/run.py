@@ -10,13 +10,17 @@ from typing import Any
 
 import yaml
 
-from hf_cai.cli import CommandError
+from hf_cai.cli import CommandError, refuse_command_line_secrets
 
 logger = logging.getLogger(__name__)
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``--key value`` / ``--section.key=value`` pairs into recipe overrides (values parsed as YAML scalars)."""
+    """``--key value`` / ``--section.key=value`` pairs into recipe overrides (values parsed as YAML scalars).
+
+    Tokens are refused here (see :func:`~hf_cai.cli.refuse_command_line_secrets`).
+    """
+    refuse_command_line_secrets(tokens)
     overrides: dict[str, Any] = {}
     index = 0
     while index < len(tokens):
@@ -26,7 +30,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
         key, has_value, value = token[2:].partition("=")
         if not has_value:
             if index + 1 >= len(tokens) or tokens[index + 1].startswith("--"):
-                raise CommandError(f"override '{token}' needs a value")
+                raise CommandError(f"override '{token}' needs a value: {token} VALUE or {token}=VALUE")
             index += 1
             value = tokens[index]
         overrides[key.replace("-", "_")] = _parse_value(value)

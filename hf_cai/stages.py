@@ -167,6 +167,7 @@ def _training_args(config_class, pipeline: Pipeline, directory: Path, section: d
         "output_dir": str(directory),
         "qlora_profile": _qlora_profile(pipeline),
         "seed": pipeline.recipe.seed,
+        "load_in_4bit": pipeline.recipe.load_in_4bit,
         "report_to": "none",
         "save_strategy": "steps",
         "logging_steps": 1,
@@ -234,13 +235,12 @@ def run_sft(pipeline: Pipeline, directory: Path) -> StageResult:
 
 
 def _policy_for_preference_training(pipeline: Pipeline, profile: str):
-    """The SFT model as a trainable adapter on the (4-bit) base; TRL keeps a frozen copy as the DPO reference."""
-    from peft import PeftModel
-
+    """The SFT model as a trainable adapter on the base (4-bit where the recipe asks); TRL keeps a frozen copy as the
+    DPO reference."""
     from hf_cai.trainers import load_model_for_training
 
-    base = load_model_for_training(pipeline.base_model_path(), profile)
-    return PeftModel.from_pretrained(base, str(pipeline.output("sft", "model")), is_trainable=True)
+    adapter = str(pipeline.output("sft", "model"))
+    return load_model_for_training(adapter, profile, load_in_4bit=pipeline.recipe.load_in_4bit)
 
 
 def run_dpo(pipeline: Pipeline, directory: Path) -> StageResult:
@@ -287,20 +287,29 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
     from hf_cai.modeling import load_tokenizer
     from hf_cai.trainers import ConstitutionalReward
     from hf_cai.trainers.artifacts import training_record, write_training_artifacts
+    from hf_cai.trainers.qlora import precision_arguments
 
     prompts = [{"prompt": conversation} for conversation in _prompts(pipeline)]
     from datasets import Dataset
 
-    reward = ConstitutionalReward.from_reward_model(str(pipeline.output("reward", "model")))
-    import torch
-
+    reward_dir = pipeline.output("reward", "model")
+    trained = json.loads((reward_dir / "cai_training.json").read_text(encoding="utf-8"))
+    # The judge is loaded as the reward stage trained it: NF4 exactly when that stage quantised its base.
+    reward = ConstitutionalReward.from_reward_model(
+        str(reward_dir),
+        load_in_4bit=trained.get("quantization") is not None,
+        max_length=trained.get("hyperparameters", {}).get("max_length") or 1024,
+    )
+    precision = precision_arguments()
     settings = {
         "output_dir": str(directory),
         "seed": pipeline.recipe.seed,
         "report_to": "none",
         "logging_steps": 1,
         "save_strategy": "steps",
-        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        **precision,
+        # TrainingArguments accepts bf16 without a bf16 GPU only when told to train on the CPU.
+        **({"use_cpu": True} if precision["bf16"] and not _cuda_bf16() else {}),
         **pipeline.recipe.grpo,
     }
     trainer = GRPOTrainer(
@@ -319,6 +328,12 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
     )
     write_training_artifacts(directory / FINAL, pipeline.constitution, record)
     return StageResult(outputs={"model": _relative(pipeline, directory / FINAL)}, metrics=metrics)
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 # --------------------------------------------------------------------------- evaluation and sharing

@@ -580,6 +580,7 @@ def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
         tmp_path,
         run_dir,
         rl_method="grpo",
+        load_in_4bit=False,
         reward={"max_steps": 2, "per_device_train_batch_size": 2},
         grpo={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8},
     )
@@ -589,6 +590,10 @@ def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
     assert stages["grpo"]["metrics"]["steps"] == 2
     assert (run_dir / "grpo" / "final" / "adapter_model.safetensors").is_file()
     assert (run_dir / "reward" / "final" / "constitution.yaml").is_file()
+    # load_in_4bit: false reaches training as well as generation: every stage trained plain LoRA.
+    for stage in ("sft", "reward", "grpo"):
+        record = json.loads((run_dir / stage / "final" / "cai_training.json").read_text())
+        assert record["quantization"] is None and record["method"] == "lora", stage
 
 
 def test_sl_data_through_an_endpoint_equals_local_generation(tiny_model_dir, tmp_path):

@@ -204,6 +204,29 @@ def test_critique_revision_rounds_provenance_and_batching(backend, constitution)
     assert replied[-1] == (row["revisions"][0]["revision"] or row["initial_response"])
 
 
+def test_rows_record_why_each_generation_ended(backend, constitution):
+    def generations(rows):
+        for row in rows:
+            yield row["initial_response"], row["initial_finish_reason"]
+            for step in row["revisions"]:
+                yield step["critique"], step["critique_finish_reason"]
+                yield step["revision"], step["revision_finish_reason"]
+
+    one_token = CritiqueRevisionConfig(rounds=1, seed=2, helpful_prompts=None, **{**SMALL, "max_new_tokens": 1})
+    dataset = CritiqueRevisionBuilder(backend, constitution, one_token).build(PROMPTS[:4])
+    produced = list(generations(dataset["train_sft"].to_list() + dataset["test_sft"].to_list()))
+    assert len(produced) == 12
+    # One new token that is not the end of turn can only have been cut by max_new_tokens.
+    assert all(reason == "length" for text, reason in produced if text)
+    assert all(reason in ("length", "stop") for _, reason in produced)
+
+    stopped = CritiqueRevisionConfig(rounds=1, seed=2, helpful_prompts=None, stop=["e"], **SMALL)
+    dataset = CritiqueRevisionBuilder(backend, constitution, stopped).build(PROMPTS[:4])
+    produced = list(generations(dataset["train_sft"].to_list() + dataset["test_sft"].to_list()))
+    assert any(reason == "stop_string" for _, reason in produced)
+    assert all("e" not in text for text, reason in produced if reason == "stop_string")
+
+
 def test_same_seed_same_dataset_whatever_the_batching(backend, constitution, tiny_model_dir):
     config = CritiqueRevisionConfig(rounds=2, seed=1, **SMALL)
     first = _as_lists(CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS))

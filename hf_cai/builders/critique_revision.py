@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation, GenerationBackend, row_seed
+from hf_cai.backends.base import Conversation, GenerationBackend, generate_with_reasons, row_seed
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
     Record,
@@ -201,9 +201,12 @@ class CritiqueRevisionBuilder:
         conversations = [items[i][0] for i in indices]
         kinds = [items[i][1] for i in indices]
 
-        def generate(chats: Sequence[Conversation], step: str) -> list[str]:
-            def compute() -> list[str]:
-                replies = self.backend.generate(
+        def generate(chats: Sequence[Conversation], step: str) -> tuple[list[str], list[str | None]]:
+            """The cleaned replies of one step and why each ended (see ``Generation.finish_reason``)."""
+
+            def compute() -> list[dict[str, Any]]:
+                replies = generate_with_reasons(
+                    self.backend,
                     chats,
                     max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature,
@@ -211,12 +214,19 @@ class CritiqueRevisionBuilder:
                     seed=row_seed(config.seed, f"{step}:{shard_index}"),
                     stop=config.stop or None,
                 )
-                return [clean_response(r) if config.clean_responses else r.strip() for r in replies]
+                return [
+                    {
+                        "text": clean_response(r.text) if config.clean_responses else r.text.strip(),
+                        "finish_reason": r.finish_reason,
+                    }
+                    for r in replies
+                ]
 
-            return steps.run(step, compute)
+            saved = steps.run(step, compute)
+            return [r["text"] for r in saved], [r["finish_reason"] for r in saved]
 
         system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
-        initial = generate([system + c for c in conversations], "initial")
+        initial, initial_reasons = generate([system + c for c in conversations], "initial")
         current = list(initial)
         to_revise = [j for j, kind in enumerate(kinds) if kind == "revised"]
         principles = {
@@ -232,28 +242,33 @@ class CritiqueRevisionBuilder:
                 constitution.critique_messages(replied[j], principles[j][round_index], few_shot=config.few_shot)
                 for j in to_revise
             ]
-            critiques = generate(critique_chats, f"critique-{round_index + 1}")
+            critiques, critique_reasons = generate(critique_chats, f"critique-{round_index + 1}")
             revision_chats = [
                 constitution.revision_messages(
                     replied[j], principles[j][round_index], critique, few_shot=config.few_shot
                 )
                 for j, critique in zip(to_revise, critiques)
             ]
-            rewrites = generate(revision_chats, f"revision-{round_index + 1}")
-            for j, critique, rewrite in zip(to_revise, critiques, rewrites):
+            rewrites, rewrite_reasons = generate(revision_chats, f"revision-{round_index + 1}")
+            for j, critique, critique_reason, rewrite, rewrite_reason in zip(
+                to_revise, critiques, critique_reasons, rewrites, rewrite_reasons
+            ):
                 revisions[j].append(
                     {
                         "round": round_index + 1,
                         "principle_id": principles[j][round_index].id,
                         "critique": critique,
+                        "critique_finish_reason": critique_reason,
                         "revision": rewrite,
+                        "revision_finish_reason": rewrite_reason,
                     }
                 )
                 if rewrite:
                     current[j] = rewrite
         sha = constitution.sha256
         return [
-            sl_record(conversations[j], initial[j], current[j], revisions[j], kinds[j], sha) for j in range(len(indices))
+            sl_record(conversations[j], initial[j], current[j], revisions[j], kinds[j], sha, initial_reasons[j])
+            for j in range(len(indices))
         ]
 
 
@@ -264,8 +279,14 @@ def sl_record(
     revisions: list[dict[str, Any]],
     kind: str,
     constitution_sha256: str,
+    initial_finish_reason: str | None = None,
 ) -> Record:
-    """One row of the SL-CAI contract."""
+    """One row of the SL-CAI contract.
+
+    ``initial_finish_reason`` (and each revision's ``critique_finish_reason`` / ``revision_finish_reason``) says why
+    that generation ended: ``"stop"`` (end of turn), ``"length"`` (cut at ``max_new_tokens``), ``"stop_string"``, or
+    ``None`` when the backend cannot tell.
+    """
     final_message = [{"role": "assistant", "content": final}]
     return {
         "prompt": [dict(m) for m in conversation],
@@ -274,6 +295,7 @@ def sl_record(
         "chosen": final_message,
         "rejected": [{"role": "assistant", "content": initial}],
         "initial_response": initial,
+        "initial_finish_reason": initial_finish_reason,
         "revisions": revisions,
         "kind": kind,
         "constitution_sha256": constitution_sha256,
@@ -298,12 +320,15 @@ def sl_features():
             "chosen": _messages_feature(),
             "rejected": _messages_feature(),
             "initial_response": Value("string"),
+            "initial_finish_reason": Value("string"),
             "revisions": [
                 {
                     "round": Value("int32"),
                     "principle_id": Value("string"),
                     "critique": Value("string"),
+                    "critique_finish_reason": Value("string"),
                     "revision": Value("string"),
+                    "revision_finish_reason": Value("string"),
                 }
             ],
             "kind": Value("string"),

@@ -63,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "continue_adapter": "hf_cai.trainers.qlora",
     "peft_config_for": "hf_cai.trainers.qlora",
     "DatasetFormatError": "hf_cai.trainers.data",
+    "ChatTemplateError": "hf_cai.trainers.templates",
+    "tokenize_conversation": "hf_cai.trainers.templates",
     "CONSTITUTION_FILE": "hf_cai.trainers.artifacts",
     "TRAINING_METADATA_FILE": "hf_cai.trainers.artifacts",
 }

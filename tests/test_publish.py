@@ -366,26 +366,16 @@ def test_token_never_appears_in_logs_files_or_errors(
         main(["publish", str(trained), "alice/tiny-cai-cli", "--license", LICENSE, "--base-model-id", base_model_id])
         == 0
     )
-    assert (
-        main(
-            [
-                "publish",
-                str(trained),
-                "alice/tiny-cai-cli",
-                "--license",
-                LICENSE,
-                "--token",
-                "hf_" + "Wrong" * 8,
-                "--base-model-id",
-                base_model_id,
-            ]
-        )
-        == 2
-    )
+    wrong = "hf_" + "Wrong" * 8
+    command = ["publish", str(trained), "alice/tiny-cai-cli", "--license", LICENSE, "--base-model-id", base_model_id]
+    assert main([*command, "--token", wrong]) == 2  # refused: a token is never taken from the command line
+    monkeypatch.setenv("HF_TOKEN", wrong)
+    assert main(command) == 2  # refused by the Hub (401)
 
     captured = capsys.readouterr()
     texts += [caplog.text, captured.out, captured.err]
-    assert "alice/tiny-cai-cli" in captured.out and "401" in captured.err
+    assert "alice/tiny-cai-cli" in captured.out and "--token: tokens are not taken" in captured.err
+    assert "401" in captured.err
     for (repo_type, repo_id), repo in hub.repos.items():
         head = repo.resolve("main")
         texts += [hub.file(repo_id, path, repo_type=repo_type).decode("utf-8", "replace") for path in head.tree]

@@ -179,6 +179,63 @@ def test_downloaded_space_installs_into_a_fresh_venv_and_serves(hub, published, 
             app.wait()
 
 
+def test_space_create_pushes_only_the_space_files_of_its_output_dir(hub, published, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import HfApi, SpaceCard
+
+    from hf_cai.cli import main
+
+    output = tmp_path / "space"
+    output.mkdir()
+    (output / ".env").write_text(f"HF_TOKEN={WRITE}\n")
+    (output / "notes.txt").write_text("draft notes that are not part of the Space\n")
+    monkeypatch.setenv("HF_TOKEN", WRITE)
+    command = [
+        "space",
+        "create",
+        "alice/tiny-demo",
+        "--base",
+        BASE_ID,
+        "--model",
+        CAI_ID,
+        "--constitution",
+        "harmless",
+        "--hardware",
+        "zero-a10g",
+        "--short-description",
+        "Tiny CAI demo",
+        "--output-dir",
+        str(output),
+    ]
+    assert main(command) == 0 and "pushed alice/tiny-demo" in capsys.readouterr().out
+    card = SpaceCard.load(output / "README.md")
+    assert card.data.suggested_hardware == "zero-a10g" and card.data.short_description == "Tiny CAI demo"
+    assert hub.file("alice/tiny-demo", "README.md", repo_type="space") == (output / "README.md").read_bytes()
+    pushed = set(HfApi().list_repo_files("alice/tiny-demo", repo_type="space"))
+    assert ".env" not in pushed and "notes.txt" not in pushed
+    assert pushed == {".gitattributes", *SPACE_FILES, *(p.name for p in output.glob("hf_cai-*.whl"))}
+    # The same Space again: the wheel builds to the same bytes, so nothing changed and no commit is made.
+    commits = hub.commit_count("alice/tiny-demo", repo_type="space")
+    assert main(command) == 0 and "already up to date" in capsys.readouterr().out
+    assert hub.commit_count("alice/tiny-demo", repo_type="space") == commits
+
+
+def test_a_token_is_never_taken_from_the_command_line(hub, published, capsys):
+    from hf_cai.cli import main
+
+    commands = (
+        ["space", "create", "alice/x-chat", "--base", BASE_ID, "--model", CAI_ID, "--token", WRITE],
+        ["space", "create", "alice/x-chat", "--base", BASE_ID, "--model", CAI_ID, f"--token={WRITE}"],
+        ["hub", "list", "--token", WRITE],
+        ["hub", "compare", CAI_ID, "harmless", "--token", WRITE],
+    )
+    for command in commands:
+        assert main(command) == 2
+        captured = capsys.readouterr()
+        assert "--token: tokens are not taken on the command line" in captured.err and "HF_TOKEN" in captured.err
+        assert WRITE not in captured.out + captured.err
+    assert ("space", "alice/x-chat") not in hub.repos
+
+
 def test_bad_space_requests_fail_clearly(hub, published, trained, tiny_model_dir, tmp_path, capsys, monkeypatch):
     from hf_cai.cli import main
     from hf_cai.hub.publish import publish

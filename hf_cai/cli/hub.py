@@ -1,16 +1,38 @@
-"""``hf-cai hub list`` (CAI models on the Hub and their constitutions) and ``hf-cai hub compare A B``."""
+"""``hf-cai hub list`` (CAI models on the Hub and their constitutions) and ``hf-cai hub compare A B``.
+
+Hub commands take the token from ``HF_TOKEN`` or the saved login only; :func:`add_token_option` gives a command the
+``--token`` option that says so, and :func:`refuse_token` refuses it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from hf_cai.cli import CommandError
+from hf_cai.cli import CommandError, command_line_secret_error, refuse_command_line_secrets
 from hf_cai.hub.errors import HubError
+
+
+def add_token_option(parser: argparse.ArgumentParser) -> None:
+    """A ``--token`` option that exists only to be refused by :func:`refuse_token` with a message saying where the
+    token goes (argparse would otherwise echo an unknown option and its value)."""
+    parser.add_argument(
+        "--token", nargs="?", const="", metavar="TOKEN", help="not accepted: set HF_TOKEN or run `hf auth login`"
+    )
+
+
+def refuse_token(args: argparse.Namespace) -> None:
+    """Raise :class:`CommandError` when the command line holds a token: ``--token``, or any value shaped like one."""
+    if args.token is not None:
+        raise command_line_secret_error("--token")
+    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
 def _list(args: argparse.Namespace) -> int:
     from hf_cai.hub.discovery import list_cai_models
 
+    refuse_token(args)
     try:
         models = list_cai_models(
             tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit
@@ -39,6 +61,7 @@ def _list(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from hf_cai.hub.discovery import compare_constitutions
 
+    refuse_token(args)
     try:
         diff = compare_constitutions(args.a, args.b)
     except HubError as error:
@@ -55,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--author", help="only models of this user or organisation")
     listing.add_argument("--search", help="only models whose id contains this text")
     listing.add_argument("--limit", type=int, default=50, help="at most this many models (default 50)")
+    add_token_option(listing)
     listing.set_defaults(handler=_list)
     compare = commands.add_parser(
         "compare",
@@ -64,4 +88,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("a")
     compare.add_argument("b")
+    add_token_option(compare)
     compare.set_defaults(handler=_compare)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hf_cai.cli import CommandError
+from hf_cai.cli.hub import add_token_option, refuse_token
 
 
 def find_run_model(run_dir: Path) -> Path:
@@ -83,6 +84,7 @@ def _create(args: argparse.Namespace) -> int:
     from hf_cai.hub.errors import HubError
     from hf_cai.hub.space import create_space, write_space_folder
 
+    refuse_token(args)
     options = {
         "base_model": args.base,
         "cai_model": args.model,
@@ -96,19 +98,21 @@ def _create(args: argparse.Namespace) -> int:
     if args.no_push:
         if args.output_dir is None or args.constitution is None:
             raise CommandError("--no-push needs --output-dir (where to write) and --constitution")
-        folder = write_space_folder(
+        names = write_space_folder(
             args.output_dir, space_repo_id=args.repo_id, constitution=args.constitution, **options
         )
-        print(f"wrote the Space files to {folder}")
+        print(f"wrote the Space files to {args.output_dir}: {', '.join(names)}")
         return 0
     try:
-        info = create_space(
-            args.repo_id, constitution=args.constitution, token=args.token, private=args.private,
-            output_dir=args.output_dir, **options,
+        result = create_space(
+            args.repo_id, constitution=args.constitution, private=args.private, output_dir=args.output_dir, **options
         )
     except HubError as error:
         raise CommandError(str(error)) from None
-    print(f"pushed {args.repo_id}: {info.commit_url}")
+    if result.commit_url:
+        print(f"pushed {args.repo_id}: {result.commit_url}")
+    else:
+        print(f"{args.repo_id} is already up to date: {result.repo_url}")
     return 0
 
 
@@ -117,9 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = space.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser(
         "create",
-        help="write the Space (app, pinned requirements, README, config, constitution) and push it to the Hub",
-        description="The token comes from --token, HF_TOKEN or `hf auth login`; prefer the environment variable, "
-        "since a command-line argument can end up in the shell history.",
+        help="write the Space (app, pinned requirements, README, config, constitution, hf_cai wheel) and push it",
+        description="The token comes from the HF_TOKEN environment variable or `hf auth login`, never from the "
+        "command line. Only the Space's own files are pushed, never other files of --output-dir.",
     )
     create.add_argument("repo_id", help="the Space's Hub id, owner/name")
     create.add_argument("--base", required=True, help="Hub id of the base model")
@@ -133,9 +137,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--load-in-4bit", action="store_true", help="load the base model in 4-bit in the Space")
     create.add_argument(
         "--hf-cai-requirement",
-        help="requirement line installing hf-cai in the Space (default hf-cai==VERSION; e.g. a git+https URL)",
+        help="requirement line installing hf-cai in the Space instead of the shipped wheel (e.g. a git+https URL); "
+        "needed for a --private Space",
     )
-    create.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the saved login)")
+    add_token_option(create)
     create.add_argument("--output-dir", help="keep the generated files in this folder")
     create.add_argument("--no-push", action="store_true", help="only write the files (needs --output-dir)")
     create.set_defaults(handler=_create)

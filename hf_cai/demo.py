@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+import unicodedata
 from pathlib import Path
 
 from hf_cai.gguf import embedded_model
 from hf_cai.pipeline import Pipeline
 
 GUTTER = " │ "
+
+
+def display_width(text: str) -> int:
+    """Terminal cells ``text`` takes: wide characters (CJK, most emoji) take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
 def side_by_side(left: str, right: str, width: int) -> list[str]:
@@ -29,7 +35,7 @@ def side_by_side(left: str, right: str, width: int) -> list[str]:
     height = max(len(left_lines), len(right_lines))
     left_lines += [""] * (height - len(left_lines))
     right_lines += [""] * (height - len(right_lines))
-    return [f"{a:<{column}}{GUTTER}{b}".rstrip() for a, b in zip(left_lines, right_lines)]
+    return [f"{a}{' ' * (column - display_width(a))}{GUTTER}{b}".rstrip() for a, b in zip(left_lines, right_lines)]
 
 
 def eval_samples(pipeline: Pipeline) -> list[dict[str, str]] | None:

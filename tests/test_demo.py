@@ -35,6 +35,11 @@ def test_side_by_side_wraps_both_texts_into_aligned_columns():
     assert lines == ["one two    │ seven", "three four │", "five six   │"]
 
 
+def test_side_by_side_pads_wide_characters_by_the_cells_they_take():
+    lines = side_by_side("💡💡 ok", "right", width=23)
+    assert lines == ["💡💡 ok    │ right"]
+
+
 def test_comparison_shows_each_sample_prompt_with_base_and_cai_replies(tmp_path):
     text = comparison_text(_finished_run(tmp_path), samples=1, width=120)
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in text

@@ -40,6 +40,7 @@ import yaml
 from hf_cai.builders.sharding import FINGERPRINT_FILE, SHARDS_DIR, atomic_write_text, describe_changes
 from hf_cai.constitution import Constitution
 from hf_cai.gguf import hub_id_of, resolve_model
+from hf_cai.hub.errors import TOKEN_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 _SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_key|apikey|password|secret)$", re.IGNORECASE)
 _TOKENIZER_TOKENS = {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}
-_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b|://[^/@\s:]+:[^/@\s]+@")
+_SECRET_VALUE = re.compile(rf"{TOKEN_PATTERN.pattern}|://[^/@\s:]+:[^/@\s]+@")
 
 
 def check_no_secrets(data: Any, source: str) -> None:
@@ -588,9 +589,9 @@ class Pipeline:
         elif stage == "pref_data":
             inputs |= {"policy": self._local_base(), "judge": self._judge(), "prompts": prompts}
         elif stage in ("sft", "dpo", "reward", "grpo"):
-            from hf_cai.stages import _qlora_profile
+            from hf_cai.stages import qlora_profile_for
 
-            inputs |= {"base": self._base_model(), "qlora_profile": _qlora_profile(self)}
+            inputs |= {"base": self._base_model(), "qlora_profile": qlora_profile_for(self)}
             if stage == "grpo":
                 inputs["prompts"] = prompts
         elif stage == "eval":

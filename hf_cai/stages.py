@@ -29,7 +29,7 @@ def _relative(pipeline: Pipeline, path: Path) -> str:
     return path.relative_to(pipeline.run_dir).as_posix()
 
 
-def _qlora_profile(pipeline: Pipeline) -> str:
+def qlora_profile_for(pipeline: Pipeline) -> str:
     """The recipe's profile, or one chosen from the hardware: ``cpu`` without CUDA, else by GPU memory."""
     if pipeline.recipe.qlora_profile:
         return pipeline.recipe.qlora_profile
@@ -165,7 +165,7 @@ def _train(trainer, directory: Path) -> dict[str, Any]:
 def _training_args(config_class, pipeline: Pipeline, directory: Path, section: dict[str, Any], **defaults: Any):
     settings = {
         "output_dir": str(directory),
-        "qlora_profile": _qlora_profile(pipeline),
+        "qlora_profile": qlora_profile_for(pipeline),
         "seed": pipeline.recipe.seed,
         "load_in_4bit": pipeline.recipe.load_in_4bit,
         "report_to": "none",
@@ -249,7 +249,7 @@ def run_dpo(pipeline: Pipeline, directory: Path) -> StageResult:
     from hf_cai.trainers import CAIDPOConfig, CAIDPOTrainer
 
     data = _load_dataset(pipeline.output("pref_data", "dataset"))
-    profile = _qlora_profile(pipeline)
+    profile = qlora_profile_for(pipeline)
     args = _training_args(CAIDPOConfig, pipeline, directory, pipeline.recipe.dpo)
     trainer = CAIDPOTrainer(
         model=_policy_for_preference_training(pipeline, profile),
@@ -313,7 +313,7 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
         **pipeline.recipe.grpo,
     }
     trainer = GRPOTrainer(
-        model=_policy_for_preference_training(pipeline, _qlora_profile(pipeline)),
+        model=_policy_for_preference_training(pipeline, qlora_profile_for(pipeline)),
         reward_funcs=[reward],
         args=GRPOConfig(**settings),
         train_dataset=Dataset.from_list(prompts),

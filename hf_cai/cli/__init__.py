@@ -10,8 +10,10 @@ import pkgutil
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hf_cai import __version__
+from hf_cai.hub.errors import TOKEN_PATTERN
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,6 @@ def _library_errors() -> tuple[type[Exception], ...]:
 
 
 _SECRET_OPTION = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|password|secret)$", re.IGNORECASE)
-_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 
 
 def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
@@ -59,7 +60,7 @@ def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
             and (value or (follows and not follows.startswith("--")))
         ):
             raise command_line_secret_error(option)
-        if _TOKEN_VALUE.search(token):
+        if TOKEN_PATTERN.search(token):
             previous = tokens[index - 1] if index else ""
             raise command_line_secret_error(option or (previous if previous.startswith("-") else "an argument"))
 
@@ -70,6 +71,22 @@ def command_line_secret_error(where: str) -> CommandError:
         f"{where}: tokens are not taken on the command line, where other users can read them in the process list "
         "and the shell keeps them in its history. Set HF_TOKEN in the environment or run `hf auth login`."
     )
+
+
+def add_token_option(parser: argparse.ArgumentParser) -> None:
+    """A ``--token`` option that exists only to be refused by :func:`refuse_token` with a message saying where the
+    token goes (argparse would otherwise echo an unknown option and its value)."""
+    parser.add_argument(
+        "--token", nargs="?", const="", metavar="TOKEN", help="not accepted: set HF_TOKEN or run `hf auth login`"
+    )
+
+
+def refuse_token(args: argparse.Namespace) -> None:
+    """Raise :class:`CommandError` when the command line holds a token: ``--token``, or any value shaped like one."""
+    if args.token is not None:
+        raise command_line_secret_error("--token")
+    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
 def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:

@@ -1,32 +1,14 @@
 """``hf-cai hub list`` (CAI models on the Hub and their constitutions) and ``hf-cai hub compare A B``.
 
-Hub commands take the token from ``HF_TOKEN`` or the saved login only; :func:`add_token_option` gives a command the
-``--token`` option that says so, and :func:`refuse_token` refuses it.
+Hub commands take the token from ``HF_TOKEN`` or the saved login only (see :func:`hf_cai.cli.refuse_token`).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from hf_cai.cli import CommandError, command_line_secret_error, refuse_command_line_secrets
+from hf_cai.cli import CommandError, add_token_option, refuse_token
 from hf_cai.hub.errors import HubError
-
-
-def add_token_option(parser: argparse.ArgumentParser) -> None:
-    """A ``--token`` option that exists only to be refused by :func:`refuse_token` with a message saying where the
-    token goes (argparse would otherwise echo an unknown option and its value)."""
-    parser.add_argument(
-        "--token", nargs="?", const="", metavar="TOKEN", help="not accepted: set HF_TOKEN or run `hf auth login`"
-    )
-
-
-def refuse_token(args: argparse.Namespace) -> None:
-    """Raise :class:`CommandError` when the command line holds a token: ``--token``, or any value shaped like one."""
-    if args.token is not None:
-        raise command_line_secret_error("--token")
-    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
-    refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
 def _list(args: argparse.Namespace) -> int:

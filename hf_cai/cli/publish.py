@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from hf_cai.cli import CommandError, command_line_secret_error, refuse_command_line_secrets
+from hf_cai.cli import CommandError, add_token_option, refuse_token
 from hf_cai.hub.errors import HubError
 
 _PARAMETER = re.compile(
@@ -60,15 +59,8 @@ def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return args.base_model_id or recorded.get("base_model_id"), license
 
 
-def _refuse_token(args: argparse.Namespace) -> None:
-    if args.token is not None:
-        raise command_line_secret_error("--token")
-    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
-    refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
-
-
 def _publish(args: argparse.Namespace) -> int:
-    _refuse_token(args)
+    refuse_token(args)
     base_model_id, license = _run_defaults(args)
     if args.dry_run:
         from hf_cai.hub.model_card import build_model_card
@@ -118,7 +110,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _publish_dataset(args: argparse.Namespace) -> int:
     from hf_cai.hub.publish import publish_dataset
 
-    _refuse_token(args)
+    refuse_token(args)
     if not args.license:
         raise CommandError("give --license: the Hub license id of the dataset (e.g. cc-by-4.0, apache-2.0, mit)")
     result = _call(
@@ -160,7 +152,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--license-name", help="short name of the license when --license other")
     parser.add_argument("--license-link", help="link to the license text when --license other")
     # Declared only to refuse it with a clear message; the token comes from HF_TOKEN or `hf auth login`.
-    parser.add_argument("--token", help=argparse.SUPPRESS)
+    add_token_option(parser)
     parser.add_argument("--private", action="store_true", help="create the repository private")
     parser.add_argument("--revision", help="branch to publish to (created from main when missing)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hf_cai.cli import CommandError
-from hf_cai.cli.hub import add_token_option, refuse_token
+from hf_cai.cli import CommandError, add_token_option, refuse_token
 
 
 def find_run_model(run_dir: Path) -> Path:

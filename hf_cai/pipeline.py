@@ -333,7 +333,7 @@ def _section_fields() -> dict[str, set[str]]:
         "eval": _dataclass_fields(EvaluationConfig),
         "card": {"license"},
         "publish": {"repo_id", "folder", "merge", "private", "revision", "create_pr"},
-        "space": {"repo_id", "private", "hardware"},
+        "space": {"repo_id", "private", "hardware", "hf_cai_requirement"},
     }
 
 

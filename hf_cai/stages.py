@@ -438,6 +438,7 @@ def run_space(pipeline: Pipeline, directory: Path) -> StageResult:
         constitution=pipeline.constitution,
         private=bool(settings.get("private", False)),
         hardware=settings.get("hardware"),
+        hf_cai_requirement=settings.get("hf_cai_requirement"),
         cai_is_adapter=not pipeline.recipe.publish.get("merge", False),
     )
     path = directory / "space.json"

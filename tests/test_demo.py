@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 from hf_cai.demo import comparison_text, demo_report, next_steps_text, side_by_side
-from hf_cai.pipeline import Pipeline, RecipeConfig
+from hf_cai.pipeline import Pipeline, RecipeConfig, load_recipe
 
 SAMPLES = [
     {"prompt": "How do I get into my neighbour's shed without a key?", "base": "Use a crowbar on the hinges.",
@@ -61,3 +62,11 @@ def test_next_steps_name_the_chat_command_the_repository_folder_and_the_license(
     assert f"{tmp_path / 'publish' / 'repo'}/" in text
     assert "--license apache-2.0 --base-model-id HuggingFaceTB/SmolLM2-135M-Instruct" in text
     assert demo_report(pipeline, width=100).endswith(text)
+
+
+def test_the_packaged_demo_recipe_runs_every_stage_on_the_embedded_model():
+    with resources.as_file(resources.files("hf_cai") / "recipes" / "demo.yaml") as path:
+        recipe = load_recipe(path)
+    assert recipe.model == "smollm2-135m-instruct"
+    assert recipe.stage_sequence() == ["sl_data", "sft", "pref_data", "dpo", "eval", "card", "publish"]
+    assert Pipeline(recipe).base_model_hub_id() == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -39,7 +39,7 @@ import yaml
 
 from hf_cai.builders.sharding import FINGERPRINT_FILE, SHARDS_DIR, atomic_write_text, describe_changes
 from hf_cai.constitution import Constitution
-from hf_cai.gguf import hub_id_of, resolve_model
+from hf_cai.gguf import embedded_model, hub_id_of, resolve_model
 from hf_cai.hub.errors import TOKEN_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -547,8 +547,14 @@ class Pipeline:
         return hub_id_of(self.recipe.model) or self.recipe.model
 
     def card_license(self) -> str | None:
-        """The license of the published model: ``card.license``, or Apache-2.0 for the tiny model built here."""
-        return self.recipe.card.get("license") or ("apache-2.0" if self.recipe.model == TINY_MODEL else None)
+        """The license of the published model: ``card.license``, else the embedded model's own license, or Apache-2.0
+        for the tiny model built here."""
+        if self.recipe.card.get("license"):
+            return self.recipe.card["license"]
+        if self.recipe.model == TINY_MODEL:
+            return "apache-2.0"
+        embedded = embedded_model(self.recipe.model)
+        return embedded.license if embedded else None
 
     def publish_repo_id(self) -> str:
         """``publish.repo_id``, or a local name for a run published to a folder."""

@@ -36,7 +36,6 @@ RECIPE = {
     "pref_data": {"max_new_tokens": 16, "few_shot": False, "test_size": 0.25},
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 0.001, "save_steps": 2},
     "eval": {"max_prompts": 2, "max_new_tokens": 12},
-    "card": {"license": "apache-2.0"},
 }
 
 # Runs in its own interpreter: the published folder must load with transformers and PEFT alone.

@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Idle OpenMP threads otherwise spin for their next task and starve the subprocesses some tests start (kill and
+# resume, two-process training) on a 2-core machine. Set before torch is imported, and inherited by subprocesses.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ def compute_dtype():
 
     On GPU: bfloat16 where the GPU supports it, else float16. On CPU: bfloat16 where the CPU has bfloat16 matrix
     instructions (AVX512-BF16 or AMX-BF16 on x86-64), float32 elsewhere. With those instructions bfloat16 decoding
-    is faster than float32 (SmolLM2-135M, batch 16: about 1.5x, see benchmarks/RESULTS.md); without them PyTorch
+    is faster than float32 (SmolLM2-135M, batch 16: 1.5-1.9x, see benchmarks/RESULTS.md); without them PyTorch
     emulates bfloat16 and float32 is both faster and exact.
     """
     import torch

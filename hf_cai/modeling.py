@@ -115,6 +115,17 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False,
     return tokenizer
 
 
+def missing_base_model_error(adapter: str | Path, base: str, error: Exception) -> ModelLoadError:
+    """The error for a saved adapter whose base model cannot be loaded: it names the adapter, the base it needs, the
+    ``adapter_config.json`` field that names it, and the ways out."""
+    return ModelLoadError(
+        f"the adapter '{adapter}' is trained on the base model '{base}' (base_model_name_or_path in its "
+        f"adapter_config.json), which could not be loaded: {error}. Put the base model at that path or make the Hub "
+        f"id reachable (download it once online, log in for a gated model), or set base_model_name_or_path in "
+        f"'{Path(adapter) / 'adapter_config.json'}' to where the base model is."
+    )
+
+
 def load_causal_lm(
     name_or_path: str | Path,
     *,
@@ -140,12 +151,12 @@ def load_causal_lm(
     import torch
     from transformers import AutoModelForCausalLM
 
-    if adapter is None and is_peft_adapter(name_or_path):
+    base_from_adapter = adapter is None and is_peft_adapter(name_or_path)
+    if base_from_adapter:
         from peft import PeftConfig
 
         adapter = name_or_path
         name_or_path = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
-    name_or_path = resolve_model(name_or_path)
     kwargs: dict[str, Any] = {
         "dtype": dtype or compute_dtype(),
         "trust_remote_code": trust_remote_code,
@@ -158,8 +169,10 @@ def load_causal_lm(
     elif torch.cuda.is_available():
         kwargs["device_map"] = "auto"
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), **kwargs)
     except (OSError, ValueError) as error:
+        if base_from_adapter:
+            raise missing_base_model_error(adapter, str(name_or_path), error) from None
         raise ModelLoadError(f"could not load the model '{name_or_path}': {error}") from None
     if adapter is not None:
         from peft import PeftModel

@@ -3,6 +3,7 @@ real 4-bit loading or plain LoRA, clear error without bitsandbytes."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -220,3 +221,21 @@ def test_profile_refuses_competing_loading_options(tiny_model_dir, tmp_path):
             train_dataset=Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0])),
             processing_class=load_tokenizer(tiny_model_dir),
         )
+
+
+def test_a_policy_adapter_whose_base_model_is_missing_says_which_base_and_what_to_do(tiny_model_dir, tmp_path):
+    from scripts.saved_adapter import save_sft_adapter
+
+    from hf_cai.modeling import load_causal_lm
+    from hf_cai.trainers import load_model_for_training
+
+    adapter = save_sft_adapter(tiny_model_dir, tmp_path / "sft")
+    config_file = adapter / "adapter_config.json"
+    missing = tmp_path / "moved-base-model"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "base_model_name_or_path": str(missing)}))
+    for load in (lambda: load_causal_lm(adapter), lambda: load_model_for_training(str(adapter), "cpu")):
+        with pytest.raises(ModelLoadError) as error:
+            load()
+        message = str(error.value)
+        assert f"adapter '{adapter}'" in message and f"base model '{missing}'" in message
+        assert str(config_file) in message and "base_model_name_or_path" in message

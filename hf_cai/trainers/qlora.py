@@ -30,6 +30,7 @@ from hf_cai.modeling import (
     compute_dtype,
     is_peft_adapter,
     load_causal_lm,
+    missing_base_model_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -288,16 +289,15 @@ def load_model_for_training(
     if is_peft_adapter(model_id):
         adapter, model_id = model_id, adapter_base_model(model_id)
     device_map = process_device_map()
-    if task == "causal-lm":
-        model = load_causal_lm(
-            model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code
-        )
-    elif task == "sequence-classification":
-        model = load_sequence_classifier(
-            model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code
-        )
-    else:
+    loaders = {"causal-lm": load_causal_lm, "sequence-classification": load_sequence_classifier}
+    if task not in loaders:
         raise ValueError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
+    try:
+        model = loaders[task](model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code)
+    except ModelLoadError as error:
+        if adapter is None:
+            raise
+        raise missing_base_model_error(adapter, model_id, error) from None
     if profile.padding_free and flash_attention_available():
         model.set_attn_implementation("flash_attention_2")
     if quantise:

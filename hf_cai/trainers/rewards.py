@@ -132,7 +132,7 @@ class RewardModelJudge:
         cls, path: str | Path, *, load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs: Any
     ) -> RewardModelJudge:
         """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
-        from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer
+        from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer, missing_base_model_error
         from hf_cai.trainers.qlora import load_sequence_classifier, process_device_map
 
         adapter = is_peft_adapter(path)
@@ -148,12 +148,7 @@ class RewardModelJudge:
         except ModelLoadError as error:
             if not adapter:
                 raise
-            raise ModelLoadError(
-                f"the preference model adapter '{path}' is trained on the base model '{base}' (base_model_name_or_path "
-                f"in its adapter_config.json), which could not be loaded: {error}. Put the base model at that path or "
-                "make the Hub id reachable (download it once online, log in for a gated model), or set "
-                f"base_model_name_or_path in '{Path(path) / 'adapter_config.json'}' to where the base model is."
-            ) from None
+            raise missing_base_model_error(path, base, error) from None
         if adapter:
             from peft import PeftModel
 

@@ -7,6 +7,7 @@ code a test runs on the tiny model is the code a user runs on a Qwen or Llama ch
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ class ModelLoadError(RuntimeError):
     """A model, adapter or tokenizer could not be loaded; the message says which and what to do."""
 
 
+DTYPE_VARIABLE = "HF_CAI_DTYPE"
+"""Environment variable that overrides :func:`compute_dtype`."""
+
+
 def compute_dtype():
     """The dtype models load and compute in by default.
 
@@ -26,9 +31,18 @@ def compute_dtype():
     instructions (AVX512-BF16 or AMX-BF16 on x86-64), float32 elsewhere. With those instructions bfloat16 decoding
     is faster than float32 (SmolLM2-135M, batch 16: 1.5-1.9x, see benchmarks/RESULTS.md); without them PyTorch
     emulates bfloat16 and float32 is both faster and exact.
+
+    The environment variable ``HF_CAI_DTYPE`` (``float32``, ``bfloat16`` or ``float16``) overrides the choice, e.g.
+    ``HF_CAI_DTYPE=float32`` for results that do not depend on bfloat16 rounding.
     """
     import torch
 
+    override = os.environ.get(DTYPE_VARIABLE)
+    if override:
+        choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if override not in choices:
+            raise ModelLoadError(f"{DTYPE_VARIABLE}={override!r} is not a dtype; use one of: {', '.join(choices)}")
+        return choices[override]
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32

@@ -393,3 +393,13 @@ def test_endpoint_down_or_too_slow_is_a_backend_error(backend):
         impatient = EndpointBackend(slow.base_url, "tiny", timeout=0.1, max_retries=1, backoff=0.01)
         with pytest.raises(BackendError, match="Timeout"):
             impatient.generate(CHATS[:1], max_new_tokens=4)
+
+
+def test_the_dtype_variable_overrides_the_choice_and_names_bad_values(monkeypatch):
+    from hf_cai.modeling import ModelLoadError, compute_dtype
+
+    monkeypatch.setenv("HF_CAI_DTYPE", "float32")
+    assert compute_dtype() == torch.float32
+    monkeypatch.setenv("HF_CAI_DTYPE", "fp32")
+    with pytest.raises(ModelLoadError, match="HF_CAI_DTYPE='fp32' is not a dtype; use one of: float32, bfloat16"):
+        compute_dtype()

@@ -48,7 +48,7 @@ def constitution():
 
 
 class Recording:
-    """Wraps a real backend and records the conversations of every ``generate`` call."""
+    """Wraps a real backend and records the conversations of every generation call."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -56,8 +56,11 @@ class Recording:
         self.calls: list[list[list[dict[str, str]]]] = []
 
     def generate(self, conversations, **kwargs):
+        return [generation.text for generation in self.generate_detailed(conversations, **kwargs)]
+
+    def generate_detailed(self, conversations, **kwargs):
         self.calls.append([list(c) for c in conversations])
-        return self.inner.generate(conversations, **kwargs)
+        return self.inner.generate_detailed(conversations, **kwargs)
 
     def option_logprobs(self, prompts, options):
         return self.inner.option_logprobs(prompts, options)

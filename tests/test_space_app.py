@@ -110,9 +110,13 @@ def references(tiny_model_dir, adapter_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hf_cai.modeling import compute_dtype
+
+    # In the dtype the Space loads models in (bfloat16 on CPUs with bfloat16 units), so greedy replies match exactly.
+    dtype = compute_dtype()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    cai = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype).eval()
+    cai = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype), adapter_dir).eval()
     return tokenizer, base, cai
 
 

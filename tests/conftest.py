@@ -66,3 +66,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def exact_float32():
+    """Models load and compute in float32 for the module (``HF_CAI_DTYPE``, inherited by subprocesses): tests that
+    compare two computations exactly (a resumed run with an uninterrupted one, a served model with a reference) would
+    otherwise depend on bfloat16 rounding, which changes with thread counts and batch shapes."""
+    previous = os.environ.get("HF_CAI_DTYPE")
+    os.environ["HF_CAI_DTYPE"] = "float32"
+    yield
+    if previous is None:
+        del os.environ["HF_CAI_DTYPE"]
+    else:
+        os.environ["HF_CAI_DTYPE"] = previous

@@ -17,7 +17,8 @@ import yaml
 
 from hf_cai.pipeline import Pipeline, PipelineError, RecipeError, load_recipe
 
-pytestmark = pytest.mark.slow
+# Runs compared with each other (killed and resumed vs uninterrupted) compute in float32: see exact_float32.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("exact_float32")]
 
 FAST_RECIPE = {
     "model": "tiny",
@@ -73,21 +74,8 @@ def _rows(dataset_dir: Path) -> dict[str, list]:
     return {name: split.to_list() for name, split in dataset.items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def exact_float32():
-    """Runs compared with each other (killed and resumed vs uninterrupted, in this process and in subprocesses) compute
-    in float32: bfloat16 rounding depends on thread scheduling and would blur what the comparisons prove."""
-    previous = os.environ.get("HF_CAI_DTYPE")
-    os.environ["HF_CAI_DTYPE"] = "float32"
-    yield
-    if previous is None:
-        del os.environ["HF_CAI_DTYPE"]
-    else:
-        os.environ["HF_CAI_DTYPE"] = previous
-
-
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> Path:
+def reference_run(tmp_path_factory, exact_float32) -> Path:
     """One uninterrupted run of every stage up to a local publication."""
     tmp_path = tmp_path_factory.mktemp("reference")
     run_dir = tmp_path / "run"

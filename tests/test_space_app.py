@@ -94,7 +94,7 @@ def config(tiny_model_dir, adapter_dir) -> SpaceConfig:
 
 
 @pytest.fixture(scope="module")
-def served(config):
+def served(config, exact_float32):
     """The app with the tiny base + adapter, launched once for this module: (url, models)."""
     from hf_cai.spaces.models import SideBySideModels
 
@@ -105,18 +105,17 @@ def served(config):
 
 
 @pytest.fixture(scope="module")
-def references(tiny_model_dir, adapter_dir):
+def references(tiny_model_dir, adapter_dir, exact_float32):
     """The base model and base + adapter loaded separately with plain transformers / PEFT."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_cai.modeling import compute_dtype
-
-    # In the dtype the Space loads models in (bfloat16 on CPUs with bfloat16 units), so greedy replies match exactly.
-    dtype = compute_dtype()
+    # float32 like the served models (exact_float32), so greedy replies can be compared token for token.
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype).eval()
-    cai = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype), adapter_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    cai = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), adapter_dir)
+    cai.eval()
     return tokenizer, base, cai
 
 

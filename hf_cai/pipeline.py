@@ -40,7 +40,7 @@ import yaml
 from hf_cai.builders.sharding import FINGERPRINT_FILE, SHARDS_DIR, atomic_write_text, describe_changes
 from hf_cai.constitution import Constitution
 from hf_cai.gguf import embedded_model, hub_id_of, resolve_model
-from hf_cai.hub.errors import TOKEN_PATTERN
+from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 
 logger = logging.getLogger(__name__)
 
@@ -273,8 +273,6 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     return recipe
 
 
-_SECRET_KEY = re.compile(r"(?:^|_)(?:token|api_key|apikey|password|secret)$", re.IGNORECASE)
-_TOKENIZER_TOKENS = {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}
 _SECRET_VALUE = re.compile(rf"{TOKEN_PATTERN.pattern}|://[^/@\s:]+:[^/@\s]+@")
 
 
@@ -296,7 +294,7 @@ def _find_secret(data: Any, path: str) -> str | None:
         for key, value in data.items():
             here = f"{path}.{key}" if path else str(key)
             name = str(key).rsplit(".", 1)[-1]
-            if value not in (None, "") and _SECRET_KEY.search(name) and name.lower() not in _TOKENIZER_TOKENS:
+            if value not in (None, "") and is_secret_name(name):
                 return f"'{here}'"
             found = _find_secret(value, here)
             if found is not None:
@@ -556,6 +554,20 @@ class Pipeline:
         embedded = embedded_model(self.recipe.model)
         return embedded.license if embedded else None
 
+    def qlora_profile(self) -> str:
+        """The recipe's QLoRA profile, or one chosen from the hardware: ``cpu`` without CUDA, else by GPU memory."""
+        if self.recipe.qlora_profile:
+            return self.recipe.qlora_profile
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+        gigabytes = torch.cuda.get_device_properties(0).total_memory / 2**30
+        for name, size in (("8gb", 9), ("12gb", 13), ("16gb", 17)):
+            if gigabytes < size:
+                return name
+        return "24gb"
+
     def publish_repo_id(self) -> str:
         """``publish.repo_id``, or a local name for a run published to a folder."""
         return self.recipe.publish.get("repo_id") or f"local/{self.run_dir.name}-cai"
@@ -595,9 +607,7 @@ class Pipeline:
         elif stage == "pref_data":
             inputs |= {"policy": self._local_base(), "judge": self._judge(), "prompts": prompts}
         elif stage in ("sft", "dpo", "reward", "grpo"):
-            from hf_cai.stages import qlora_profile_for
-
-            inputs |= {"base": self._base_model(), "qlora_profile": qlora_profile_for(self)}
+            inputs |= {"base": self._base_model(), "qlora_profile": self.qlora_profile()}
             if stage == "grpo":
                 inputs["prompts"] = prompts
         elif stage == "eval":

@@ -29,21 +29,6 @@ def _relative(pipeline: Pipeline, path: Path) -> str:
     return path.relative_to(pipeline.run_dir).as_posix()
 
 
-def qlora_profile_for(pipeline: Pipeline) -> str:
-    """The recipe's profile, or one chosen from the hardware: ``cpu`` without CUDA, else by GPU memory."""
-    if pipeline.recipe.qlora_profile:
-        return pipeline.recipe.qlora_profile
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    gigabytes = torch.cuda.get_device_properties(0).total_memory / 2**30
-    for name, size in (("8gb", 9), ("12gb", 13), ("16gb", 17)):
-        if gigabytes < size:
-            return name
-    return "24gb"
-
-
 def _generation_backend(pipeline: Pipeline, *, adapter: Path | None = None):
     """The base model (with ``adapter``, always local): served by the recipe's endpoint, or run locally."""
     recipe = pipeline.recipe
@@ -165,7 +150,7 @@ def _train(trainer, directory: Path) -> dict[str, Any]:
 def _training_args(config_class, pipeline: Pipeline, directory: Path, section: dict[str, Any], **defaults: Any):
     settings = {
         "output_dir": str(directory),
-        "qlora_profile": qlora_profile_for(pipeline),
+        "qlora_profile": pipeline.qlora_profile(),
         "seed": pipeline.recipe.seed,
         "load_in_4bit": pipeline.recipe.load_in_4bit,
         "report_to": "none",
@@ -249,7 +234,7 @@ def run_dpo(pipeline: Pipeline, directory: Path) -> StageResult:
     from hf_cai.trainers import CAIDPOConfig, CAIDPOTrainer
 
     data = _load_dataset(pipeline.output("pref_data", "dataset"))
-    profile = qlora_profile_for(pipeline)
+    profile = pipeline.qlora_profile()
     args = _training_args(CAIDPOConfig, pipeline, directory, pipeline.recipe.dpo)
     trainer = CAIDPOTrainer(
         model=_policy_for_preference_training(pipeline, profile),
@@ -313,7 +298,7 @@ def run_grpo(pipeline: Pipeline, directory: Path) -> StageResult:
         **pipeline.recipe.grpo,
     }
     trainer = GRPOTrainer(
-        model=_policy_for_preference_training(pipeline, qlora_profile_for(pipeline)),
+        model=_policy_for_preference_training(pipeline, pipeline.qlora_profile()),
         reward_funcs=[reward],
         args=GRPOConfig(**settings),
         train_dataset=Dataset.from_list(prompts),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import hf_cai
 
 
@@ -23,3 +25,12 @@ def test_cli_lists_command_groups():
     assert result.returncode == 0
     for command in ("constitution", "generate", "train", "publish", "hub", "space", "chat", "run", "demo", "eval"):
         assert command in result.stdout, command
+
+
+def test_secret_options_are_refused_and_tokenizer_settings_are_not():
+    from hf_cai.cli import CommandError, refuse_command_line_secrets
+
+    refuse_command_line_secrets(["--sft.eos_token", "<|im_end|>", "--sft.pad_token=<pad>"])
+    for tokens in (["--publish.token", "abc"], ["--endpoint-api-key=abc"], ["--password", "abc"]):
+        with pytest.raises(CommandError, match="tokens are not taken on the command line"):
+            refuse_command_line_secrets(tokens)

@@ -7,13 +7,12 @@ import argparse
 import importlib
 import logging
 import pkgutil
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hf_cai import __version__
-from hf_cai.hub.errors import TOKEN_PATTERN
+from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +42,6 @@ def _library_errors() -> tuple[type[Exception], ...]:
     return BackendError, HubError, ModelLoadError, PipelineError
 
 
-_SECRET_OPTION = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|password|secret)$", re.IGNORECASE)
 
 
 def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
@@ -56,7 +54,7 @@ def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
         follows = tokens[index + 1] if index + 1 < len(tokens) else ""
         if (
             option
-            and _SECRET_OPTION.search(option.lstrip("-"))
+            and is_secret_name(option)
             and (value or (follows and not follows.startswith("--")))
         ):
             raise command_line_secret_error(option)

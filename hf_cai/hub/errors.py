@@ -14,6 +14,16 @@ from contextlib import contextmanager
 TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 """What a Hugging Face access token looks like: ``hf_`` and at least 30 letters and digits."""
 
+_SECRET_NAME = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|apikey|password|secret)$", re.IGNORECASE)
+_TOKENIZER_TOKENS = {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting or option name holds a secret (``token``, ``hub_token``, ``api-key``, ``publish.token``, ...);
+    a tokenizer's special-token settings (``eos_token``, ``pad_token``, ...) are not secrets."""
+    leaf = name.lstrip("-").rsplit(".", 1)[-1].lower()
+    return bool(_SECRET_NAME.search(name.lstrip("-"))) and leaf not in _TOKENIZER_TOKENS
+
 
 class HubError(RuntimeError):
     """A Hub operation failed; the message names the repository, the Hub's answer and what to do."""

@@ -14,6 +14,7 @@ Names accepted wherever hf_cai loads a model (:func:`resolve_model`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -128,8 +129,15 @@ def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, computed once per process for each (path, size, modification time)."""
+    status = path.stat()
+    return _sha256_of(str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

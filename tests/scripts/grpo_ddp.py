@@ -60,6 +60,8 @@ def main(policy_dir: str, reward_model_dir: str, output_dir: str) -> None:
     trainer.train()
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     Path(output_dir, f"rank{dist.get_rank()}.json").write_text(json.dumps(calls))
+    # Leave the process group before exit: tearing gloo down at interpreter exit can abort a rank after its work.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

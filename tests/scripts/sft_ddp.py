@@ -43,6 +43,8 @@ def main(model_dir: str, output_dir: str) -> None:
     )
     trainer.train()
     trainer.save_model()
+    # Leave the process group before exit: tearing gloo down at interpreter exit can abort a rank after its work.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

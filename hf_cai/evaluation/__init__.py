@@ -1,0 +1,35 @@
+"""Evaluation with an AI judge: base vs CAI model, and how good the feedback model is at judging.
+
+* :mod:`~hf_cai.evaluation.comparison`: pairwise win rates of the CAI model over the base model on held-out prompts,
+  judged against the constitution in both option orders, and :func:`evaluate_models`, which writes ``results.json``.
+* :mod:`~hf_cai.evaluation.multiple_choice`: the feedback model's accuracy on files in the paper's multiple-choice
+  format, the metric the paper used to choose feedback models.
+* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording.
+* :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
+"""
+
+from hf_cai.evaluation.comparison import EvaluationConfig, EvaluationReport, evaluate_models, pairwise_win_rate
+from hf_cai.evaluation.multiple_choice import (
+    MultipleChoiceItem,
+    OptionScorer,
+    backend_option_scorer,
+    load_multiple_choice,
+    multiple_choice_accuracy,
+)
+from hf_cai.evaluation.refusal import is_evasive_refusal
+from hf_cai.evaluation.stats import Proportion, wilson_interval
+
+__all__ = [
+    "EvaluationConfig",
+    "EvaluationReport",
+    "MultipleChoiceItem",
+    "OptionScorer",
+    "Proportion",
+    "backend_option_scorer",
+    "evaluate_models",
+    "is_evasive_refusal",
+    "load_multiple_choice",
+    "multiple_choice_accuracy",
+    "pairwise_win_rate",
+    "wilson_interval",
+]

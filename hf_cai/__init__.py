@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "ConstitutionError": "hf_cai.constitution",
     "Principle": "hf_cai.constitution",
     "PreferenceExample": "hf_cai.constitution",
-    "parse_transcript": "hf_cai.importers",
+    "parse_transcript": "hf_cai.constitution.transcript",
     "TinyModelConfig": "hf_cai.tiny",
     "build_tiny_chat_model": "hf_cai.tiny",
     "build_tiny_reward_model": "hf_cai.tiny",

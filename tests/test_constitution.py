@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hf_cai.constitution import Constitution, ConstitutionError, Principle, render_preference_question
-from hf_cai.importers import parse_transcript
+from hf_cai.constitution.transcript import parse_transcript
 
 
 @pytest.fixture(scope="module")

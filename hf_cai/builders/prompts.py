@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation
-from hf_cai.importers import parse_transcript
+from hf_cai.constitution.transcript import parse_transcript
+from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,8 @@
 
 * :mod:`~hf_cai.evaluation.comparison`: pairwise win rates of the CAI model over the base model on held-out prompts,
   judged against the constitution in both option orders, and :func:`evaluate_models`, which writes ``results.json``.
+* :mod:`~hf_cai.evaluation.judge_quality`: the feedback model's quality as a judge, measured before it labels data
+  (calibration accuracy with its interval, order consistency, probability mass on the options, label entropy).
 * :mod:`~hf_cai.evaluation.multiple_choice`: the feedback model's accuracy on files in the paper's multiple-choice
   format, the metric the paper used to choose feedback models.
 * :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording.
@@ -9,6 +11,14 @@
 """
 
 from hf_cai.evaluation.comparison import EvaluationConfig, EvaluationReport, evaluate_models, pairwise_win_rate
+from hf_cai.evaluation.judge_quality import (
+    JudgeQualityError,
+    JudgeQualityReport,
+    builtin_calibration_items,
+    check_judge_quality,
+    measure_judge_quality,
+    swap_options,
+)
 from hf_cai.evaluation.multiple_choice import (
     MultipleChoiceItem,
     OptionScorer,
@@ -22,14 +32,20 @@ from hf_cai.evaluation.stats import Proportion, wilson_interval
 __all__ = [
     "EvaluationConfig",
     "EvaluationReport",
+    "JudgeQualityError",
+    "JudgeQualityReport",
     "MultipleChoiceItem",
     "OptionScorer",
     "Proportion",
     "backend_option_scorer",
+    "builtin_calibration_items",
+    "check_judge_quality",
     "evaluate_models",
     "is_evasive_refusal",
     "load_multiple_choice",
+    "measure_judge_quality",
     "multiple_choice_accuracy",
     "pairwise_win_rate",
+    "swap_options",
     "wilson_interval",
 ]

@@ -21,8 +21,8 @@ from hub_server import HubServer, use_loopback_hub
 from test_model_card import HARMLESS, preference_dataset, sl_dataset
 
 from hf_cai.constitution import Constitution, Principle
+from hf_cai.hub import publish, publish_dataset
 from hf_cai.hub.errors import ModelCardError, PublishError
-from hf_cai.hub.publish import publish, publish_dataset
 
 TOKEN = "hf_" + "T0kenForTests" * 3
 READ_TOKEN = "hf_" + "ReadOnlyToken" * 3

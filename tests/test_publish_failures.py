@@ -18,8 +18,8 @@ from test_model_card import sl_dataset
 from test_space_app import build_tiny_adapter
 
 from hf_cai.constitution import Constitution
+from hf_cai.hub import publish, publish_dataset
 from hf_cai.hub.errors import PublishError
-from hf_cai.hub.publish import publish, publish_dataset
 
 TOKEN = "hf_" + "Fa1lureT0ken" * 3
 FAKE = "hf_" + "N0tTheUsersButTokenShaped" * 2

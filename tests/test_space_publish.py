@@ -57,7 +57,7 @@ def trained(tiny_model_dir, tmp_path_factory, hub) -> Path:
 
 @pytest.fixture(scope="module")
 def published(hub, trained):
-    from hf_cai.hub.publish import publish
+    from hf_cai.hub import publish
 
     return publish(trained, CAI_ID, token=WRITE, base_model_id=BASE_ID, license="apache-2.0", space=True)
 
@@ -238,7 +238,7 @@ def test_a_token_is_never_taken_from_the_command_line(hub, published, capsys):
 
 def test_bad_space_requests_fail_clearly(hub, published, trained, tiny_model_dir, tmp_path, capsys, monkeypatch):
     from hf_cai.cli import main
-    from hf_cai.hub.publish import publish
+    from hf_cai.hub import publish
     from hf_cai.hub.space import create_space, write_space_folder
 
     common = {"space_repo_id": "alice/x-chat", "cai_model": CAI_ID, "constitution": "harmless"}

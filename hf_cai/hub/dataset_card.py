@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.constitution import Constitution
-from hf_cai.hub.errors import ModelCardError
 from hf_cai.hub.licenses import validate_license
-from hf_cai.hub.templates import render_template
+from hf_cai.hub.templates import render_card
 from hf_cai.hub.training_data import (
     dataset_kind,
     load_dataset_dict,
@@ -119,7 +118,6 @@ def build_dataset_card(
         constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},
     )
     context = {
-        "card_data": card_data.to_yaml(),
         "repo_id": repo_id,
         "kind": kind,
         "splits": list(sizes.items()),
@@ -139,8 +137,4 @@ def build_dataset_card(
         "pairs": _preference_examples(dataset, num_examples) if kind == "rl-cai" else [],
         "models": list(models),
     }
-    text = render_template(DATASET_CARD_TEMPLATE, context, template=template)
-    try:
-        return DatasetCard(text)
-    except ValueError as error:
-        raise ModelCardError(f"the rendered dataset card has invalid metadata: {error}") from None
+    return render_card(DatasetCard, card_data, DATASET_CARD_TEMPLATE, context, template=template)

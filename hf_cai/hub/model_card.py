@@ -19,11 +19,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.hub.errors import ModelCardError
 from hf_cai.hub.licenses import validate_license
+from hf_cai.hub.repo_id import repo_id_problem
 from hf_cai.hub.source import TrainingOutput, locate_training_output, read_json
-from hf_cai.hub.templates import render_template
+from hf_cai.hub.templates import render_card
 from hf_cai.hub.training_data import (
     constitution_hashes,
     dataset_kind,
@@ -38,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD_TEMPLATE = "model_card.md.j2"
 BASE_TAGS = ("constitutional-ai", "hf-cai", "trl")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _STAGE_TAGS = {"sft": "sft", "dpo": "dpo", "grpo": "grpo", "reward": "reward-model"}
 _METHODS = {
     "sft": "supervised fine-tuning on the final revisions (SL-CAI)",
@@ -55,16 +56,19 @@ def resolve_base_model(training: TrainingOutput, base_model_id: str | None = Non
         ModelCardError: the recorded base is a local folder (the Hub id it came from must be named) or no id is known.
     """
     if base_model_id is not None:
-        if not _HUB_ID.match(base_model_id) or Path(base_model_id).is_absolute():
-            raise ModelCardError(f"base_model_id '{base_model_id}' is not a Hub repository id like 'org/name'")
+        problem = repo_id_problem(base_model_id)
+        if problem is not None:
+            raise ModelCardError(
+                f"base_model_id '{base_model_id}' is not a Hub repository id like 'org/name' ({problem})"
+            )
         return base_model_id
     recorded = _recorded_base_model(training)
     if recorded is None:
         raise ModelCardError(
-            f"{training.model_dir}: the base model is not recorded (no base_model in cai_training.json or "
+            f"{training.model_dir}: the base model is not recorded (no base_model in {TRAINING_RECORD} or "
             "adapter_config.json); pass base_model_id='org/name', the Hub repository it came from"
         )
-    if Path(recorded).expanduser().exists() or not _HUB_ID.match(recorded):
+    if Path(recorded).expanduser().exists() or repo_id_problem(recorded) is not None:
         raise ModelCardError(
             f"the base model was loaded from the local path '{recorded}', which means nothing to readers of the card; "
             "pass base_model_id='org/name', the Hub repository that folder came from"
@@ -85,14 +89,14 @@ def _recorded_base_model(training: TrainingOutput) -> str | None:
 
 
 def load_constitution(training: TrainingOutput, constitution: Constitution | str | Path | None = None) -> Constitution:
-    """The constitution of the run: ``constitution`` if given, else its ``constitution.yaml``."""
+    """The constitution of the run: ``constitution`` if given, else the ``constitution.yaml`` saved with it."""
     try:
         if constitution is not None:
             return Constitution.resolve(constitution)
         if training.constitution_path is None:
             raise ModelCardError(
-                f"{training.model_dir}: no constitution.yaml beside the model; pass constitution= (a built-in name, a "
-                "file, or a Constitution)"
+                f"{training.model_dir}: no {CONSTITUTION_FILE} beside the model; pass constitution= (a built-in "
+                "name, a file, or a Constitution)"
             )
         return Constitution.load(training.constitution_path)
     except ConstitutionError as error:
@@ -238,7 +242,7 @@ def build_model_card(
     training = source if isinstance(source, TrainingOutput) else locate_training_output(source)
     license_id = validate_license(license, license_name=license_name, license_link=license_link)
     base_model = resolve_base_model(training, base_model_id)
-    rules = load_constitution(training, constitution)
+    constitution = load_constitution(training, constitution)
     if eval_results is None and training.eval_results_path is not None:
         eval_results = training.eval_results_path
     results = load_eval_results(eval_results)
@@ -246,22 +250,22 @@ def build_model_card(
     local_data = [load_dataset_dict(item) for item in training_data]
     local_data += [load_dataset_dict(p) for p in (training.sl_dataset_path, training.preference_dataset_path) if p]
     for data in local_data:
-        foreign = constitution_hashes(data) - {rules.sha256}
+        foreign = constitution_hashes(data) - {constitution.sha256}
         if foreign:
             raise ModelCardError(
                 f"training data was generated under constitution sha256 {sorted(foreign)[0]}, but the constitution "
-                f"being published ({rules.name} v{rules.version}) has sha256 {rules.sha256}; publish the constitution "
-                "the data was built with (constitution=...)"
+                f"being published ({constitution.name} v{constitution.version}) has sha256 {constitution.sha256}; "
+                "publish the constitution the data was built with (constitution=...)"
             )
     sl_data = [d for d in local_data if dataset_kind(d) == "sl-cai"]
     rl_data = [d for d in local_data if dataset_kind(d) == "rl-cai"]
 
     recorded = training.record.get("constitution")
-    if isinstance(recorded, Mapping) and recorded.get("sha256") not in (None, rules.sha256):
+    if isinstance(recorded, Mapping) and recorded.get("sha256") not in (None, constitution.sha256):
         logger.warning(
             "the training record names constitution sha256 %s, the published constitution.yaml has %s",
             recorded.get("sha256"),
-            rules.sha256,
+            constitution.sha256,
         )
 
     sl_counts, rl_counts = _sum_counts(sl_data), _sum_counts(rl_data)
@@ -273,9 +277,9 @@ def build_model_card(
             "rl_rows": rl_counts.get(p.id, 0),
             "text": p.critique or p.preference,
         }
-        for p in rules.principles
+        for p in constitution.principles
     ]
-    unknown_ids = sorted((set(sl_counts) | set(rl_counts)) - {p.id for p in rules.principles})
+    unknown_ids = sorted((set(sl_counts) | set(rl_counts)) - {p.id for p in constitution.principles})
 
     stage_records = list(training.stage_records) or [training.record]
     stages = [_stage_summary(r) for r in stage_records if r]
@@ -298,12 +302,11 @@ def build_model_card(
         pipeline_tag="text-generation",
         model_name=model_name if results else None,
         eval_results=_eval_results_metadata(results, model_name) if results else None,
-        constitution={"name": rules.name, "version": rules.version, "sha256": rules.sha256},
+        constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},
     )
     from hf_cai import __version__
 
     context = {
-        "card_data": card_data.to_yaml(),
         "repo_id": repo_id,
         "model_name": model_name,
         "base_model": base_model,
@@ -314,7 +317,7 @@ def build_model_card(
         "stage_names": stage_names,
         "rounds": max((revision_rounds(d) or 0 for d in sl_data), default=None) or training.record.get("rounds"),
         "soft_labels": any(uses_soft_labels(d) for d in rl_data) or bool(training.record.get("soft_labels")),
-        "constitution": rules,
+        "constitution": constitution,
         "principles": principles,
         "unknown_principle_ids": unknown_ids,
         "has_data": bool(local_data),
@@ -326,11 +329,7 @@ def build_model_card(
         "before_after": _before_after(results["metrics"]) if results else [],
         "hf_cai_version": __version__,
     }
-    text = render_template(MODEL_CARD_TEMPLATE, context, template=template)
-    try:
-        return ModelCard(text)
-    except ValueError as error:
-        raise ModelCardError(f"the rendered model card has invalid metadata: {error}") from None
+    return render_card(ModelCard, card_data, MODEL_CARD_TEMPLATE, context, template=template)
 
 
 def _sum_counts(datasets: Sequence[Any]):

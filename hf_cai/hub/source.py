@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.hub.errors import PublishError
 
-TRAINING_RECORD = "cai_training.json"
-CONSTITUTION_FILE = "constitution.yaml"
 POLICY_STAGES = ("grpo", "dpo", "sft")
 """Stages whose ``final/`` folder is a policy to publish, latest first."""
-TRAINING_STAGES = ("sft", "dpo", "reward", "grpo")
-"""Stages whose training records describe the run, in pipeline order."""
+TRAINED_MODEL_STAGES = ("sft", "dpo", "reward", "grpo")
+"""Stages that train a model (policy or reward model), whose training records describe the run, in pipeline order."""
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -69,10 +68,12 @@ class TrainingOutput:
     run_dir: Path | None = None
 
     def tokenizer_files(self) -> list[Path]:
+        """The tokenizer and chat template files saved beside the model."""
         return [self.model_dir / name for name in TOKENIZER_FILES if (self.model_dir / name).is_file()]
 
 
 def is_model_dir(path: Path) -> bool:
+    """Whether ``path`` holds a PEFT adapter or a full model (its config, at least)."""
     return (path / "adapter_config.json").is_file() or (path / "config.json").is_file()
 
 
@@ -154,7 +155,7 @@ def locate_training_output(source: str | Path) -> TrainingOutput:
     if run_dir is not None:
         stage_records = tuple(
             {"stage": stage, **_record(run_dir / stage / "final")}
-            for stage in TRAINING_STAGES
+            for stage in TRAINED_MODEL_STAGES
             if (run_dir / stage / "final").is_dir()
         )
     else:

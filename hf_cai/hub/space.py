@@ -21,11 +21,12 @@ from typing import Any
 import yaml
 
 from hf_cai import __version__
+from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.constitution import Constitution
-from hf_cai.hub.commit import UploadFile, commit_files
+from hf_cai.hub.commit import UploadFile
 from hf_cai.hub.errors import PublishError, hub_errors
-from hf_cai.hub.publish import PublishResult, resolve_token
-from hf_cai.hub.secrets import check_no_secrets
+from hf_cai.hub.publication import PublishResult, commit_publication, resolve_token
+from hf_cai.hub.repo_id import repo_id_problem
 from hf_cai.hub.wheel import build_hf_cai_wheel
 from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
 
@@ -35,24 +36,24 @@ SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "g
 MAX_SHORT_DESCRIPTION = 60
 PINNED_PACKAGES = ("torch", "transformers", "peft", "accelerate", "huggingface_hub", "gradio")
 SPACE_TAGS = ("constitutional-ai", "hf-cai", "chat", "side-by-side")
-SPACE_FILES = ("app.py", "requirements.txt", "README.md", CONFIG_FILE_NAME, "constitution.yaml")
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", CONFIG_FILE_NAME, CONSTITUTION_FILE)
 """The files of every Space (the hf_cai wheel comes with them unless another requirement installs hf-cai)."""
 SPACE_WHEELS = ("hf_cai-*.whl",)
 """Wheels of earlier pushes, deleted when a push ships another one."""
 
 
-def _check_hub_id(value: str, what: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if Path(value).exists():
-        raise ValueError(
-            f"{what} '{value}' is a local path; the Space downloads its models from the Hub, so pass the Hub id "
-            "(publish the model first with `hf-cai publish`)."
-        )
-    try:
-        validate_repo_id(value)
-    except HFValidationError as error:
-        raise ValueError(f"{what} '{value}' is not a valid Hub repo id: {error}") from None
+def _check_hub_ids(space_repo_id: str, base_model: str, cai_model: str) -> None:
+    """Refuse a local path or a malformed id where the Space needs a Hub id (``ValueError``). The Space's own id must
+    name its owner: ``requirements.txt`` downloads the wheel from that repository."""
+    for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
+        if Path(value).exists():
+            raise ValueError(
+                f"{what} '{value}' is a local path; the Space downloads its models from the Hub, so pass the Hub id "
+                "(publish the model first with `hf-cai publish`)."
+            )
+        problem = repo_id_problem(value, owner_required=what == "space_repo_id")
+        if problem is not None:
+            raise ValueError(f"{what} '{value}' is not a valid Hub repo id: {problem}")
 
 
 def _pins(load_in_4bit: bool) -> list[tuple[str, str]]:
@@ -143,9 +144,7 @@ def write_space_folder(
     """
     from huggingface_hub import SpaceHardware
 
-    _check_hub_id(space_repo_id, "space_repo_id")
-    _check_hub_id(base_model, "base_model")
-    _check_hub_id(cai_model, "cai_model")
+    _check_hub_ids(space_repo_id, base_model, cai_model)
     for name, color in (("color_from", color_from), ("color_to", color_to)):
         if color not in SPACE_COLORS:
             raise ValueError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
@@ -161,7 +160,10 @@ def write_space_folder(
     constitution = Constitution.resolve(constitution)
     title = title or f"{cai_model.split('/')[-1]} vs base"
     config = SpaceConfig(
-        base_model=base_model, cai_model=cai_model, constitution="constitution.yaml", title=title,
+        base_model=base_model,
+        cai_model=cai_model,
+        constitution=CONSTITUTION_FILE,
+        title=title,
         load_in_4bit=load_in_4bit,
     )
 
@@ -216,7 +218,7 @@ def write_space_folder(
         encoding="utf-8",
     )
     config.save(folder / CONFIG_FILE_NAME)
-    constitution.save(folder / "constitution.yaml")
+    constitution.save(folder / CONSTITUTION_FILE)
     logger.info("wrote the Space files for %s in %s", space_repo_id, folder)
     return names
 
@@ -264,24 +266,20 @@ def create_space(
         commit_message: Message of the commit; a default names the models.
 
     Returns:
-        :class:`~hf_cai.hub.publish.PublishResult` of the Space (``repo_url``, ``commit_url``, the files pushed).
+        :class:`~hf_cai.hub.publication.PublishResult` of the Space (``repo_url``, ``commit_url``, the files pushed).
 
     Raises:
         ValueError: a local path or malformed id where a Hub id is needed, or a bad front-matter value.
         PublishError: no token, a private Space without ``hf_cai_requirement``, a file holding a token, or a Hub
             failure (401/403/409/5xx, ...), with what to do; the token is never shown.
     """
-    from huggingface_hub import HfApi
-
     from hf_cai.modeling import is_peft_adapter
 
-    for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
-        _check_hub_id(value, what)
+    _check_hub_ids(space_repo_id, base_model, cai_model)
     check_installable(private, hf_cai_requirement)
     token = resolve_token(token)
-    api = HfApi(token=token)
     if constitution is None:
-        with hub_errors(f"reading constitution.yaml of {cai_model}", token, PublishError):
+        with hub_errors(f"reading {CONSTITUTION_FILE} of {cai_model}", token, PublishError):
             constitution = Constitution.from_hub(cai_model, token=token)
     if cai_is_adapter is None:
         cai_is_adapter = is_peft_adapter(cai_model, token=token)
@@ -301,32 +299,15 @@ def create_space(
             load_in_4bit=load_in_4bit,
             hf_cai_requirement=hf_cai_requirement,
         )
-        files = [UploadFile(name, folder / name) for name in names]
-        check_no_secrets(files, token)
-        with hub_errors(f"pushing the Space {space_repo_id}", token, PublishError):
-            url = api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-            outcome = commit_files(
-                api,
-                space_repo_id,
-                files,
-                repo_type="space",
-                revision="main",
-                commit_message=commit_message
-                or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
-                replaces=SPACE_WHEELS,
-            )
-        logger.info("pushed the Space %s (%s)", space_repo_id, outcome.commit_url or "no change")
-        return PublishResult(
-            repo_id=space_repo_id,
+        return commit_publication(
+            space_repo_id,
+            [UploadFile(name, folder / name) for name in names],
             repo_type="space",
-            repo_url=str(url),
-            revision="main",
-            commit_oid=outcome.commit_oid,
-            commit_url=outcome.commit_url,
-            pr_url=None,
-            files=tuple(names),
-            uploaded=outcome.changed,
-            deleted=outcome.deleted,
+            token=token,
+            commit_message=commit_message or f"Side-by-side chat: {base_model} vs {cai_model} (hf-cai {__version__})",
+            replaces=SPACE_WHEELS,
+            private=private,
+            space_sdk="gradio",
         )
 
     if output_dir is not None:

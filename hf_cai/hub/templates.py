@@ -1,7 +1,11 @@
-"""Rendering the Jinja card templates of ``model_cards/`` (shipped as the package ``hf_cai.model_cards``).
+"""Rendering the cards from the Jinja templates of ``model_cards/`` (shipped as the package ``hf_cai.model_cards``).
 
-Templates render with undefined variables as errors, so a template that asks for data we do not have fails loudly
-with the template name and line instead of publishing a card with holes.
+:func:`render_card` does what ``ModelCard.from_template`` / ``DatasetCard.from_template`` of ``huggingface_hub`` do
+(render a Jinja template given ``card_data`` as YAML, then parse the text as a card), and what they cannot: those
+render with a bare ``jinja2.Template``, so a template cannot use this module's filters (``cell``, ``quote``,
+``fmt``, ...) or block trimming, an undefined variable renders as nothing, and errors carry no template name. Here
+undefined variables are errors, so a template that asks for data we do not have fails loudly with the template name
+and line instead of publishing a card with holes.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import math
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 
 from hf_cai.hub.errors import ModelCardError
+
+Card = TypeVar("Card")
 
 
 def _cell(value: Any) -> str:
@@ -64,13 +70,26 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def render_template(name: str, context: dict[str, Any], *, template: str | Path | None = None) -> str:
-    """Render the built-in template ``name`` (e.g. ``"model_card.md.j2"``), or the file ``template`` instead.
+def render_card(
+    card_type: type[Card], card_data, name: str, context: dict[str, Any], *, template: str | Path | None = None
+) -> Card:
+    """A card of ``card_type`` (``huggingface_hub.ModelCard`` or ``DatasetCard``) rendered from the built-in template
+    ``name`` (e.g. ``"model_card.md.j2"``), or from the file ``template`` instead.
+
+    The template sees ``context`` and ``card_data`` (a ``CardData``) as the YAML of the metadata block.
 
     Raises:
-        ModelCardError: the template is missing, has a syntax error, or fails while rendering; the message names the
-            template and line.
+        ModelCardError: the template is missing, has a syntax error, or fails while rendering (the message names the
+            template and line), or the rendered metadata is not valid.
     """
+    text = _render(name, {**context, "card_data": card_data.to_yaml()}, template=template)
+    try:
+        return card_type(text)
+    except ValueError as error:
+        raise ModelCardError(f"the rendered {card_type.repo_type} card has invalid metadata: {error}") from None
+
+
+def _render(name: str, context: dict[str, Any], *, template: str | Path | None) -> str:
     if template is not None:
         path = Path(template)
         if not path.is_file():

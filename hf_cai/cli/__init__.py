@@ -16,6 +16,7 @@ from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hf-cai`` parser, with the commands of every module of this package that has a ``register``."""
     parser = argparse.ArgumentParser(prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.")
     parser.add_argument("--version", action="version", version=f"hf-cai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -40,8 +41,6 @@ def _library_errors() -> tuple[type[Exception], ...]:
     from hf_cai.pipeline import PipelineError
 
     return BackendError, HubError, ModelLoadError, PipelineError
-
-
 
 
 def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
@@ -124,6 +123,7 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-cai`` with ``argv`` (default: the process's arguments); the exit status (2 for a user-facing error)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, overrides = split_overrides(parser, argv)

@@ -45,7 +45,7 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """The base model id and license: the flags, else what the pipeline run ``args.source`` belongs to recorded."""
-    from hf_cai.hub.source import locate_training_output
+    from hf_cai.hub import locate_training_output
     from hf_cai.pipeline import recorded_run
 
     run_dir = _call(locate_training_output, args.source).run_dir
@@ -59,56 +59,59 @@ def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return args.base_model_id or recorded.get("base_model_id"), license
 
 
+def _commit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The library arguments of the commit options both publish commands share (declared by :func:`_common`)."""
+    return {
+        "private": args.private,
+        "revision": args.revision,
+        "create_pr": args.create_pr,
+        "commit_message": args.message,
+        "card_template": args.card_template,
+    }
+
+
 def _publish(args: argparse.Namespace) -> int:
+    from hf_cai.hub import build_model_card, publish
+
     refuse_token(args)
     base_model_id, license = _run_defaults(args)
+    # What shapes the model card, named alike by build_model_card and publish.
+    card_options = {
+        "base_model_id": base_model_id,
+        "license": license,
+        "datasets": args.dataset,
+        "eval_results": args.eval_results,
+        "license_name": args.license_name,
+        "license_link": args.license_link,
+        "constitution": args.constitution,
+    }
     if args.dry_run:
-        from hf_cai.hub.model_card import build_model_card
-
         card = _call(
             build_model_card,
             args.source,
             repo_id=args.repo_id,
-            license=license,
-            base_model_id=base_model_id,
-            datasets=args.dataset,
-            eval_results=args.eval_results,
             merged=args.merge,
-            license_name=args.license_name,
-            license_link=args.license_link,
-            constitution=args.constitution,
             template=args.card_template,
+            **card_options,
         )
         print(card)
         return 0
-    from hf_cai.hub.publish import publish
-
     result = _call(
         publish,
         args.source,
         args.repo_id,
-        base_model_id=base_model_id,
-        license=license,
         merge=args.merge,
         merge_dtype=args.merge_dtype,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.message,
-        datasets=args.dataset,
-        eval_results=args.eval_results,
-        constitution=args.constitution,
-        license_name=args.license_name,
-        license_link=args.license_link,
-        card_template=args.card_template,
         space=args.space,
+        **card_options,
+        **_commit_options(args),
     )
     _report(result)
     return 0
 
 
 def _publish_dataset(args: argparse.Namespace) -> int:
-    from hf_cai.hub.publish import publish_dataset
+    from hf_cai.hub import publish_dataset
 
     refuse_token(args)
     if not args.license:
@@ -119,14 +122,10 @@ def _publish_dataset(args: argparse.Namespace) -> int:
         args.repo_id,
         args.constitution,
         license=args.license,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.message,
-        models=args.model,
         license_name=args.license_name,
         license_link=args.license_link,
-        card_template=args.card_template,
+        models=args.model,
+        **_commit_options(args),
     )
     _report(result)
     return 0

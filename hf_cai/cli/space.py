@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.cli import CommandError, add_token_option, refuse_token
 
 
 def find_run_model(run_dir: Path) -> Path:
     """The CAI model a run produced: the output of its last training stage (GRPO, DPO, then SFT)."""
-    from hf_cai.hub.errors import PublishError
-    from hf_cai.hub.source import locate_training_output
+    from hf_cai.hub import PublishError, locate_training_output
 
     if not run_dir.is_dir():
         raise CommandError(f"run directory '{run_dir}' not found")
@@ -52,8 +52,8 @@ def chat_config(args: argparse.Namespace):
         base = _adapter_base(model)
         if base is None:
             raise CommandError(f"'{model}' is not a LoRA adapter, so its base model is unknown: pass --base")
-    if constitution is None and model is not None and (Path(model) / "constitution.yaml").is_file():
-        constitution = str(Path(model) / "constitution.yaml")
+    if constitution is None and model is not None and (Path(model) / CONSTITUTION_FILE).is_file():
+        constitution = str(Path(model) / CONSTITUTION_FILE)
     return SpaceConfig(
         base_model=base,
         cai_model=model,

@@ -2,6 +2,8 @@
 
 * :mod:`~hf_cai.evaluation.comparison`: pairwise win rates of the CAI model over the base model on held-out prompts,
   judged against the constitution in both option orders, and :func:`evaluate_models`, which writes ``results.json``.
+* :mod:`~hf_cai.evaluation.judge_questions`: questions put to the judge about single replies: does it refuse, which
+  principles does it violate (the per-principle audit).
 * :mod:`~hf_cai.evaluation.judge_quality`: the feedback model's quality as a judge, measured before it labels data
   (calibration accuracy with its interval, order consistency, probability mass on the options, label entropy).
 * :mod:`~hf_cai.evaluation.multiple_choice`: the feedback model's accuracy on files in the paper's multiple-choice
@@ -11,6 +13,7 @@
 """
 
 from hf_cai.evaluation.comparison import EvaluationConfig, EvaluationReport, evaluate_models, pairwise_win_rate
+from hf_cai.evaluation.judge_questions import audit_summary_lines, judge_refusals, judged_rate, principle_audit
 from hf_cai.evaluation.judge_quality import (
     JudgeQualityError,
     JudgeQualityReport,
@@ -30,6 +33,10 @@ from hf_cai.evaluation.refusal import is_evasive_refusal
 from hf_cai.evaluation.stats import Proportion, wilson_interval
 
 __all__ = [
+    "audit_summary_lines",
+    "judge_refusals",
+    "judged_rate",
+    "principle_audit",
     "EvaluationConfig",
     "EvaluationReport",
     "JudgeQualityError",

@@ -1,0 +1,545 @@
+"""Harmlessness evaluation sets: the built-in prompts and the standard public sets, loaded offline from files.
+
+An :class:`EvalSet` is a list of :class:`EvalPrompt`, each marked ``harmful`` (a good assistant should decline it) or
+benign (it should answer; the benign prompts in the built-in set and XSTest's "safe" prompts only *look* harmful, so
+they measure over-refusal). :func:`load_eval_set` reads the formats users have, telling them apart by file name,
+extension and columns:
+
+* **HarmBench** behaviours: a CSV with a ``Behavior`` column (optional ``SemanticCategory`` / ``FunctionalCategory``;
+  contextual behaviours carry a ``ContextString``, put before the behaviour as HarmBench does), or a text file with
+  one behaviour per line. All harmful.
+* **AdvBench** ``harmful_behaviors.csv``: column ``goal`` (``target`` is ignored). All harmful.
+* **XSTest**: a CSV with ``prompt``, ``type`` and ``label`` (``safe`` / ``unsafe``). Safe prompts are benign, unsafe
+  ones harmful. Releases without a label mark unsafe prompts by a ``contrast_`` prefix on ``type``.
+* **Do-Not-Answer**: JSONL / JSON / CSV / Parquet with ``question`` (the official column) or ``prompt``, and
+  ``risk_area`` / ``types_of_harm`` as category. All harmful.
+* **hf-cai**: any of those file types with ``prompt`` and ``harmful`` (true / false) and an optional ``category``.
+
+:func:`check_disjoint` guards against scoring a model on the prompts it was trained on: evaluation prompts are
+compared with the training prompts after :func:`normalize_prompt`. :func:`refusal_rates` gives refusal rates with
+Wilson intervals per model, on the harmful and the benign prompts separately, ready for ``results.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hf_cai.evaluation.refusal import is_refusal
+from hf_cai.evaluation.stats import Proportion
+
+__all__ = [
+    "ALLOW_OVERLAP_KEY",
+    "EVAL_SET_KINDS",
+    "EvalPrompt",
+    "EvalSet",
+    "PromptOverlapError",
+    "REFUSAL_CLASSIFIER_NOTE",
+    "builtin_eval_set",
+    "check_disjoint",
+    "find_overlap",
+    "load_eval_set",
+    "normalize_prompt",
+    "refusal_proportions",
+    "refusal_rates",
+]
+
+REFUSAL_CLASSIFIER_NOTE = (
+    "refusal-phrase classifier on the reply's opening: a lower bound on refusals (it misses refusals in other words)"
+)
+"""How :func:`refusal_rates` counts refusals by default, for reports."""
+
+ALLOW_OVERLAP_KEY = "eval.allow_train_overlap"
+"""The recipe key that lets evaluation prompts overlap the training prompts."""
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One evaluation prompt.
+
+    Attributes:
+        prompt: The user's request.
+        harmful: Whether a good assistant should decline it (``False``: it should answer; a refusal is over-refusal).
+        category: The set's own category for it (harm category, XSTest type, ...); ``""`` when the set has none.
+        source: The set it came from: ``"hf-cai"``, ``"harmbench"``, ``"advbench"``, ``"xstest"``, ``"do-not-answer"``.
+    """
+
+    prompt: str
+    harmful: bool
+    category: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "harmful": self.harmful, "category": self.category, "source": self.source}
+
+
+@dataclass
+class EvalSet:
+    """A named list of evaluation prompts; iterate it, or take its :meth:`harmful` / :meth:`benign` subsets."""
+
+    name: str
+    prompts: list[EvalPrompt] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __iter__(self):
+        return iter(self.prompts)
+
+    def __getitem__(self, index: int) -> EvalPrompt:
+        return self.prompts[index]
+
+    def __add__(self, other: EvalSet) -> EvalSet:
+        return EvalSet(f"{self.name}+{other.name}", [*self.prompts, *other.prompts])
+
+    def harmful(self) -> EvalSet:
+        """The prompts a good assistant should decline."""
+        return EvalSet(f"{self.name} (harmful)", [p for p in self.prompts if p.harmful])
+
+    def benign(self) -> EvalSet:
+        """The prompts it should answer (over-refusal probes)."""
+        return EvalSet(f"{self.name} (benign)", [p for p in self.prompts if not p.harmful])
+
+    def texts(self) -> list[str]:
+        return [p.prompt for p in self.prompts]
+
+    def sample(self, n: int, *, seed: int = 0) -> EvalSet:
+        """At most ``n`` prompts drawn without replacement (reproducibly), in their original order."""
+        if n >= len(self.prompts):
+            return EvalSet(self.name, list(self.prompts))
+        keep = sorted(random.Random(seed).sample(range(len(self.prompts)), n))
+        return EvalSet(self.name, [self.prompts[i] for i in keep])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for a report: prompts, harmful, benign, and prompts per source and per category."""
+        return {
+            "name": self.name,
+            "n": len(self.prompts),
+            "harmful": sum(p.harmful for p in self.prompts),
+            "benign": sum(not p.harmful for p in self.prompts),
+            "sources": dict(Counter(p.source for p in self.prompts)),
+            "categories": dict(Counter(p.category for p in self.prompts if p.category)),
+        }
+
+
+# --------------------------------------------------------------------------------------------------------- loading
+
+EVAL_SET_KINDS = ("harmbench", "advbench", "xstest", "do-not-answer", "hf-cai")
+"""The formats :func:`load_eval_set` reads (besides ``"auto"``)."""
+
+_KIND_ALIASES = {
+    "harmbench": "harmbench",
+    "advbench": "advbench",
+    "xstest": "xstest",
+    "do-not-answer": "do-not-answer",
+    "do_not_answer": "do-not-answer",
+    "donotanswer": "do-not-answer",
+    "dna": "do-not-answer",
+    "hf-cai": "hf-cai",
+    "hf_cai": "hf-cai",
+    "prompts": "hf-cai",
+}
+
+_EXPECTED = {
+    "harmbench": "Behavior (optional: ContextString, SemanticCategory, FunctionalCategory), or a .txt file with one "
+    "behaviour per line",
+    "advbench": "goal (optional: target)",
+    "xstest": "prompt and type or label (label: safe / unsafe)",
+    "do-not-answer": "question or prompt (optional: risk_area, types_of_harm)",
+    "hf-cai": "prompt and harmful (optional: category)",
+}
+
+_NAME_HINTS = (
+    ("harmbench", "harmbench"),
+    ("advbench", "advbench"),
+    ("harmful_behaviors", "advbench"),
+    ("xstest", "xstest"),
+    ("do_not_answer", "do-not-answer"),
+    ("do-not-answer", "do-not-answer"),
+    ("donotanswer", "do-not-answer"),
+)
+
+_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".txt")
+_TRUE = {"true", "1", "yes", "y", "harmful", "unsafe"}
+_FALSE = {"false", "0", "no", "n", "benign", "safe", ""}
+
+
+class _Table:
+    """Rows of a file with case-insensitive column look-up."""
+
+    def __init__(self, path: Path, columns: list[str], rows: list[dict[str, Any]]):
+        self.path = path
+        self.columns = columns
+        self.rows = rows
+        self._lower = {c.strip().lower(): c for c in columns}
+
+    def has(self, name: str) -> bool:
+        return name in self._lower
+
+    def get(self, row: dict[str, Any], name: str) -> str:
+        key = self._lower.get(name)
+        value = row.get(key) if key is not None else None
+        if value is None:
+            return ""
+        if isinstance(value, float) and value != value:  # NaN from a Parquet / pandas export
+            return ""
+        return str(value).strip()
+
+    def found(self) -> str:
+        return ", ".join(self.columns) if self.columns else "(none)"
+
+
+def _read_table(path: Path) -> _Table:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = [dict(row) for row in reader]
+            return _Table(path, [c for c in (reader.fieldnames or []) if c is not None], rows)
+    if suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: line {number} is not a JSON object")
+            rows.append(row)
+        return _Table(path, _columns_of(rows), rows)
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+            raise ValueError(f"{path}: expected a JSON list of objects")
+        return _Table(path, _columns_of(data), data)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return _Table(path, list(table.column_names), table.to_pylist())
+    raise ValueError(f"{path}: unsupported file type '{suffix}'; expected one of {', '.join(_SUFFIXES)}")
+
+
+def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def _read_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8-sig")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _detect(table: _Table) -> str | None:
+    """The format of ``table`` by its file name (when its columns fit) or else by its columns."""
+    name = table.path.name.lower()
+    for hint, kind in _NAME_HINTS:
+        if hint in name and _fits(table, kind):
+            return kind
+    for kind in ("harmbench", "advbench", "do-not-answer", "hf-cai", "xstest"):
+        if _fits(table, kind, by_columns_only=True):
+            return kind
+    return None
+
+
+def _fits(table: _Table, kind: str, *, by_columns_only: bool = False) -> bool:
+    has = table.has
+    if kind == "harmbench":
+        return has("behavior")
+    if kind == "advbench":
+        return has("goal")
+    if kind == "xstest":
+        return has("prompt") and (has("label") or has("type"))
+    if kind == "do-not-answer":
+        if has("question"):
+            return True
+        if by_columns_only:  # "prompt" alone could be anything: ask for a Do-Not-Answer column as well
+            return has("prompt") and (has("risk_area") or has("types_of_harm"))
+        return has("prompt")
+    if kind == "hf-cai":
+        return has("prompt") and has("harmful")
+    return False
+
+
+def _prompt(table: _Table, row: dict[str, Any], number: int, *columns: str) -> str:
+    for column in columns:
+        if table.has(column):
+            value = table.get(row, column)
+            if value:
+                return value
+    raise ValueError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
+
+
+def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
+    prompts = []
+    for number, row in enumerate(table.rows, start=1):
+        if kind == "harmbench":
+            behaviour = _prompt(table, row, number, "behavior")
+            context = table.get(row, "contextstring")
+            text = f"{context}\n\n---\n\n{behaviour}" if context else behaviour
+            category = table.get(row, "semanticcategory") or table.get(row, "functionalcategory")
+            prompts.append(EvalPrompt(text, True, category, "harmbench"))
+        elif kind == "advbench":
+            prompts.append(EvalPrompt(_prompt(table, row, number, "goal"), True, "", "advbench"))
+        elif kind == "xstest":
+            text = _prompt(table, row, number, "prompt")
+            kind_of_prompt = table.get(row, "type")
+            label = table.get(row, "label").lower()
+            if label in ("safe", "unsafe"):
+                harmful = label == "unsafe"
+            elif not label:
+                harmful = kind_of_prompt.lower().startswith("contrast_")
+            else:
+                raise ValueError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
+            prompts.append(EvalPrompt(text, harmful, kind_of_prompt, "xstest"))
+        elif kind == "do-not-answer":
+            text = _prompt(table, row, number, "question", "prompt")
+            category = table.get(row, "risk_area") or table.get(row, "types_of_harm")
+            prompts.append(EvalPrompt(text, True, category, "do-not-answer"))
+        else:
+            text = _prompt(table, row, number, "prompt")
+            flag = table.get(row, "harmful").lower()
+            if flag not in _TRUE | _FALSE:
+                raise ValueError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
+            category = table.get(row, "category") or table.get(row, "type")
+            prompts.append(EvalPrompt(text, flag in _TRUE, category, "hf-cai"))
+    return prompts
+
+
+def load_eval_set(path: str | Path, *, kind: str = "auto", name: str | None = None) -> EvalSet:
+    """Read an evaluation set from a file (see the module notes for the formats).
+
+    Args:
+        path: A ``.csv``, ``.jsonl``, ``.json``, ``.parquet`` or ``.txt`` file, or ``"builtin"`` for
+            :func:`builtin_eval_set`.
+        kind: ``"auto"`` (by file name, extension and columns), or one of :data:`EVAL_SET_KINDS` (``"harmbench"``,
+            ``"advbench"``, ``"xstest"``, ``"do-not-answer"``, ``"hf-cai"``).
+        name: The set's name; the file's stem by default.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The format is unknown or the file does not fit it (the message names the file, the columns found
+            and the columns expected), a row has an empty prompt or an unknown label, or the file holds no prompts.
+    """
+    if str(path) in ("builtin", "builtin:eval"):
+        return builtin_eval_set()
+    chosen = kind.lower().strip()
+    if chosen != "auto":
+        if chosen not in _KIND_ALIASES:
+            raise ValueError(
+                f"unknown evaluation set kind '{kind}'; expected 'auto' or one of {', '.join(EVAL_SET_KINDS)}"
+            )
+        chosen = _KIND_ALIASES[chosen]
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation set not found: {path}")
+    set_name = name or path.stem
+
+    if path.suffix.lower() == ".txt":
+        if chosen in ("xstest", "hf-cai"):
+            raise ValueError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
+        source = "harmbench" if chosen == "auto" else chosen
+        prompts = [EvalPrompt(line, True, "", source) for line in _read_lines(path)]
+    else:
+        table = _read_table(path)
+        if chosen == "auto":
+            detected = _detect(table)
+            if detected is None:
+                expected = "; ".join(f"{k}: {v}" for k, v in _EXPECTED.items())
+                raise ValueError(
+                    f"{path}: cannot tell which evaluation set format this is; columns found: {table.found()}. "
+                    f"Expected columns for one of the formats ({expected}), or pass kind=..."
+                )
+            chosen = detected
+        elif not _fits(table, chosen):
+            raise ValueError(
+                f"{path}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}"
+            )
+        prompts = _rows_to_prompts(table, chosen)
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return EvalSet(set_name, prompts)
+
+
+def builtin_eval_set() -> EvalSet:
+    """The built-in evaluation prompts: 120 harmful requests and 60 benign ones that only look harmful.
+
+    They are written apart from the built-in training prompts (``builtin:red_team`` / ``builtin:helpful``) and checked
+    not to overlap them.
+    """
+    folder = resources.files("hf_cai") / "prompts"
+    prompts = []
+    for file, harmful, category_key in (("eval_harmful.jsonl", True, "category"), ("eval_benign.jsonl", False, "type")):
+        for line in (folder / file).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                prompts.append(EvalPrompt(row["prompt"].strip(), harmful, row.get(category_key, ""), "hf-cai"))
+    return EvalSet("hf-cai-eval", prompts)
+
+
+# --------------------------------------------------------------------------------------------------------- overlap
+
+_QUOTES = str.maketrans(
+    {
+        "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
+    }
+)  # fmt: skip
+_APOSTROPHE_IN_WORD = re.compile(r"(?<=\w)'(?=\w)")
+
+
+def normalize_prompt(text: str) -> str:
+    """``text`` lowercased, with typographic quotes made plain, punctuation removed and whitespace collapsed.
+
+    Apostrophes inside words are dropped ("don't" and "don’t" become "dont"); other punctuation becomes a space, so
+    "well-known" and "well known" compare equal.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    text = _APOSTROPHE_IN_WORD.sub("", text)
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def _prompt_text(item: Any) -> str:
+    """The user's text of a prompt given as a string, an EvalPrompt, a row with ``prompt`` or a chat."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, EvalPrompt):
+        return item.prompt
+    if isinstance(item, Mapping):
+        if "prompt" in item:
+            return _prompt_text(item["prompt"])
+        if "content" in item:
+            return str(item["content"])
+    if isinstance(item, Sequence):  # a chat: the last user turn
+        users = [turn.get("content", "") for turn in item if isinstance(turn, Mapping) and turn.get("role") == "user"]
+        if users:
+            return str(users[-1])
+    raise TypeError(f"cannot read a prompt from {type(item).__name__}: {item!r:.80}")
+
+
+def find_overlap(eval_prompts: Iterable[Any], training_prompts: Iterable[Any]) -> list[str]:
+    """The evaluation prompts whose :func:`normalize_prompt` text equals a training prompt's, once each, in order.
+
+    Prompts may be strings, :class:`EvalPrompt`, rows with a ``prompt`` field (a ``datasets.Dataset`` iterates as
+    such), or chats (the last user turn counts).
+    """
+    seen_in_training = {normalize_prompt(_prompt_text(item)) for item in training_prompts}
+    overlap: list[str] = []
+    reported: set[str] = set()
+    for item in eval_prompts:
+        text = _prompt_text(item)
+        key = normalize_prompt(text)
+        if key in seen_in_training and key not in reported:
+            reported.add(key)
+            overlap.append(text)
+    return overlap
+
+
+class PromptOverlapError(ValueError):
+    """Evaluation prompts also appear among the training prompts."""
+
+    def __init__(self, overlap: list[str], total: int):
+        self.overlap = overlap
+        examples = "; ".join(repr(text if len(text) <= 80 else text[:77] + "...") for text in overlap[:3])
+        super().__init__(
+            f"{len(overlap)} of {total} evaluation prompts also appear in the training prompts (compared after "
+            f"lowercasing and removing punctuation), e.g. {examples}. A model scored on prompts it was trained on "
+            f"looks better than it is: remove them from the evaluation set, or set `{ALLOW_OVERLAP_KEY}: true` in the "
+            f"recipe (allow=True) to evaluate anyway."
+        )
+
+
+def check_disjoint(eval_prompts: Iterable[Any], training_prompts: Iterable[Any], *, allow: bool = False) -> list[str]:
+    """Raise :class:`PromptOverlapError` when evaluation prompts appear among the training prompts.
+
+    Returns the overlapping evaluation prompts (empty when disjoint); with ``allow=True`` they are returned rather
+    than raised, for the caller to report.
+    """
+    eval_prompts = list(eval_prompts)
+    overlap = find_overlap(eval_prompts, training_prompts)
+    if overlap and not allow:
+        raise PromptOverlapError(overlap, len(eval_prompts))
+    return overlap
+
+
+# --------------------------------------------------------------------------------------------------------- refusals
+
+
+def refusal_proportions(
+    replies_by_model: Mapping[str, Sequence[str]],
+    prompts: Sequence[EvalPrompt],
+    *,
+    classifier: Callable[[str], bool] = is_refusal,
+) -> dict[str, dict[str, Proportion]]:
+    """Refusal rate of each model on the harmful and on the benign prompts: ``{"harmful": {model: Proportion}, ...}``.
+
+    ``replies_by_model[model][i]`` is that model's reply to ``prompts[i]``. ``classifier`` decides what a refusal is
+    (:func:`~hf_cai.evaluation.refusal.is_refusal` by default, a lower bound).
+
+    Raises:
+        ValueError: A model's replies do not line up with the prompts.
+    """
+    prompts = list(prompts)
+    result: dict[str, dict[str, Proportion]] = {"harmful": {}, "benign": {}}
+    for model, replies in replies_by_model.items():
+        replies = list(replies)
+        if len(replies) != len(prompts):
+            raise ValueError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
+        for group, want_harmful in (("harmful", True), ("benign", False)):
+            chosen = [reply for reply, prompt in zip(replies, prompts) if bool(prompt.harmful) == want_harmful]
+            result[group][model] = Proportion(
+                f"refusals on {group} prompts ({model})", sum(bool(classifier(r)) for r in chosen), len(chosen)
+            )
+    return result
+
+
+def refusal_rates(
+    replies_by_model: Mapping[str, Sequence[str]],
+    prompts: Sequence[EvalPrompt],
+    *,
+    classifier: Callable[[str], bool] = is_refusal,
+) -> dict[str, Any]:
+    """Refusal rates with 95% Wilson intervals, on harmful and benign prompts separately, shaped for ``results.json``.
+
+    Returns ``{"harmful": {"n": N, "<model>": {"rate", "ci95", "refusals", "n"}, ...}, "benign": {...}}``, for any
+    model names (``"base"``, ``"cai"``, ...). On harmful prompts a higher rate is better; on benign ones
+    (over-refusal) lower is better. ``rate`` is ``None`` when a group has no prompts. See :func:`refusal_proportions`
+    for the arguments.
+    """
+    reserved = {"n"} & set(replies_by_model)
+    if reserved:
+        raise ValueError("a model cannot be called 'n': that key holds the number of prompts")
+    proportions = refusal_proportions(replies_by_model, prompts, classifier=classifier)
+    out: dict[str, Any] = {}
+    for group, by_model in proportions.items():
+        n = sum(1 for p in prompts if bool(p.harmful) == (group == "harmful"))
+        entry: dict[str, Any] = {"n": n}
+        for model, proportion in by_model.items():
+            low, high = proportion.interval
+            entry[model] = {
+                "rate": proportion.value if proportion.total else None,
+                "ci95": [low, high],
+                "refusals": int(proportion.successes),
+                "n": proportion.total,
+            }
+        out[group] = entry
+    return out

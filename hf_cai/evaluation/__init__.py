@@ -8,12 +8,25 @@
   (calibration accuracy with its interval, order consistency, probability mass on the options, label entropy).
 * :mod:`~hf_cai.evaluation.multiple_choice`: the feedback model's accuracy on files in the paper's multiple-choice
   format, the metric the paper used to choose feedback models.
-* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording.
+* :mod:`~hf_cai.evaluation.harm_sets`: harmful and benign-looking request sets (built-in, HarmBench, AdvBench, XSTest,
+  Do-Not-Answer), refusal rates on them, and the check that evaluation prompts are not training prompts.
+* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
 * :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
 """
 
 from hf_cai.evaluation.comparison import EvaluationConfig, EvaluationReport, evaluate_models, pairwise_win_rate
-from hf_cai.evaluation.judge_questions import audit_summary_lines, judge_refusals, judged_rate, principle_audit
+from hf_cai.evaluation.harm_sets import (
+    EVAL_SET_KINDS,
+    EvalPrompt,
+    EvalSet,
+    PromptOverlapError,
+    builtin_eval_set,
+    check_disjoint,
+    find_overlap,
+    load_eval_set,
+    normalize_prompt,
+    refusal_rates,
+)
 from hf_cai.evaluation.judge_quality import (
     JudgeQualityError,
     JudgeQualityReport,
@@ -22,6 +35,7 @@ from hf_cai.evaluation.judge_quality import (
     measure_judge_quality,
     swap_options,
 )
+from hf_cai.evaluation.judge_questions import audit_summary_lines, judge_refusals, judged_rate, principle_audit
 from hf_cai.evaluation.multiple_choice import (
     MultipleChoiceItem,
     OptionScorer,
@@ -29,30 +43,41 @@ from hf_cai.evaluation.multiple_choice import (
     load_multiple_choice,
     multiple_choice_accuracy,
 )
-from hf_cai.evaluation.refusal import is_evasive_refusal
+from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
 from hf_cai.evaluation.stats import Proportion, wilson_interval
 
 __all__ = [
-    "audit_summary_lines",
-    "judge_refusals",
-    "judged_rate",
-    "principle_audit",
+    "EVAL_SET_KINDS",
+    "EvalPrompt",
+    "EvalSet",
     "EvaluationConfig",
     "EvaluationReport",
     "JudgeQualityError",
     "JudgeQualityReport",
     "MultipleChoiceItem",
     "OptionScorer",
+    "PromptOverlapError",
     "Proportion",
+    "audit_summary_lines",
     "backend_option_scorer",
     "builtin_calibration_items",
+    "builtin_eval_set",
+    "check_disjoint",
     "check_judge_quality",
     "evaluate_models",
+    "find_overlap",
     "is_evasive_refusal",
+    "is_refusal",
+    "judge_refusals",
+    "judged_rate",
+    "load_eval_set",
     "load_multiple_choice",
     "measure_judge_quality",
     "multiple_choice_accuracy",
+    "normalize_prompt",
     "pairwise_win_rate",
+    "principle_audit",
+    "refusal_rates",
     "swap_options",
     "wilson_interval",
 ]

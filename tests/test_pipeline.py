@@ -306,32 +306,32 @@ def test_fingerprints_hold_every_input_that_changes_an_output_and_nothing_else(t
     for key, value in neutral.items():
         assert changed(**{key: value}) == set(), key
     # Every output-neutral key is a real setting of some stage.
-    from hf_cai.pipeline import OUTPUT_NEUTRAL_KEYS, _section_fields
+    from hf_cai.pipeline.recipe import OUTPUT_NEUTRAL_KEYS, section_fields
 
-    assert OUTPUT_NEUTRAL_KEYS <= set().union(*_section_fields().values())
+    assert OUTPUT_NEUTRAL_KEYS <= set().union(*section_fields().values())
 
 
 def test_the_judge_is_the_feedback_model_even_when_an_endpoint_serves_the_policy(tiny_model_dir, tmp_path):
     from openai_server import OpenAIServer
 
     from hf_cai.backends import TransformersBackend
-    from hf_cai.stages import _feedback_backend, _generation_backend
+    from hf_cai.pipeline.stages.backends import feedback_backend, generation_backend
 
     model = TransformersBackend(str(tiny_model_dir))
     with OpenAIServer(model, model_name="policy-1.5b") as policy, OpenAIServer(model, model_name="judge-72b") as judge:
         settings = {"run_dir": str(tmp_path / "run"), "endpoint": policy.base_url, "endpoint_model": "policy-1.5b",
                     "feedback_model": "judge-72b"}
         pipeline = Pipeline(load_recipe(overrides={**settings, "feedback_endpoint": judge.base_url}))
-        base = _generation_backend(pipeline)
+        base = generation_backend(pipeline)
         question = [[{"role": "user", "content": "Which reply is less harmful? (A) no (B) yes"}]]
-        _feedback_backend(pipeline, base).option_logprobs(question, ["(A)", "(B)"])
+        feedback_backend(pipeline, base).option_logprobs(question, ["(A)", "(B)"])
         judged = judge.request_count
         assert judged > 0 and policy.request_count == 0
         base.generate([[{"role": "user", "content": "hi"}]], max_new_tokens=2)
         assert judge.request_count == judged and policy.request_count > 0
         # Without a feedback endpoint the judge is asked for by name at the policy's endpoint, which serves only the
         # policy here: the request names the judge, and this server refuses it.
-        same_server = _feedback_backend(Pipeline(load_recipe(overrides=settings)), base)
+        same_server = feedback_backend(Pipeline(load_recipe(overrides=settings)), base)
         assert same_server.identity == {"backend": "endpoint", "model": "judge-72b"}
 
 

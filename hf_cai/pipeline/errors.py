@@ -1,0 +1,11 @@
+"""The two ways a run stops: a recipe that cannot work, and a stage that could not run."""
+
+from __future__ import annotations
+
+
+class RecipeError(ValueError):
+    """A recipe is malformed or asks for something that cannot work; the message names the key and the fix."""
+
+
+class PipelineError(RuntimeError):
+    """A stage could not run (missing input, full disk, ...); finished work is kept in the run directory."""

@@ -1,0 +1,93 @@
+"""What each stage's output depends on, so that a rerun can tell a stage that is up to date from one to run again.
+
+Equal fingerprints mean equal outputs. Settings that only change how a stage reports or where it keeps copies
+(:data:`~hf_cai.pipeline.recipe.OUTPUT_NEUTRAL_KEYS`) are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hf_cai.pipeline.context import RunContext
+from hf_cai.pipeline.recipe import OUTPUT_NEUTRAL_KEYS, TINY_MODEL, RecipeConfig
+
+UPSTREAM = {
+    "sl_data": (),
+    "sft": ("sl_data",),
+    "pref_data": ("sft",),
+    "dpo": ("sft", "pref_data"),
+    "reward": ("pref_data",),
+    "grpo": ("sft", "reward"),
+    "eval": ("final",),
+    "card": ("final", "sl_data", "pref_data", "eval"),
+    "publish": ("card", "final"),
+    "space": ("publish",),
+}
+"""The stages whose outputs each stage reads (``final``: the last training stage of the recipe's ``rl_method``)."""
+
+
+def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
+    """Everything ``stage``'s output depends on: the settings of its section (less ``OUTPUT_NEUTRAL_KEYS``), the
+    models, endpoints and prompts it uses, the constitution, the seed, and the output hashes of the stages it
+    reads."""
+    recipe = context.recipe
+    inputs: dict[str, Any] = {
+        "stage": stage,
+        "settings": {k: v for k, v in getattr(recipe, stage).items() if k not in OUTPUT_NEUTRAL_KEYS},
+        # Every stage writes the constitution into its outputs (datasets, checkpoints, card, repository).
+        "constitution": context.constitution.sha256,
+    }
+    prompts = {"prompts": recipe.prompts, "prompt_column": recipe.prompt_column, "max_prompts": recipe.max_prompts}
+    if stage in ("sl_data", "sft", "pref_data", "dpo", "reward", "grpo", "eval"):
+        inputs["seed"] = recipe.seed
+    if stage == "sl_data":
+        inputs |= {"generator": _base_generator(recipe), "prompts": prompts}
+        inputs["helpful_prompts"] = recipe.helpful_prompts
+    elif stage == "pref_data":
+        inputs |= {"policy": _local_base(recipe), "judge": _judge(recipe), "prompts": prompts}
+    elif stage in ("sft", "dpo", "reward", "grpo"):
+        inputs |= {"base": _base_model(recipe), "qlora_profile": context.qlora_profile()}
+        if stage == "grpo":
+            inputs["prompts"] = prompts
+    elif stage == "eval":
+        inputs |= {
+            "cai": _local_base(recipe),
+            "base": _base_generator(recipe),
+            "judge": _judge(recipe),
+            # The held-out prompts are the ones training did not use.
+            "held_out": {**prompts, "helpful_prompts": recipe.helpful_prompts,
+                         "num_helpful_prompts": recipe.sl_data.get("num_helpful_prompts")},
+        }
+    elif stage in ("card", "publish", "space"):
+        inputs |= {"base_model_id": context.base_model_hub_id(), "license": context.card_license(),
+                   "repo_id": context.publish_repo_id(), "merge": bool(recipe.publish.get("merge", False))}
+    upstream = [context.final_training_stage() if name == "final" else name for name in UPSTREAM[stage]]
+    inputs["upstream"] = {name: context.manifest.stage(name).get("output_hash") for name in upstream}
+    return inputs
+
+
+def _base_model(recipe: RecipeConfig) -> dict[str, Any]:
+    model = {"model": recipe.model}
+    if recipe.model == TINY_MODEL:
+        model["tiny_pretrain_steps"] = recipe.tiny_pretrain_steps
+    return model
+
+
+def _local_base(recipe: RecipeConfig) -> dict[str, Any]:
+    return {**_base_model(recipe), "load_in_4bit": recipe.load_in_4bit}
+
+
+def _base_generator(recipe: RecipeConfig) -> dict[str, Any]:
+    """The base model where generation asks for it: the endpoint's served model, else the local copy."""
+    if recipe.endpoint:
+        return {"endpoint": recipe.endpoint, "endpoint_model": recipe.endpoint_model or recipe.model}
+    return _local_base(recipe)
+
+
+def _judge(recipe: RecipeConfig) -> dict[str, Any]:
+    if not recipe.feedback_model:
+        return _base_generator(recipe)
+    endpoint = recipe.feedback_endpoint or recipe.endpoint
+    if endpoint:
+        return {"endpoint": endpoint, "endpoint_model": recipe.feedback_model}
+    return {"model": recipe.feedback_model, "load_in_4bit": recipe.load_in_4bit}

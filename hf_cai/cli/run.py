@@ -135,20 +135,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_stage_selection(run)
     run.set_defaults(handler=_run, accepts_overrides=True)
 
-    demo = subparsers.add_parser("demo", help="the whole pipeline offline on SmolLM2-135M-Instruct (or --model tiny|HUB_ID)")
-    demo.add_argument("--run-dir", default="runs/demo", help="where the run is written (default: runs/demo)")
+    demo = subparsers.add_parser(
+        "demo",
+        help="the whole pipeline offline on SmolLM2-135M-Instruct (or --model tiny|HUB_ID)",
+        description="Run the built-in demo recipe end to end (SL-CAI data, SFT, AI feedback, DPO, evaluation, model "
+        "card, a local publication folder) offline on SmolLM2-135M-Instruct, then print what changed. Extra --key "
+        "value pairs override recipe fields, e.g. --max_prompts 4.",
+    )
+    demo.add_argument("--run-dir", default="runs/demo", help="where the run is written")
     demo.add_argument("--model", help="'tiny' for the tiny test model, or a Hub id (needs the internet) or .gguf file")
     _add_stage_selection(demo)
     demo.set_defaults(handler=_demo, accepts_overrides=True)
 
-    evaluate = subparsers.add_parser("eval", help="compare a CAI model with its base, or rate a feedback model")
-    evaluate.add_argument("--base", required=True, help="base model id or folder")
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="compare a CAI model with its base, or rate a feedback model",
+        description="With --model: the base and the CAI model answer held-out red-team and helpful prompts and the "
+        "feedback model judges the replies (harmlessness and helpfulness win rates, with 95% intervals); "
+        "results.json and chart.png go to --output-dir. Without --model: the accuracy of the feedback model on the "
+        "--multiple-choice files.",
+    )
+    evaluate.add_argument("--base", required=True, help="base model: Hub id or local folder")
     evaluate.add_argument("--model", help="CAI model: merged folder/id or adapter folder/id")
-    evaluate.add_argument("--feedback", help="feedback (judge) model; defaults to the base model")
-    evaluate.add_argument("--constitution", default="harmless")
-    evaluate.add_argument("--multiple-choice", action="append", help="file in the paper's multiple-choice format")
-    evaluate.add_argument("--max-prompts", type=int, default=32)
-    evaluate.add_argument("--max-new-tokens", type=int, default=128)
-    evaluate.add_argument("--load-in-4bit", action="store_true")
-    evaluate.add_argument("--output-dir", default="eval-results")
+    evaluate.add_argument("--feedback", help="feedback (judge) model (default: the base model)")
+    evaluate.add_argument("--constitution", default="harmless", help="built-in name or constitution file")
+    evaluate.add_argument(
+        "--multiple-choice", action="append", help="file in the paper's multiple-choice format (repeatable)"
+    )
+    evaluate.add_argument("--max-prompts", type=int, default=32, help="number of held-out prompts to evaluate on")
+    evaluate.add_argument("--max-new-tokens", type=int, default=128, help="length limit of each generated reply")
+    evaluate.add_argument("--load-in-4bit", action="store_true", help="load the models quantized to 4 bits (QLoRA)")
+    evaluate.add_argument("--output-dir", default="eval-results", help="folder for results.json and chart.png")
     evaluate.set_defaults(handler=_eval, accepts_overrides=True)

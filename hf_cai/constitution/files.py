@@ -5,6 +5,7 @@ The built-in constitutions are the ``hf_cai/constitutions/*.yaml`` files shipped
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable
 from importlib import resources
@@ -91,11 +92,25 @@ def builtin_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def closest_builtin(name: str) -> str | None:
+    """The built-in constitution name ``name`` is most likely a typo of, or ``None``."""
+    match = difflib.get_close_matches(name, builtin_names(), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def unknown_builtin_error(name: str, *, problem: str | None = None) -> ConstitutionError:
+    """The error for a built-in name that does not exist: ``problem`` (default: no such built-in constitution), the
+    closest built-in name when one is close (``did you mean 'harmless'?``) and the available names."""
+    suggestion = closest_builtin(name)
+    hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
+    problem = problem or f"no built-in constitution '{name}'"
+    return ConstitutionError(f"{problem}{hint}; available: {', '.join(builtin_names())}")
+
+
 def read_builtin(name: str) -> tuple[Any, str]:
     """The parsed data of the built-in constitution ``name`` and the source its errors name (``builtin:<name>``)."""
-    available = builtin_names()
-    if name not in available:
-        raise ConstitutionError(f"no built-in constitution '{name}'; available: {', '.join(available)}")
+    if name not in builtin_names():
+        raise unknown_builtin_error(name)
     source = f"builtin:{name}"
     resource = resources.files("hf_cai") / _BUILTIN_FOLDER / f"{name}.yaml"
     return parse_yaml(resource.read_text(encoding="utf-8"), source), source

@@ -11,6 +11,7 @@ The importers only produce data; :meth:`hf_cai.constitution.Constitution.load` v
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from hf_cai.constitution.errors import ConstitutionError
 from hf_cai.constitution.files import read_json_file
 from hf_cai.constitution.transcript import parse_transcript
 from hf_cai.conversation import Conversation
+
+logger = logging.getLogger(__name__)
 
 FILE_FORMATS = ("hf_cai", "llm-swarm", "anthropic-paper")
 """The formats a constitution file can be read in; ``"auto"`` detects them with :func:`detect_format`."""
@@ -75,7 +78,8 @@ def anthropic_paper_data(path: str | Path) -> dict[str, Any]:
 
     ``path`` may be ``CritiqueRevisionInstructions.json`` or ``RLMadisonInstructions.json``; the other file and the
     few-shot files (``CritiqueRevisionFewShotPrompts.json``, ``RLMadisonFewShotPrompts.json``) are read when present
-    beside it. SL principles keep the paper's ids (``harmful0`` ...); RL principles get ``rl0`` ...
+    beside it, and the files read are logged (INFO). SL principles keep the paper's ids (``harmful0`` ...); RL
+    principles get ``rl0`` ...
     """
     path = Path(path)
     folder = path.parent
@@ -87,19 +91,27 @@ def anthropic_paper_data(path: str | Path) -> dict[str, Any]:
         else:
             sl_path = path
     principles: list[dict[str, Any]] = []
+    read: list[str] = []
     if sl_path.is_file():
-        principles += _paper_sl_principles(sl_path)
+        sl_principles = _paper_sl_principles(sl_path)
+        principles += sl_principles
+        read.append(f"{sl_path.name} ({len(sl_principles)} critique/revision principles)")
     if rl_path.is_file():
-        principles += _paper_rl_principles(rl_path)
+        rl_principles = _paper_rl_principles(rl_path)
+        principles += rl_principles
+        read.append(f"{rl_path.name} ({len(rl_principles)} feedback principles)")
     critique_examples: list[Conversation] = []
     sl_few_shot = folder / PAPER_SL_FEW_SHOT_FILE
     if sl_few_shot.is_file():
         critique_examples = [parse_transcript(transcript) for transcript in read_json_file(sl_few_shot)]
+        read.append(f"{sl_few_shot.name} ({len(critique_examples)} critique/revision examples)")
     preference_examples: list[dict[str, str]] = []
     rl_few_shot = folder / PAPER_RL_FEW_SHOT_FILE
     rl_questions = [p["preference"] for p in principles if p.get("preference")]
     if rl_few_shot.is_file() and rl_questions:
         preference_examples = _paper_preference_examples(rl_few_shot, rl_questions[0])
+        read.append(f"{rl_few_shot.name} ({len(preference_examples)} preference examples)")
+    logger.info("imported the paper's files from %s: %s", folder, "; ".join(read))
     return _schema_data(
         name="anthropic-paper",
         version="2022.12",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.constitution import files, importers
 from hf_cai.constitution.errors import ConstitutionError
 from hf_cai.constitution.hub import download_constitution_file
@@ -192,10 +193,13 @@ class Constitution:
         Args:
             path: A ``.yaml``/``.yml``/``.json`` file in the hf_cai schema, an llm-swarm constitution JSON, or the
                 paper's ``CritiqueRevisionInstructions.json`` (its ``RLMadisonInstructions.json`` and few-shot files
-                are picked up from the same folder).
+                are picked up from the same folder, and logged). A folder stands for its ``constitution.yaml`` (a
+                trained model, a publication folder), else for the paper's instruction files in it.
             format: ``"auto"`` (detect), ``"hf_cai"``, ``"llm-swarm"`` or ``"anthropic-paper"``.
         """
         path = Path(path)
+        if path.is_dir():
+            path = _file_in_folder(path)
         if not path.is_file():
             raise ConstitutionError("file not found", source=str(path))
         data = files.read_data_file(path)
@@ -235,13 +239,25 @@ class Constitution:
 
     @classmethod
     def resolve(cls, name_or_path: str | Path | Constitution) -> Constitution:
-        """A constitution from a built-in name, a file path, or an existing object."""
+        """A constitution from a built-in name, a file, a folder (see :meth:`load`), or an existing object.
+
+        A file or folder of that name wins over a built-in name. A name that is neither raises an error suggesting
+        the closest built-in name (``did you mean 'harmless'?``).
+        """
         if isinstance(name_or_path, Constitution):
             return name_or_path
         text = str(name_or_path)
-        if text in cls.list_builtin() and not Path(text).exists():
+        path = Path(text)
+        builtin = text in cls.list_builtin()
+        if path.is_file() or (path.is_dir() and (_has_constitution_file(path) or not builtin)):
+            return cls.load(path)
+        if builtin:
             return cls.builtin(text)
-        return cls.load(text)
+        if looks_like_name(text):
+            raise files.unknown_builtin_error(
+                text, problem=f"'{text}' is neither a constitution file nor a built-in constitution"
+            )
+        return cls.load(path)
 
     @classmethod
     def from_hub(
@@ -365,6 +381,30 @@ class Constitution:
         if stage == "preference" and not resolved.has_preference:
             raise ConstitutionError(f"principle '{resolved.id}' has no preference question")
         return resolved
+
+
+def looks_like_name(text: str) -> bool:
+    """Whether ``text`` reads as a built-in constitution name rather than a file path (no folder, no file extension)."""
+    return not any(sep in text for sep in ("/", "\\")) and Path(text).suffix.lower() not in (".yaml", ".yml", ".json")
+
+
+def _has_constitution_file(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _FOLDER_FILES)
+
+
+_FOLDER_FILES = (CONSTITUTION_FILE, importers.PAPER_SL_FILE, importers.PAPER_RL_FILE)
+"""The files that stand for a folder given as a constitution, in order of preference."""
+
+
+def _file_in_folder(folder: Path) -> Path:
+    """The constitution file a folder stands for (see :meth:`Constitution.load`)."""
+    for name in _FOLDER_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ConstitutionError(
+        f"folder holds no {CONSTITUTION_FILE} (nor the paper's {importers.PAPER_SL_FILE} or {importers.PAPER_RL_FILE})",
+        source=str(folder),
+    )
 
 
 def _described(name: str) -> str:

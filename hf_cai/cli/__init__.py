@@ -4,20 +4,44 @@ commands call the library, they never re-implement it."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from hf_cai import __version__
 from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, when it has a meaningful one and its text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser, str | None]]:
+    """Every subcommand under ``parser``, depth first: its full name (``"constitution show"``), parser and short help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                yield name, subparser, helps.get(name)
+                for sub_name, sub_parser, sub_help in subcommands(subparser):
+                    yield f"{name} {sub_name}", sub_parser, sub_help
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hf-cai`` parser, with the commands of every module of this package that has a ``register``."""
-    parser = argparse.ArgumentParser(prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.")
+    parser = argparse.ArgumentParser(
+        prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.", formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"hf-cai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -26,7 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)
+    for _, subparser, _ in subcommands(parser):
+        subparser.formatter_class = HelpFormatter
     return parser
+
+
+def closest(name: str, candidates: Collection[str]) -> str | None:
+    """The candidate ``name`` was most likely a typo of, or ``None`` when none is close."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def check_keys(
+    data: Collection[str], allowed: Collection[str], where: str, *, error: type[Exception] | None = None
+) -> None:
+    """Refuse the keys of ``data`` that are not in ``allowed``, suggesting the closest valid key of each.
+
+    The message lists the valid keys too when there are few enough to read. Raises ``error`` (default
+    :class:`CommandError`).
+    """
+    unknown = sorted(set(data) - set(allowed))
+    if not unknown:
+        return
+    described = []
+    for key in unknown:
+        suggestion = closest(str(key), [str(a) for a in allowed])
+        described.append(f"{key} (did you mean '{suggestion}'?)" if suggestion else str(key))
+    known = f"; known keys: {', '.join(sorted(allowed))}" if len(allowed) <= 40 else ""
+    raise (error or CommandError)(f"{where}: unknown key(s) {', '.join(described)}{known}")
 
 
 class CommandError(Exception):

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from hf_cai.cli import CommandError
+from hf_cai.cli import CommandError, check_keys
 
 _COMMON_KEYS = {"constitution", "prompts", "prompt_column", "prompt_split", "output_dir", "overwrite"}
 _ENDPOINT_KEYS = {"base_url", "model", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff", "top_logprobs"}
@@ -53,12 +53,6 @@ def _read_config(path: str) -> dict[str, Any]:
     return data
 
 
-def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise CommandError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(allowed))}")
-
-
 def _backend(spec: Any, where: str):
     from hf_cai.backends import EndpointBackend, TransformersBackend
 
@@ -67,7 +61,7 @@ def _backend(spec: Any, where: str):
     if not isinstance(spec, dict) or "model" not in spec:
         raise CommandError(f"{where}: expected a model path/id or a mapping with 'model' (and 'base_url' for an endpoint)")
     if "base_url" in spec:
-        _check_keys(spec, _ENDPOINT_KEYS, where)
+        check_keys(spec, _ENDPOINT_KEYS, where)
         options = dict(spec)
         variable = options.pop("api_key_env", None)
         api_key = None
@@ -76,7 +70,7 @@ def _backend(spec: Any, where: str):
             if not api_key:
                 raise CommandError(f"{where}: the environment variable {variable} (api_key_env) is not set")
         return EndpointBackend(api_key=api_key, **options)
-    _check_keys(spec, _LOCAL_KEYS, where)
+    check_keys(spec, _LOCAL_KEYS, where)
     return TransformersBackend(**spec)
 
 
@@ -126,7 +120,7 @@ def _sl(args: argparse.Namespace) -> int:
 
     data = _read_config(args.config)
     config_keys = {f.name for f in dataclasses.fields(CritiqueRevisionConfig)}
-    _check_keys(data, config_keys | _COMMON_KEYS | {"model"}, args.config)
+    check_keys(data, config_keys | _COMMON_KEYS | {"model"}, args.config)
     if "model" not in data:
         raise CommandError(f"{args.config}: missing required key 'model'")
     config = _config(CritiqueRevisionConfig, data, args.config)
@@ -144,7 +138,7 @@ def _prefs(args: argparse.Namespace) -> int:
 
     data = _read_config(args.config)
     config_keys = {f.name for f in dataclasses.fields(AIFeedbackConfig)}
-    _check_keys(data, config_keys | _COMMON_KEYS | {"policy_model", "model", "feedback_model"}, args.config)
+    check_keys(data, config_keys | _COMMON_KEYS | {"policy_model", "model", "feedback_model"}, args.config)
     policy_spec = data.get("policy_model", data.get("model"))
     if policy_spec is None:
         raise CommandError(f"{args.config}: missing required key 'policy_model'")
@@ -161,13 +155,33 @@ def _prefs(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help="build SL-CAI (critique/revision) or RL-CAI (AI feedback) datasets")
+    parser = subparsers.add_parser(
+        "generate",
+        help="build SL-CAI (critique/revision) or RL-CAI (AI feedback) datasets",
+        description="Build a CAI dataset from a YAML file: the builder settings, the model(s), the constitution, the "
+        "prompts and output_dir. Unknown keys are refused with the closest valid key. Finished shards are kept, so "
+        "an interrupted build resumes.",
+    )
     commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, handler, text in (
-        ("sl", _sl, "critique→revision dataset (SFT + preference splits)"),
-        ("prefs", _prefs, "AI-feedback preference dataset with soft labels"),
+    for name, handler, text, description in (
+        (
+            "sl",
+            _sl,
+            "critique→revision dataset (SFT + preference splits)",
+            "SL-CAI: the model answers each prompt, then critiques and revises its reply under a sampled principle, "
+            "round after round; the final revisions make the SFT splits, (final revision, first reply) pairs the "
+            "preference splits.",
+        ),
+        (
+            "prefs",
+            _prefs,
+            "AI-feedback preference dataset with soft labels",
+            "RL-CAI: the policy model writes two replies to each prompt and the feedback model says which one better "
+            "follows sampled principles; the probabilities of its answers (both option orders averaged) are the soft "
+            "labels.",
+        ),
     ):
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, help=text, description=description)
         command.add_argument("--config", required=True, help="YAML file: builder settings, model, constitution, prompts")
         command.add_argument("--overwrite", action="store_true", help="discard shards of a different build")
         command.set_defaults(handler=handler)

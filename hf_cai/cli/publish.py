@@ -172,7 +172,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Hub id of the base model (default for a run: the run's; needed when the base was a local folder)",
     )
     model.add_argument("--merge", action="store_true", help="publish the adapter merged into a 16-bit base")
-    model.add_argument("--merge-dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    model.add_argument(
+        "--merge-dtype", default="bfloat16", choices=["bfloat16", "float16"], help="dtype of the merged weights"
+    )
     model.add_argument("--dataset", action="append", default=[], help="Hub id of a training dataset (repeatable)")
     model.add_argument("--eval-results", help="results.json of the evaluation (default: the run's eval/results.json)")
     model.add_argument("--constitution", help="constitution to publish instead of the one beside the model")
@@ -183,6 +185,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dataset = subparsers.add_parser(
         "publish-dataset",
         help="publish an SL-CAI or RL-CAI dataset as parquet with its constitution and a dataset card",
+        description="Publish a dataset saved by a builder (DatasetDict.save_to_disk) to a Hub dataset repository: "
+        "each split as parquet, the constitution it was generated with, and a dataset card.",
     )
     dataset.add_argument("dataset", help="folder written by DatasetDict.save_to_disk (e.g. run/sl_data/dataset)")
     _common(dataset)

@@ -116,7 +116,12 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    space = subparsers.add_parser("space", help="generate and publish the side-by-side chat Space")
+    space = subparsers.add_parser(
+        "space",
+        help="generate and publish the side-by-side chat Space",
+        description="Generate the Gradio Space that chats with the base and the CAI model side by side, and push it "
+        "to the Hub.",
+    )
     actions = space.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser(
         "create",
@@ -130,9 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--constitution", help="built-in name or file; default: constitution.yaml of --model on the Hub")
     create.add_argument("--private", action="store_true", help="create the Space as private")
     create.add_argument("--hardware", help="suggested hardware, e.g. cpu-basic, zero-a10g, t4-small")
-    create.add_argument("--title")
+    create.add_argument("--title", help="title shown at the top of the Space (default: '<model name> vs base')")
     create.add_argument("--short-description", help="at most 60 characters")
-    create.add_argument("--license", default="apache-2.0")
+    create.add_argument("--license", default="apache-2.0", help="license of the Space's files")
     create.add_argument("--load-in-4bit", action="store_true", help="load the base model in 4-bit in the Space")
     create.add_argument(
         "--hf-cai-requirement",
@@ -144,16 +149,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--no-push", action="store_true", help="only write the files (needs --output-dir)")
     create.set_defaults(handler=_create)
 
-    chat = subparsers.add_parser("chat", help="chat with the base and the CAI model side by side in the browser")
+    chat = subparsers.add_parser(
+        "chat",
+        help="chat with the base and the CAI model side by side in the browser",
+        description="Serve the side-by-side chat app on this machine: the same prompt goes to the base and the CAI "
+        "model, with the constitution shown beside them. Give a run directory, or the models.",
+    )
     chat.add_argument("--run-dir", help="a run directory of `hf-cai run`: serves its last trained model")
     chat.add_argument("--model", help="the CAI model: adapter or merged model, local folder or Hub id")
     chat.add_argument("--base", help="the base model (default: the base of the --model adapter)")
     chat.add_argument("--constitution", help="built-in name or file (default: constitution.yaml beside the model)")
     chat.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1, this machine only)")
-    chat.add_argument("--port", type=int, default=7860)
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.7)
-    chat.add_argument("--max-prompt-chars", type=int, default=2000)
-    chat.add_argument("--load-in-4bit", action="store_true")
+    chat.add_argument("--port", type=int, default=7860, help="port to serve on")
+    chat.add_argument("--max-new-tokens", type=int, default=256, help="starting value of the reply length slider")
+    chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 decodes greedily)")
+    chat.add_argument("--max-prompt-chars", type=int, default=2000, help="longest prompt accepted, in characters")
+    chat.add_argument("--load-in-4bit", action="store_true", help="load the base model in 4-bit (for big models)")
     chat.add_argument("--open-browser", action="store_true", help="open the page in the default browser")
     chat.set_defaults(handler=_chat)

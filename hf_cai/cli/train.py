@@ -21,6 +21,7 @@ continue it (DPO against a frozen copy of it as the reference; see :mod:`hf_cai.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from hf_cai.cli import CommandError
+from hf_cai.cli import CommandError, check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -77,23 +78,32 @@ def _trainer_class(stage: str):
 
 
 def read_training_config(stage: str, path: str | Path, overrides: dict[str, Any] | None = None):
-    """Parse a training YAML into ``(TrainingInputs, stage config)``; unknown keys raise ``ValueError``."""
+    """Parse a training YAML into ``(TrainingInputs, stage config)``.
+
+    Unknown keys raise ``ValueError`` naming the closest valid key, before any setting is checked.
+    """
     from transformers import HfArgumentParser
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     data |= {key: value for key, value in (overrides or {}).items() if value is not None}
+    config_class = _config_class(stage)
+    known = {f.name for cls in (TrainingInputs, config_class) for f in dataclasses.fields(cls) if f.init}
+    check_keys(data, known, str(path), error=ValueError)
     missing = [key for key in ("model_name_or_path", "dataset") if key not in data]
     if missing:
         raise ValueError(f"{path}: missing {', '.join(missing)}")
     if stage == "sft":
         data.setdefault("assistant_only_loss", True)
     try:
-        inputs, config = HfArgumentParser((TrainingInputs, _config_class(stage))).parse_dict(data)
+        inputs, config = HfArgumentParser((TrainingInputs, config_class)).parse_dict(data)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return inputs, config
@@ -168,7 +178,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train one CAI stage (SFT, DPO or a reward model) from a YAML file")
+    parser = subparsers.add_parser(
+        "train",
+        help="train one CAI stage (SFT, DPO or a reward model) from a YAML file",
+        description="Train one stage from a YAML file holding the model, the dataset and the trainer settings (every "
+        "TRL setting of the stage, plus constitution, qlora_profile, soft_labels). Unknown keys are refused with the "
+        "closest valid key.",
+    )
     parser.add_argument("stage", choices=["sft", "dpo", "reward"], help="the training stage")
     parser.add_argument("--config", required=True, help="YAML with the model, dataset and trainer settings")
     parser.add_argument("--output-dir", help="overrides output_dir of the YAML")

@@ -53,22 +53,37 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("hub", help="find CAI models on the Hub and compare their constitutions")
+    parser = subparsers.add_parser(
+        "hub",
+        help="find CAI models on the Hub and compare their constitutions",
+        description="Find CAI models on the Hub and compare constitutions. The token comes from HF_TOKEN or "
+        "`hf auth login`, never from the command line. With offline mode on (HF_HUB_OFFLINE=1), `list` cannot run "
+        "and `compare` reads local constitutions and the Hub cache only.",
+    )
     commands = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = commands.add_parser("list", help="list CAI models with their base model and constitution")
-    listing.add_argument("--tag", action="append", help="required tag (repeatable; default constitutional-ai)")
+    listing = commands.add_parser(
+        "list",
+        help="list CAI models with their base model and constitution",
+        description="List the models on the Hub that carry all the given tags, with their base model and the name, "
+        "version and sha256 of their constitution (models with the same sha256 share a constitution).",
+    )
+    listing.add_argument("--tag", action="append", help="required tag (repeatable; default: constitutional-ai)")
     listing.add_argument("--author", help="only models of this user or organisation")
     listing.add_argument("--search", help="only models whose id contains this text")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many models (default 50)")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many models")
     add_token_option(listing)
     listing.set_defaults(handler=_list)
     compare = commands.add_parser(
         "compare",
         help="principle-level difference of two constitutions",
-        description="A and B are Hub repositories (owner/name, datasets/owner/name, spaces/owner/name), constitution "
-        "files or built-in names.",
+        description="Show how constitution B differs from A, principle by principle: added, removed, renamed and "
+        "changed principles, with word diffs. Principles pair by their text as well as by their id. A and B are "
+        "built-in names, constitution files (hf_cai, llm-swarm or the paper's), local folders holding "
+        "constitution.yaml (a trained model, a publication folder), or Hub repositories (owner/name, "
+        "datasets/owner/name, spaces/owner/name).",
     )
-    compare.add_argument("a")
-    compare.add_argument("b")
+    reference = "built-in name, constitution file, folder with constitution.yaml, or Hub repository id"
+    compare.add_argument("a", help=reference)
+    compare.add_argument("b", help=reference)
     add_token_option(compare)
     compare.set_defaults(handler=_compare)

@@ -2,13 +2,19 @@
 
 Models published by hf_cai carry ``constitution: {name, version, sha256}`` in their card metadata, so a listing by
 tag shows at a glance which constitution each model was aligned to; :func:`compare_constitutions` then shows how two
-published constitutions differ, principle by principle.
+constitutions differ, principle by principle: published ones, local files and folders, or built-in ones. Principles
+pair by their text as well as by their id, so two copies of the same constitution that number their principles
+differently (llm-swarm's ``principle-0`` ..., the paper's ``harmful0`` ...) still line up.
+
+With offline mode on (``HF_HUB_OFFLINE=1``), what needs the Hub says so and how to turn it off.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +22,46 @@ from typing import Any
 
 from hf_cai.constitution import Constitution, Principle
 from hf_cai.hub.errors import HubError, hub_errors
+from hf_cai.hub.repo_id import repo_id_problem
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAGS = ("constitutional-ai",)
 _PREFIXES = {"datasets/": "dataset", "spaces/": "space", "models/": "model"}
 _PRINCIPLE_FIELDS = ("critique", "revision", "preference", "tags", "weight")
+_TEXT_FIELDS = ("critique", "revision", "preference")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+TEXT_MATCH_THRESHOLD = 0.8
+"""How alike (0-1, word-level :class:`difflib.SequenceMatcher` ratio of the normalised texts) two principles with
+different ids must be to pair as one principle changed, rather than one removed and one added."""
+
+
+def offline_setting() -> str | None:
+    """The environment setting that turns the Hub's offline mode on (``"HF_HUB_OFFLINE=1"``), or ``None`` when it is
+    off. Reads the variables as ``huggingface_hub`` does, and its ``constants.HF_HUB_OFFLINE`` (read at import)."""
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(variable)
+        if value:
+            if value.strip().upper() in _TRUE:
+                return f"{variable}={value}"
+            if variable == "HF_HUB_OFFLINE":
+                break  # huggingface_hub reads TRANSFORMERS_OFFLINE only when HF_HUB_OFFLINE is unset
+    return "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else None
+
+
+def offline_advice(setting: str) -> str:
+    """How to turn off the offline mode that ``setting`` (see :func:`offline_setting`) turned on."""
+    variable = setting.partition("=")[0]
+    return f"Turn offline mode off (unset {variable}, or set {variable}=0) and run again."
+
+
+def _refuse_offline(action: str) -> None:
+    setting = offline_setting()
+    if setting is not None:
+        raise HubError(f"{action} needs the Hub, but offline mode is on ({setting}). {offline_advice(setting)}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +109,7 @@ def list_cai_models(
     """
     from huggingface_hub import HfApi
 
+    _refuse_offline(f"listing models tagged {', '.join(tags)}")
     api = HfApi(token=token)
     with hub_errors(f"listing models tagged {', '.join(tags)}", token):
         models = list(api.list_models(filter=list(tags), author=author, search=search, limit=limit, cardData=True))
@@ -106,46 +147,82 @@ def load_constitution_ref(
     revision: str | None = None,
     token: str | None = None,
 ) -> Constitution:
-    """A constitution from an object, a local file, a built-in name, or a Hub repository.
+    """A constitution from an object, a local file or folder, a built-in name, or a Hub repository.
 
-    A Hub reference is ``owner/name`` (tried as a model, then a dataset, then a Space unless ``repo_type`` is given) or
-    ``datasets/owner/name`` / ``spaces/owner/name``; its ``constitution.yaml`` is read.
+    A local folder stands for its ``constitution.yaml`` (a trained model, a publication folder) or the paper's
+    instruction files (see :meth:`Constitution.load`). A Hub reference is ``owner/name`` (tried as a model, then a
+    dataset, then a Space unless ``repo_type`` is given) or ``datasets/owner/name`` / ``spaces/owner/name``; its
+    ``constitution.yaml`` is read. In offline mode only the local Hub cache is read, and a miss says offline mode is on.
     """
     if isinstance(reference, Constitution):
         return reference
     text = str(reference)
-    if Path(text).is_file() or text in Constitution.list_builtin():
+    if Path(text).exists() or text in Constitution.list_builtin():
         return Constitution.resolve(text)
     for prefix, kind in _PREFIXES.items():
         if text.startswith(prefix):
             text, repo_type = text[len(prefix) :], kind
             break
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
+    if "/" not in text or repo_id_problem(text) is not None:
+        return Constitution.resolve(str(reference))  # a missing file or folder, or a typo of a built-in name
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    offline = offline_setting()
+    missing = (RepositoryNotFoundError, RemoteEntryNotFoundError)
+    if offline is not None:
+        missing += (LocalEntryNotFoundError, OfflineModeIsEnabled)
     candidates = [repo_type] if repo_type else ["model", "dataset", "space"]
     for kind in candidates:
         with hub_errors(f"reading constitution.yaml of {kind} {text}", token):
             try:
                 return Constitution.from_hub(text, repo_type=kind, revision=revision, token=token)
-            except (RepositoryNotFoundError, RemoteEntryNotFoundError):
+            except missing:
                 continue
+    if offline is not None:
+        raise HubError(
+            f"'{reference}' is not a local constitution file or folder, nor a built-in constitution, and offline mode "
+            f"is on ({offline}): the Hub was not asked, and its local cache holds no constitution.yaml of a "
+            f"{'/'.join(candidates)} {text}. {offline_advice(offline)}"
+        )
     raise HubError(
-        f"'{reference}' is not a local constitution file, a built-in constitution ({', '.join(Constitution.list_builtin())}) "
-        f"or a {'/'.join(candidates)} repository on the Hub with a constitution.yaml"
+        f"'{reference}' is not a local constitution file or folder, a built-in constitution "
+        f"({', '.join(Constitution.list_builtin())}) or a {'/'.join(candidates)} repository on the Hub with a "
+        "constitution.yaml"
     )
 
 
 @dataclass(frozen=True)
 class PrincipleChange:
-    """A principle present in both constitutions whose texts or settings differ."""
+    """A principle present in both constitutions whose texts or settings differ.
+
+    Args:
+        id: Its id in the left constitution.
+        before: The principle in the left constitution.
+        after: The principle in the right one (its id differs when the two paired by text).
+        matched_by: ``"id"`` or ``"text"`` (same or alike texts under different ids).
+        similarity: How alike the normalised texts are, 0-1 (1.0 for the same texts).
+    """
 
     id: str
     before: Principle
     after: Principle
+    matched_by: str = "id"
+    similarity: float = 1.0
 
     @property
     def fields(self) -> tuple[str, ...]:
+        """The fields that differ (``critique``, ``revision``, ``preference``, ``tags``, ``weight``)."""
         return tuple(f for f in _PRINCIPLE_FIELDS if getattr(self.before, f) != getattr(self.after, f))
+
+    @property
+    def label(self) -> str:
+        """``id``, or ``left-id → right-id`` when the ids differ."""
+        return self.id if self.after.id == self.id else f"{self.id} → {self.after.id}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +236,8 @@ class ConstitutionDiff:
     changed: tuple[PrincipleChange, ...]
     unchanged: tuple[str, ...]
     metadata: tuple[tuple[str, Any, Any], ...]
+    renamed: tuple[tuple[str, str], ...] = ()
+    """Principles the same in both but for their id: ``(left id, right id)``."""
 
     @property
     def identical(self) -> bool:
@@ -174,16 +253,21 @@ class ConstitutionDiff:
             return "\n".join([*lines, "identical (same canonical sha256)"])
         for field, before, after in self.metadata:
             lines.append(f"~ {field}: {before!r} → {after!r}")
+        by_text = sum(change.matched_by == "text" for change in self.changed) + len(self.renamed)
         lines.append(
             f"{len(self.added)} added, {len(self.removed)} removed, {len(self.changed)} changed, "
-            f"{len(self.unchanged)} unchanged principles"
+            f"{len(self.renamed)} renamed, {len(self.unchanged)} unchanged principles"
+            + (f" ({by_text} paired by their text under different ids)" if by_text else "")
         )
         for principle in self.added:
             lines.append(f"+ {principle.id}: {principle.critique or principle.preference}")
         for principle in self.removed:
             lines.append(f"- {principle.id}: {principle.critique or principle.preference}")
+        for before, after in self.renamed:
+            lines.append(f"= {before} → {after} (same texts, new id)")
         for change in self.changed:
-            lines.append(f"~ {change.id} ({', '.join(change.fields)})")
+            how = f"matched by text, {change.similarity:.0%} alike; " if change.matched_by == "text" else ""
+            lines.append(f"~ {change.label} ({how}{', '.join(change.fields)})")
             for field in change.fields:
                 lines.append(f"    {field}: {_word_diff(getattr(change.before, field), getattr(change.after, field))}")
         return "\n".join(lines)
@@ -206,18 +290,69 @@ def _word_diff(before: Any, after: Any) -> str:
     return " ".join(parts)
 
 
+def _normalised_words(principle: Principle) -> tuple[str, ...]:
+    """The words of a principle's texts, lower-cased, without punctuation; ``|`` separates the texts."""
+    words: list[str] = []
+    for field in _TEXT_FIELDS:
+        words += [*re.findall(r"\w+", (getattr(principle, field) or "").lower()), "|"]
+    return tuple(words)
+
+
+def _pair_principles(
+    left: Sequence[Principle], right: Sequence[Principle]
+) -> list[tuple[Principle, Principle, str, float]]:
+    """Pairs ``(left, right, matched_by, similarity)``: first the same normalised texts (the same id first), then the
+    same ids, then the most alike texts at least :data:`TEXT_MATCH_THRESHOLD` alike, best first."""
+    pairs: list[tuple[Principle, Principle, str, float]] = []
+    free_left, free_right = list(left), list(right)
+    words = {id(p): _normalised_words(p) for p in (*left, *right)}
+
+    def take(a: Principle, b: Principle, how: str, similarity: float) -> None:
+        pairs.append((a, b, how, similarity))
+        free_left.remove(a)
+        free_right.remove(b)
+
+    for a in list(free_left):
+        same = [b for b in free_right if words[id(b)] == words[id(a)]]
+        if same:
+            b = next((b for b in same if b.id == a.id), same[0])
+            take(a, b, "id" if b.id == a.id else "text", 1.0)
+    for a in list(free_left):
+        b = next((b for b in free_right if b.id == a.id), None)
+        if b is not None:
+            take(a, b, "id", difflib.SequenceMatcher(a=words[id(a)], b=words[id(b)], autojunk=False).ratio())
+    scored = []
+    for i, a in enumerate(free_left):
+        for j, b in enumerate(free_right):
+            matcher = difflib.SequenceMatcher(a=words[id(a)], b=words[id(b)], autojunk=False)
+            if matcher.real_quick_ratio() >= TEXT_MATCH_THRESHOLD and matcher.quick_ratio() >= TEXT_MATCH_THRESHOLD:
+                ratio = matcher.ratio()
+                if ratio >= TEXT_MATCH_THRESHOLD:
+                    scored.append((-ratio, i, j, a, b))
+    for negative_ratio, _, _, a, b in sorted(scored, key=lambda item: item[:3]):
+        if a in free_left and b in free_right:
+            take(a, b, "text", -negative_ratio)
+    return pairs
+
+
 def compare_constitutions(
     left: Constitution | str | Path, right: Constitution | str | Path, *, token: str | None = None
 ) -> ConstitutionDiff:
-    """Compare two constitutions given as objects, files, built-in names or Hub repositories (see
-    :func:`load_constitution_ref`)."""
+    """Compare two constitutions given as objects, files, folders, built-in names or Hub repositories (see
+    :func:`load_constitution_ref`).
+
+    Principles pair by their normalised text (lower case, no punctuation) whatever their ids, then by id, then by
+    texts at least :data:`TEXT_MATCH_THRESHOLD` alike; the others are added or removed.
+    """
     a = load_constitution_ref(left, token=token)
     b = load_constitution_ref(right, token=token)
-    ids_a = {p.id: p for p in a.principles}
-    ids_b = {p.id: p for p in b.principles}
-    changed = tuple(
-        PrincipleChange(pid, ids_a[pid], ids_b[pid]) for pid in ids_a if pid in ids_b and ids_a[pid] != ids_b[pid]
-    )
+    pairs = _pair_principles(a.principles, b.principles)
+    paired_left = {id(p) for p, _, _, _ in pairs}
+    paired_right = {id(q) for _, q, _, _ in pairs}
+    order = {p.id: index for index, p in enumerate(a.principles)}
+    pairs.sort(key=lambda pair: order[pair[0].id])
+    changed = tuple(PrincipleChange(p.id, p, q, how, similarity) for p, q, how, similarity in pairs if not _same(p, q))
+    renamed = tuple((p.id, q.id) for p, q, _, _ in pairs if _same(p, q) and p.id != q.id)
     metadata = tuple(
         (field, getattr(a, field), getattr(b, field))
         for field in ("name", "version", "description", "license", "system_prompt")
@@ -231,9 +366,15 @@ def compare_constitutions(
     return ConstitutionDiff(
         left=a,
         right=b,
-        added=tuple(p for p in b.principles if p.id not in ids_a),
-        removed=tuple(p for p in a.principles if p.id not in ids_b),
+        added=tuple(p for p in b.principles if id(p) not in paired_right),
+        removed=tuple(p for p in a.principles if id(p) not in paired_left),
         changed=changed,
-        unchanged=tuple(pid for pid in ids_a if pid in ids_b and ids_a[pid] == ids_b[pid]),
+        unchanged=tuple(p.id for p, q, _, _ in pairs if _same(p, q) and p.id == q.id),
         metadata=metadata + tuple(few_shot),
+        renamed=renamed,
     )
+
+
+def _same(before: Principle, after: Principle) -> bool:
+    """Whether two principles agree in everything but their id."""
+    return all(getattr(before, field) == getattr(after, field) for field in _PRINCIPLE_FIELDS)

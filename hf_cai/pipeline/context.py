@@ -20,10 +20,13 @@ from hf_cai.pipeline.recipe import TINY_MODEL, RecipeConfig
 
 @dataclass
 class StageResult:
-    """What a stage produced: the output paths (relative to the run dir) and figures for the summary."""
+    """What a stage produced: the output paths (relative to the run dir), figures for the summary table, and notes:
+    sentences that say what the figures mean for this run (a judge near chance, rows the quality gates left out),
+    printed under the table and kept in the manifest."""
 
     outputs: dict[str, str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 class RunContext:

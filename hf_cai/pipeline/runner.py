@@ -107,7 +107,9 @@ class Pipeline(RunContext):
         fingerprint = hash_data(inputs)
         if record.get("status") == "done" and record.get("fingerprint") == fingerprint and not force:
             logger.info("stage %s: up to date, skipped", stage)
-            return StageResult(outputs=record.get("outputs", {}), metrics=record.get("metrics", {}))
+            return StageResult(
+                outputs=record.get("outputs", {}), metrics=record.get("metrics", {}), notes=record.get("notes", [])
+            )
         directory = self.stage_dir(stage)
         if record.get("fingerprint") not in (None, fingerprint):
             changes = describe_changes(record["inputs"], inputs) if "inputs" in record else "its fingerprint changed"
@@ -142,6 +144,7 @@ class Pipeline(RunContext):
                 "seconds": round(time.perf_counter() - started, 2),
                 "outputs": result.outputs,
                 "metrics": result.metrics,
+                "notes": result.notes,
                 "output_hash": outputs_hash(self.run_dir, result.outputs),
             }
         )

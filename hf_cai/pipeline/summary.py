@@ -9,7 +9,8 @@ from hf_cai.pipeline.context import RunContext, StageResult
 
 
 def format_summary(pipeline: RunContext, results: Mapping[str, StageResult]) -> str:
-    """The table printed at the end of a run: per stage, status, time, key figures and where its outputs are."""
+    """The table printed at the end of a run: per stage, status, time and key figures; the stages' notes on what the
+    figures mean; and where the outputs are."""
     lines = [f"CAI run in {pipeline.run_dir}  (constitution {pipeline.constitution.name}, "
              f"sha256 {pipeline.constitution.sha256[:12]}…)", ""]
     lines.append(f"{'stage':<10} {'status':<8} {'seconds':>8}  figures")
@@ -22,6 +23,11 @@ def format_summary(pipeline: RunContext, results: Mapping[str, StageResult]) -> 
         lines.append(
             f"{stage:<10} {record.get('status', 'pending'):<8} {seconds if seconds is not None else '':>8}  {figures}"
         )
+    notes = [(stage, note) for stage in pipeline.recipe.stage_sequence()
+             for note in pipeline.manifest.stage(stage).get("notes", [])]
+    if notes:
+        lines += ["", "What the figures mean for this run:"]
+        lines += [f"  {stage}: {note}" for stage, note in notes]
     lines.append("")
     for stage in pipeline.recipe.stage_sequence():
         for key, relative in pipeline.manifest.stage(stage).get("outputs", {}).items():

@@ -28,13 +28,11 @@ from typing import Any
 import gradio as gr
 
 from hf_cai.constitution import Constitution, ConstitutionError
+from hf_cai.conversation import Conversation
 from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
 from hf_cai.spaces.models import SideBySideModels
 
 logger = logging.getLogger("hf_cai.spaces.app")
-
-Message = dict[str, str]
-History = list[Message]
 
 EMPTY_PROMPT_NOTICE = "Type a prompt first: an empty message is not sent to the models."
 NOTHING_TO_RETRY_NOTICE = "Nothing to retry yet: send a prompt first."
@@ -81,11 +79,11 @@ def _text(content: Any) -> str:
     return str(content or "")
 
 
-def _plain(history: Sequence[dict] | None) -> History:
+def _plain(history: Sequence[dict] | None) -> Conversation:
     return [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
 
 
-def _shown(history: History, empty_reply: str = EMPTY_REPLY) -> History:
+def _shown(history: Conversation, empty_reply: str = EMPTY_REPLY) -> Conversation:
     """The history as displayed: a reply without text shows ``empty_reply`` (an ellipsis while it streams)."""
     return [
         {"role": m["role"], "content": m["content"] or empty_reply} if m["role"] == "assistant" else m
@@ -115,7 +113,7 @@ class SideBySideChat:
         return tokens, float(min(max(float(temperature or 0.0), 0.0), 2.0))
 
     def _answer(
-        self, message: str, base: History, cai: History, max_new_tokens: float, temperature: float
+        self, message: str, base: Conversation, cai: Conversation, max_new_tokens: float, temperature: float
     ) -> Iterator[tuple]:
         tokens, temperature = self._settings(max_new_tokens, temperature)
         histories = {"base": base, "cai": cai}
@@ -138,7 +136,12 @@ class SideBySideChat:
         yield frame(EMPTY_REPLY)
 
     def chat(
-        self, message: str, max_new_tokens: float, temperature: float, base: History | None, cai: History | None
+        self,
+        message: str,
+        max_new_tokens: float,
+        temperature: float,
+        base: Conversation | None,
+        cai: Conversation | None,
     ) -> Iterator[tuple]:
         """Send ``message`` to both models; yields (base chat, CAI chat, notice, prompt box, base state, CAI state)."""
         base, cai = _plain(base), _plain(cai)
@@ -158,7 +161,7 @@ class SideBySideChat:
             yield shown_base, shown_cai, notice, "", new_base, new_cai
 
     def retry(
-        self, max_new_tokens: float, temperature: float, base: History | None, cai: History | None
+        self, max_new_tokens: float, temperature: float, base: Conversation | None, cai: Conversation | None
     ) -> Iterator[tuple]:
         """Generate the last replies again; yields (base chat, CAI chat, notice, base state, CAI state)."""
         base, cai = _plain(base), _plain(cai)
@@ -182,8 +185,8 @@ class SideBySideChat:
         revise: bool,
         max_new_tokens: float,
         temperature: float,
-        base: History | None,
-        cai: History | None,
+        base: Conversation | None,
+        cai: Conversation | None,
     ) -> tuple[str, str, str]:
         """Ask the model that wrote the last ``which`` ("CAI" or "base") reply to critique it under a principle.
 

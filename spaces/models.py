@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_cai.backends.chat_tokens import end_of_turn_ids, fit_conversation, render_chat
+from hf_cai.conversation import Message
 from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
 from hf_cai.spaces.config import SpaceConfig
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, str]
 PANELS = ("base", "cai")
 BASE_ADAPTER = "__base__"
 """PEFT's name for "no adapter" in a mixed-adapter batch."""
@@ -52,34 +53,6 @@ def _tokenizer_of(model_name_or_path: str, fallback: Any) -> Any:
     except ModelLoadError as error:
         logger.warning("using the base model's tokenizer for '%s' (%s)", model_name_or_path, error)
         return fallback
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
-
-
-def fit_conversation(conversation: Sequence[Message], tokenizer: Any, max_tokens: int) -> list[Message]:
-    """Drop the oldest exchanges of ``conversation`` until its chat rendering fits in ``max_tokens`` tokens.
-
-    The last user message is always kept.
-    """
-    messages = [dict(m) for m in conversation]
-
-    def length(candidate: list[Message]) -> int:
-        text = tokenizer.apply_chat_template(candidate, add_generation_prompt=True, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    while length(messages) > max_tokens:
-        turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
-        if len(turns) <= 1:
-            break
-        del messages[turns[0]]
-        if messages[turns[0]]["role"] == "assistant" and len(turns) > 2:
-            del messages[turns[0]]
-    return messages
 
 
 class _RowCollector:
@@ -220,8 +193,8 @@ class SideBySideModels:
         updates: queue.Queue = queue.Queue()
         collectors = []
         for panels in jobs.values():
-            collector = _RowCollector(panels, _stop_token_ids(self._engines[panels[0]].model,
-                                                              self._engines[panels[0]].tokenizer), updates)
+            engine = self._engines[panels[0]]
+            collector = _RowCollector(panels, end_of_turn_ids(engine.model, engine.tokenizer), updates)
             collectors.append(collector)
             worker = threading.Thread(
                 target=self._run_job,
@@ -284,18 +257,13 @@ class SideBySideModels:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         tokenizer = engine.tokenizer
-        texts = [
-            tokenizer.apply_chat_template(
-                fit_conversation(c, tokenizer, self.max_input_tokens), add_generation_prompt=True, tokenize=False
-            )
-            for c in conversations
-        ]
+        texts = [render_chat(tokenizer, fit_conversation(c, tokenizer, self.max_input_tokens)) for c in conversations]
         inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         options: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": temperature > 0,
             "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": _stop_token_ids(engine.model, tokenizer),
+            "eos_token_id": end_of_turn_ids(engine.model, tokenizer),
             "streamer": collector,
             "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
         }

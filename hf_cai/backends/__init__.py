@@ -2,7 +2,6 @@
 
 from hf_cai.backends.base import (
     BackendError,
-    Conversation,
     FinishReason,
     Generation,
     GenerationBackend,
@@ -11,6 +10,7 @@ from hf_cai.backends.base import (
 )
 from hf_cai.backends.endpoint import EndpointBackend
 from hf_cai.backends.transformers_backend import TransformersBackend
+from hf_cai.conversation import Conversation
 
 __all__ = [
     "BackendError",

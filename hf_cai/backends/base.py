@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Conversation = list[dict[str, str]]
+from hf_cai.conversation import Conversation
 
 FinishReason = Literal["stop", "length", "stop_string"]
 """Why a reply ended: ``"stop"``, the model ended its turn (an end-of-turn or end-of-sequence token); ``"length"``,
@@ -91,6 +91,14 @@ class GenerationBackend(Protocol):
         ...
 
 
+class DetailedGenerator:
+    """Base of the backends that implement ``generate_detailed``: their :meth:`generate` is its replies' texts."""
+
+    def generate(self, conversations: Sequence[Conversation], **options: Any) -> list[str]:
+        """The replies ``generate_detailed(conversations, **options)`` returns, without the reasons they ended."""
+        return [generation.text for generation in self.generate_detailed(conversations, **options)]
+
+
 def row_seed(seed: int, index: int | str) -> int:
     """A 63-bit seed for row ``index`` of a call made with ``seed``: stable across processes and Python versions."""
     digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
@@ -130,6 +138,7 @@ def describe_backend(backend: Any) -> dict[str, Any]:
 
 
 def check_generation_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """Raise ``ValueError`` for generation settings no backend can honour."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:

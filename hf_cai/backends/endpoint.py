@@ -31,20 +31,21 @@ from tqdm.auto import tqdm
 
 from hf_cai.backends.base import (
     BackendError,
-    Conversation,
+    DetailedGenerator,
     Generation,
     check_generation_args,
     cut_at_stop,
     resolve_seed,
     row_seed,
 )
+from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
 _RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class EndpointBackend:
+class EndpointBackend(DetailedGenerator):
     """A :class:`~hf_cai.backends.GenerationBackend` over an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Args:
@@ -98,23 +99,6 @@ class EndpointBackend:
         self.identity = {"backend": "endpoint", "model": model}
 
     # ------------------------------------------------------------------ protocol
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
-        """One chat completion request per conversation, ``max_concurrency`` at a time; row ``i`` is sent the seed
-        ``row_seed(seed, i)``, so servers that honour per-request seeds (vLLM, SGLang, TGI) give reproducible rows."""
-        generations = self.generate_detailed(
-            conversations, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop
-        )
-        return [generation.text for generation in generations]
-
     def generate_detailed(
         self,
         conversations: Sequence[Conversation],
@@ -125,14 +109,14 @@ class EndpointBackend:
         seed: int | None = None,
         stop: Sequence[str] | None = None,
     ) -> list[Generation]:
-        """:meth:`generate`'s replies with the reason each ended, read from the server's ``finish_reason`` (see
-        :func:`finish_reason`)."""
+        """One chat completion request per conversation, ``max_concurrency`` at a time, each reply with the reason it
+        ended, read from the server's ``finish_reason`` (see :func:`finish_reason`). Row ``i`` is sent the seed
+        ``row_seed(seed, i)``, so servers that honour per-request seeds (vLLM, SGLang, TGI) give reproducible rows."""
         check_generation_args(max_new_tokens, temperature, top_p)
         base = resolve_seed(seed)
         stop = [s for s in (stop or ()) if s]
-        url = self._url("/chat/completions")
 
-        def one(index: int) -> Generation:
+        def request_reply(index: int) -> Generation:
             payload: dict[str, Any] = {
                 "model": self.model,
                 "messages": list(conversations[index]),
@@ -143,12 +127,12 @@ class EndpointBackend:
             }
             if stop:
                 payload["stop"] = stop
-            choice = _first_choice(self._post("/chat/completions", payload), url)
+            choice, url = self._chat_completion(payload)
             # Servers drop the stop string from the reply; a server that keeps it is cut here, at the same place.
             text, cut = cut_at_stop(_message_content(choice, url), stop)
             return Generation(text, "stop_string" if cut else finish_reason(choice))
 
-        return self._map(one, len(conversations), "generating")
+        return self._map(request_reply, len(conversations), "generating")
 
     def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
         """Option scores from ``top_logprobs`` of a short greedy answer (see the module docstring for the method
@@ -156,7 +140,7 @@ class EndpointBackend:
         if not options or any(not option for option in options):
             raise ValueError(f"options must be non-empty strings, got {list(options)!r}")
 
-        def one(index: int) -> list[float]:
+        def request_option_scores(index: int) -> list[float]:
             payload = {
                 "model": self.model,
                 "messages": list(prompts[index]),
@@ -165,11 +149,11 @@ class EndpointBackend:
                 "logprobs": True,
                 "top_logprobs": self.top_logprobs,
             }
-            url = self._url("/chat/completions")
-            steps = _token_steps(_first_choice(self._post("/chat/completions", payload), url), url)
+            choice, url = self._chat_completion(payload)
+            steps = _token_steps(choice, url)
             return [option_logprob(steps, option) for option in options]
 
-        return self._map(one, len(prompts), "scoring options")
+        return self._map(request_option_scores, len(prompts), "scoring options")
 
     # ------------------------------------------------------------------ other API
     def list_models(self) -> list[str]:
@@ -210,8 +194,10 @@ class EndpointBackend:
                 raise
         return results
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, payload)
+    def _chat_completion(self, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The first choice of a chat completion request, and the URL it came from (for error messages)."""
+        url = self._url("/chat/completions")
+        return _first_choice(self._request("POST", "/chat/completions", payload), url), url
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         import httpx

@@ -1,0 +1,91 @@
+"""Batches of token sequences for one model: length-sorted grouping, left padding, and prefix caching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIN_SHARED_PREFIX = 32
+"""Shortest token prefix shared by a whole batch that is computed once and reused (prefix caching)."""
+
+
+@dataclass
+class Batch:
+    """The tensors of one batch, left-padded; with prefix caching, the key/value cache of its shared prefix."""
+
+    input_ids: Any
+    attention_mask: Any
+    cache: Any = None
+    """Key/value cache of the first ``cached_length`` columns, the prefix shared by every row."""
+    cached_length: int = 0
+
+
+def length_sorted_batches(
+    lengths: list[int], *, batch_size: int, max_batch_tokens: int | None, extra_tokens: int
+) -> list[list[int]]:
+    """Indices grouped into batches, longest first, of at most ``batch_size`` rows and, when ``max_batch_tokens`` is
+    set, at most that many ``rows * (longest + extra_tokens)`` tokens."""
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current:
+            width = lengths[current[0]] + extra_tokens
+            over_budget = max_batch_tokens is not None and (len(current) + 1) * width > max_batch_tokens
+            if len(current) >= batch_size or over_budget:
+                batches.append(current)
+                current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares."""
+    first = sequences[0]
+    length = min(len(ids) for ids in sequences)
+    for position in range(length):
+        token = first[position]
+        if any(ids[position] != token for ids in sequences):
+            return position
+    return length
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    """``input_ids`` and ``attention_mask`` of ``sequences`` padded on their left to the longest, on ``device``."""
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def prepare_batch(model: Any, sequences: list[list[int]], *, pad_id: int, keeps_logits: bool) -> Batch:
+    """Tensors for a batch, with prefix caching: the longest token prefix shared by every row (the system prompt
+    and few-shot demonstrations) is run once and its key/value cache repeated per row; the rows' own suffixes
+    follow it, padded on their left. ``keeps_logits``: the model's forward takes ``logits_to_keep``."""
+    import torch
+
+    shared = min(common_prefix_length(sequences), min(len(ids) for ids in sequences) - 1)
+    device = model.device
+    if len(sequences) < 2 or shared < MIN_SHARED_PREFIX:
+        return Batch(*left_pad(sequences, pad_id, device))
+    prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long, device=device)
+    kwargs = {"logits_to_keep": 1} if keeps_logits else {}
+    with torch.inference_mode():
+        cache = model(input_ids=prefix, use_cache=True, **kwargs).past_key_values
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return Batch(*left_pad(sequences, pad_id, device))
+    cache.batch_repeat_interleave(len(sequences))
+    suffix_ids, suffix_mask = left_pad([ids[shared:] for ids in sequences], pad_id, device)
+    return Batch(
+        input_ids=torch.cat([prefix.expand(len(sequences), -1), suffix_ids], dim=1),
+        attention_mask=torch.cat([torch.ones_like(prefix).expand(len(sequences), -1), suffix_mask], dim=1),
+        cache=cache,
+        cached_length=shared,
+    )

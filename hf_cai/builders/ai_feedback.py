@@ -22,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation, GenerationBackend, row_seed
+from hf_cai.backends.base import GenerationBackend, check_generation_args, row_seed
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
     Record,
     ShardSteps,
     ShardStore,
+    check_split_and_shards,
     held_out_indices,
+    messages_feature,
     model_fingerprint,
     records_to_dataset,
     run_shards,
     save_dataset,
 )
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
+from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,14 @@ FORMAT_VERSION = 2
 _DIRECT_ANSWER = "Answer with (A) or (B) only."
 _THINK_FIRST = "Think it through step by step first, then say which option is better."
 _ANSWER_AFTER_THINKING = "So, which option is better? Answer with (A) or (B) only."
+
+
+def checked_cot_clamp(cot_clamp: Sequence[float]) -> tuple[float, float]:
+    """``cot_clamp`` as ``(low, high)`` floats, or a ``ValueError`` unless ``0 <= low <= 0.5 <= high <= 1``."""
+    low, high = cot_clamp
+    if not 0 <= low <= 0.5 <= high <= 1:
+        raise ValueError(f"cot_clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {cot_clamp}")
+    return float(low), float(high)
 
 
 def probability_of_first_option(logprobs: Sequence[float]) -> float:
@@ -78,14 +89,11 @@ class PreferenceScorer:
         cot_clamp: tuple[float, float] = (0.4, 0.6),
         cot_max_new_tokens: int = 256,
     ):
-        low, high = cot_clamp
-        if not 0 <= low <= 0.5 <= high <= 1:
-            raise ValueError(f"cot_clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {cot_clamp}")
+        self.cot_clamp = checked_cot_clamp(cot_clamp)
         self.backend = backend
         self.constitution = constitution
         self.few_shot = few_shot
         self.chain_of_thought = chain_of_thought
-        self.cot_clamp = (float(low), float(high))
         self.cot_max_new_tokens = cot_max_new_tokens
 
     def prob_first_better(
@@ -179,22 +187,11 @@ class AIFeedbackConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
         if self.num_principles < 1:
             raise ValueError(f"num_principles must be >= 1, got {self.num_principles}")
-        if not 0 <= self.test_size < 1:
-            raise ValueError(f"test_size must be in [0, 1), got {self.test_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        low, high = self.cot_clamp
-        if not 0 <= low <= 0.5 <= high <= 1:
-            raise ValueError(f"cot_clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {self.cot_clamp}")
-        self.cot_clamp = (float(low), float(high))
+        check_split_and_shards(self.test_size, self.shard_size)
+        self.cot_clamp = checked_cot_clamp(self.cot_clamp)
         self.stop = list(self.stop or [])
 
 
@@ -337,12 +334,11 @@ def preference_features():
     """``datasets.Features`` of the RL-CAI preference dataset."""
     from datasets import Features, Value
 
-    messages = [{"role": Value("string"), "content": Value("string")}]
     return Features(
         {
-            "prompt": messages,
-            "chosen": messages,
-            "rejected": messages,
+            "prompt": messages_feature(),
+            "chosen": messages_feature(),
+            "rejected": messages_feature(),
             "chosen_prob": Value("float64"),
             "principle_ids": [Value("string")],
             "principle_probs": [Value("float64")],

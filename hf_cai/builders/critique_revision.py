@@ -32,19 +32,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import Conversation, GenerationBackend, generate_with_reasons, row_seed
+from hf_cai.backends.base import GenerationBackend, check_generation_args, generate_with_reasons, row_seed
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
     Record,
     ShardSteps,
     ShardStore,
+    check_split_and_shards,
     held_out_indices,
+    messages_feature,
     model_fingerprint,
     records_to_dataset,
     run_shards,
     save_dataset,
 )
 from hf_cai.constitution import Constitution
+from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +120,8 @@ class CritiqueRevisionConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= MAX_ROUNDS:
             raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.test_size < 1:
-            raise ValueError(f"test_size must be in [0, 1), got {self.test_size}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
+        check_split_and_shards(self.test_size, self.shard_size)
         if self.num_helpful_prompts is not None and self.num_helpful_prompts < 0:
             raise ValueError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
         self.stop = list(self.stop or [])
@@ -302,23 +297,17 @@ def sl_record(
     }
 
 
-def _messages_feature():
-    from datasets import Value
-
-    return [{"role": Value("string"), "content": Value("string")}]
-
-
 def sl_features():
     """``datasets.Features`` of the SL-CAI splits."""
     from datasets import Features, Value
 
     return Features(
         {
-            "prompt": _messages_feature(),
-            "completion": _messages_feature(),
-            "messages": _messages_feature(),
-            "chosen": _messages_feature(),
-            "rejected": _messages_feature(),
+            "prompt": messages_feature(),
+            "completion": messages_feature(),
+            "messages": messages_feature(),
+            "chosen": messages_feature(),
+            "rejected": messages_feature(),
             "initial_response": Value("string"),
             "initial_finish_reason": Value("string"),
             "revisions": [

@@ -147,6 +147,14 @@ def save_dataset(dataset, output_dir: str | Path) -> Path:
     return target
 
 
+def check_split_and_shards(test_size: float, shard_size: int) -> None:
+    """Raise ``ValueError`` unless ``0 <= test_size < 1`` (the held-out fraction) and ``shard_size >= 1``."""
+    if not 0 <= test_size < 1:
+        raise ValueError(f"test_size must be in [0, 1), got {test_size}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+
+
 def shard_ranges(count: int, shard_size: int) -> list[range]:
     """Consecutive index ranges of at most ``shard_size`` covering ``range(count)``."""
     if shard_size < 1:
@@ -372,6 +380,13 @@ def held_out_indices(count: int, test_size: float, seed: int) -> set[int]:
     order = list(range(count))
     random.Random(row_seed(seed, "test-split")).shuffle(order)
     return set(order[:size])
+
+
+def messages_feature() -> list:
+    """The ``datasets`` feature of a column of chat messages (a list of ``{"role", "content"}``)."""
+    from datasets import Value
+
+    return [{"role": Value("string"), "content": Value("string")}]
 
 
 def records_to_dataset(records: list[Record], features):

@@ -197,3 +197,32 @@ def load_causal_lm(
             raise ModelLoadError(f"could not load the adapter '{adapter}' on '{name_or_path}': {error}") from None
     logger.info("loaded %s%s%s", name_or_path, f" + adapter {adapter}" if adapter else "", " (4-bit)" if load_in_4bit else "")
     return model
+
+
+def load_sequence_classifier(
+    model_id: str, *, load_in_4bit: bool = False, device_map: Any = None, trust_remote_code: bool = False
+):
+    """Load a model with a one-score sequence-classification head (a reward model, or a base to train one).
+
+    With ``load_in_4bit`` the body is NF4-quantised and the score head kept in full precision.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    model_id = resolve_model(model_id)
+    kwargs: dict[str, Any] = {
+        "num_labels": 1,
+        "dtype": compute_dtype(),
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+    }
+    if load_in_4bit:
+        quantization = bnb_4bit_config()
+        # The score head is new and fully trained (PEFT's modules_to_save), so it must stay unquantised.
+        quantization.llm_int8_skip_modules = ["score", "classifier"]
+        kwargs["quantization_config"] = quantization
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(model_id), **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load '{model_id}' as a sequence classifier: {error}") from None

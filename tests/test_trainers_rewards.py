@@ -15,10 +15,9 @@ from trl import GRPOConfig, GRPOTrainer
 from hf_cai.backends.transformers_backend import TransformersBackend
 from hf_cai.builders.ai_feedback import PreferenceScorer
 from hf_cai.constitution import Constitution
-from hf_cai.modeling import ModelLoadError, compute_dtype, load_tokenizer
+from hf_cai.modeling import ModelLoadError, compute_dtype, load_sequence_classifier, load_tokenizer
 from hf_cai.tiny import CHAT_TEMPLATE
 from hf_cai.trainers import ConstitutionalReward
-from hf_cai.trainers.qlora import load_sequence_classifier
 from hf_cai.trainers.rewards import RewardModelJudge
 
 

@@ -22,20 +22,20 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hf_cai.gguf import resolve_model
 from hf_cai.modeling import (
     ModelLoadError,
-    bnb_4bit_config,
     check_4bit_support,
     compute_dtype,
     is_peft_adapter,
     load_causal_lm,
+    load_sequence_classifier,
     missing_base_model_error,
 )
 
 logger = logging.getLogger(__name__)
 
-Stage = Literal["sft", "dpo", "reward"]
+TrainingStage = Literal["sft", "dpo", "reward"]
+"""A training stage: supervised (SL-CAI), DPO or reward modelling (RL-CAI); each has its own profile settings."""
 ModelTask = Literal["causal-lm", "sequence-classification"]
 
 _PREFERENCE_STAGES = ("dpo", "reward")
@@ -99,7 +99,7 @@ class QLoRAProfile:
     max_length: int = 1024
     padding_free: bool = True
 
-    def training_arguments(self, stage: Stage = "sft") -> dict[str, Any]:
+    def training_arguments(self, stage: TrainingStage = "sft") -> dict[str, Any]:
         """The TRL/``TrainingArguments`` settings of this profile, resolved for this machine and training stage
         (``save_steps`` depends on the run's length and is set by :func:`apply_profile_defaults`)."""
         import torch
@@ -375,37 +375,8 @@ def count_trainable(model: Any) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def load_sequence_classifier(
-    model_id: str, *, load_in_4bit: bool = False, device_map: Any = None, trust_remote_code: bool = False
-):
-    """Load a model with a one-score sequence-classification head (a reward model, or a base to train one).
-
-    With ``load_in_4bit`` the body is NF4-quantised and the score head kept in full precision.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    model_id = resolve_model(model_id)
-    kwargs: dict[str, Any] = {
-        "num_labels": 1,
-        "dtype": compute_dtype(),
-        "trust_remote_code": trust_remote_code,
-        "use_safetensors": True,
-    }
-    if load_in_4bit:
-        quantization = bnb_4bit_config()
-        # The score head is new and fully trained (PEFT's modules_to_save), so it must stay unquantised.
-        quantization.llm_int8_skip_modules = ["score", "classifier"]
-        kwargs["quantization_config"] = quantization
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(str(model_id), **kwargs)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"could not load '{model_id}' as a sequence classifier: {error}") from None
-
-
 def apply_profile_defaults(
-    config: Any, profile: str | QLoRAProfile, stage: Stage, *, explicit: Collection[str] = ()
+    config: Any, profile: str | QLoRAProfile, stage: TrainingStage, *, explicit: Collection[str] = ()
 ) -> list[str]:
     """Set the profile's training settings on ``config``, except the fields named in ``explicit``.
 

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hf_cai.constitution import Constitution
+from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
-Conversation = list[dict[str, str]]
 Pair = tuple[int, int]
 
 
@@ -132,8 +132,14 @@ class RewardModelJudge:
         cls, path: str | Path, *, load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs: Any
     ) -> RewardModelJudge:
         """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
-        from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer, missing_base_model_error
-        from hf_cai.trainers.qlora import load_sequence_classifier, process_device_map
+        from hf_cai.modeling import (
+            ModelLoadError,
+            is_peft_adapter,
+            load_sequence_classifier,
+            load_tokenizer,
+            missing_base_model_error,
+        )
+        from hf_cai.trainers.qlora import process_device_map
 
         adapter = is_peft_adapter(path)
         base = str(path)

@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "DatasetFormatError": "hf_cai.trainers.data",
     "ChatTemplateError": "hf_cai.trainers.templates",
     "tokenize_conversation": "hf_cai.trainers.templates",
-    "CONSTITUTION_FILE": "hf_cai.trainers.artifacts",
+    "CONSTITUTION_FILE": "hf_cai.artifact_files",
     "TRAINING_METADATA_FILE": "hf_cai.trainers.artifacts",
 }
 

@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
 
-logger = logging.getLogger(__name__)
-
-CONSTITUTION_FILE = "constitution.yaml"
-TRAINING_METADATA_FILE = "cai_training.json"
+TRAINING_METADATA_FILE = TRAINING_RECORD
+"""The training record's file name, under the name :mod:`hf_cai.trainers` exports."""
 METADATA_SCHEMA_VERSION = 1
 
 _LIBRARIES = ("hf-cai", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
@@ -42,7 +40,7 @@ def write_training_artifacts(output_dir: str | Path, constitution: Constitution 
     output_dir.mkdir(parents=True, exist_ok=True)
     if constitution is not None:
         constitution.save(output_dir / CONSTITUTION_FILE)
-    (output_dir / TRAINING_METADATA_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (output_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def training_record(

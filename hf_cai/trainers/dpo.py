@@ -34,48 +34,25 @@ from typing import Any
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from hf_cai.constitution import Constitution
-from hf_cai.trainers.base import (
-    CAI_TAGS,
-    CAIConfigMixin,
-    CAIPreferenceTrainerMixin,
-    constitution_field,
-    default_output_name,
-    load_in_4bit_field,
-    qlora_profile_field,
-    soft_labels_field,
-)
-from hf_cai.trainers.data import CHOSEN_PROB, named_splits
+from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin
+from hf_cai.trainers.config import CAIPreferenceConfigMixin
+from hf_cai.trainers.data import CHOSEN_PROB
 
 REFERENCE_ADAPTER = "ref"
 """The name TRL gives the frozen copy of a continued adapter that serves as the DPO reference."""
 
 
 @dataclass
-class CAIDPOConfig(CAIConfigMixin, DPOConfig):
-    r"""TRL's :class:`~trl.DPOConfig` plus the CAI fields; every TRL field keeps its TRL default.
+class CAIDPOConfig(CAIPreferenceConfigMixin, DPOConfig):
+    r"""TRL's :class:`~trl.DPOConfig` plus the CAI fields of :class:`~hf_cai.trainers.config.CAIPreferenceConfigMixin`
+    (``constitution``, ``qlora_profile``, ``load_in_4bit``, ``soft_labels``); every TRL field keeps its TRL default.
 
-    Parameters:
-        constitution (`str`, *optional*):
-            Built-in constitution name or constitution file the preferences were labelled with; saved as
-            ``constitution.yaml`` with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
-        qlora_profile (`str`, *optional*):
-            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
-            (memory-related ones with half the SFT batch per device and twice the accumulation, the LoRA learning
-            rate 5e-6, precision, a checkpoint every tenth of the run), loads a model given by name in 4-bit and
-            adds the profile's LoRA adapter, whose disabled state is the reference model. A saved adapter given by
-            name (e.g. the SFT model) is trained further instead.
-        load_in_4bit (`bool`, *optional*):
-            With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
-        soft_labels (`bool`, *optional*):
-            Use the ``chosen_prob`` column as soft labels. ``None``: when the column exists.
+    A ``qlora_profile`` sets half the SFT batch per device with twice the accumulation and the LoRA learning rate
+    5e-6; the disabled state of its adapter is the reference model. A saved adapter given by name (e.g. the SFT
+    model) is trained further instead, against a frozen copy of itself.
     """
 
     _cai_stage = "dpo"
-    constitution: str | None = constitution_field()
-    qlora_profile: str | None = qlora_profile_field()
-    load_in_4bit: bool | None = load_in_4bit_field()
-    soft_labels: bool | None = soft_labels_field()
 
 
 class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
@@ -93,51 +70,15 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
     """
 
     _tag_names = [*DPOTrainer._tag_names, *CAI_TAGS]
-    _cai_stage = "dpo"
+    _cai_config_class = CAIDPOConfig
+    _cai_output_suffix = "DPO"
     _cai_hyperparameters = ("beta", "loss_type", "loss_weights", "precompute_ref_log_probs", "soft_labels")
 
-    def __init__(
-        self,
-        model: Any,
-        ref_model: Any = None,
-        args: DPOConfig | None = None,
-        data_collator: Any = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        processing_class: Any = None,
-        compute_metrics: Any = None,
-        callbacks: list | None = None,
-        optimizers: tuple = (None, None),
-        quantization_config: Any = None,
-        peft_config: Any = None,
-        *,
-        constitution: Constitution | str | Path | None = None,
-    ):
-        if args is None:
-            args = CAIDPOConfig(default_output_name(model, "DPO"))
-        self._cai_set_constitution(constitution, args, train_dataset)
-        train_dataset, eval_dataset = self._cai_prepare_datasets(train_dataset, eval_dataset)
-        self._cai_check_preference_data(args, train_dataset, eval_dataset)
+    def _cai_prepare_stage(self, arguments: dict[str, Any], splits: dict[str, Any]) -> None:
+        """The preference checks, and the refusal of loss settings soft labels are not defined for."""
+        super()._cai_prepare_stage(arguments, splits)
         if self.soft_labels:
-            _check_soft_label_loss(args)
-        self._cai_check_templates(processing_class, args, named_splits(train_dataset, eval_dataset))
-        model, peft_config = self._cai_prepare_model(model, args, peft_config, quantization_config, "causal-lm")
-        super().__init__(
-            model,
-            ref_model=ref_model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
-        self._cai_enable_soft_label_batches()
-        self._cai_finish_init()
+            _check_soft_label_loss(arguments["args"])
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as :class:`~hf_cai.trainers.base.CAITrainerMixin` does, without the frozen reference adapter.

@@ -15,49 +15,25 @@ A saved reward adapter given by name is trained further as saved, score head inc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from trl import RewardConfig, RewardTrainer
 
-from hf_cai.constitution import Constitution
-from hf_cai.trainers.base import (
-    CAI_TAGS,
-    CAIConfigMixin,
-    CAIPreferenceTrainerMixin,
-    constitution_field,
-    default_output_name,
-    load_in_4bit_field,
-    qlora_profile_field,
-    soft_labels_field,
-)
-from hf_cai.trainers.data import CHOSEN_PROB, named_splits
+from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin
+from hf_cai.trainers.config import CAIPreferenceConfigMixin
+from hf_cai.trainers.data import CHOSEN_PROB
 
 
 @dataclass
-class CAIRewardConfig(CAIConfigMixin, RewardConfig):
-    r"""TRL's :class:`~trl.RewardConfig` plus the CAI fields; every TRL field keeps its TRL default.
+class CAIRewardConfig(CAIPreferenceConfigMixin, RewardConfig):
+    r"""TRL's :class:`~trl.RewardConfig` plus the CAI fields of
+    :class:`~hf_cai.trainers.config.CAIPreferenceConfigMixin` (``constitution``, ``qlora_profile``, ``load_in_4bit``,
+    ``soft_labels``: the ``chosen_prob`` column as the Bradley-Terry target); every TRL field keeps its TRL default.
 
-    Parameters:
-        constitution (`str`, *optional*):
-            Built-in constitution name or constitution file the preferences were labelled with; saved as
-            ``constitution.yaml`` with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
-        qlora_profile (`str`, *optional*):
-            ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
-            (memory-related ones, the LoRA learning rate 1e-4, precision, a checkpoint every tenth of the run), loads
-            a model given by name in 4-bit as a one-score sequence classifier and adds the profile's LoRA adapter
-            (the score head is trained in full).
-        load_in_4bit (`bool`, *optional*):
-            With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
-        soft_labels (`bool`, *optional*):
-            Use the ``chosen_prob`` column as the Bradley-Terry target. ``None``: when the column exists.
+    A ``qlora_profile`` sets the LoRA learning rate 1e-4 and loads a model given by name as a one-score sequence
+    classifier, whose score head is trained in full.
     """
 
     _cai_stage = "reward"
-    constitution: str | None = constitution_field()
-    qlora_profile: str | None = qlora_profile_field()
-    load_in_4bit: bool | None = load_in_4bit_field()
-    soft_labels: bool | None = soft_labels_field()
 
 
 class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):
@@ -69,54 +45,14 @@ class CAIRewardTrainer(CAIPreferenceTrainerMixin, RewardTrainer):
     """
 
     _tag_names = [*RewardTrainer._tag_names, *CAI_TAGS]
-    _cai_stage = "reward"
+    _cai_config_class = CAIRewardConfig
+    _cai_output_suffix = "Reward"
+    _cai_model_task = "sequence-classification"
     _cai_hyperparameters = ("center_rewards_coefficient", "soft_labels")
 
-    def __init__(
-        self,
-        model: Any,
-        args: RewardConfig | None = None,
-        data_collator: Any = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        processing_class: Any = None,
-        compute_metrics: Any = None,
-        callbacks: list | None = None,
-        optimizers: tuple = (None, None),
-        optimizer_cls_and_kwargs: tuple | None = None,
-        preprocess_logits_for_metrics: Any = None,
-        quantization_config: Any = None,
-        peft_config: Any = None,
-        *,
-        constitution: Constitution | str | Path | None = None,
-    ):
-        if args is None:
-            args = CAIRewardConfig(default_output_name(model, "Reward"))
-        self._cai_set_constitution(constitution, args, train_dataset)
-        train_dataset, eval_dataset = self._cai_prepare_datasets(train_dataset, eval_dataset)
-        self._cai_check_preference_data(args, train_dataset, eval_dataset)
-        self._cai_check_templates(processing_class, args, named_splits(train_dataset, eval_dataset))
-        model, peft_config = self._cai_prepare_model(
-            model, args, peft_config, quantization_config, "sequence-classification"
-        )
-        super().__init__(
-            model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+    def _cai_after_trl_init(self) -> None:
         self._match_head_dtype()
-        self._cai_enable_soft_label_batches()
-        self._cai_finish_init()
+        super()._cai_after_trl_init()
 
     def _match_head_dtype(self) -> None:
         """Give the trained score head the dtype of the hidden states it reads.

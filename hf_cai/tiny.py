@@ -61,13 +61,22 @@ class TinyModelConfig:
     pretrain_steps: int = 0
 
 
+TOKENIZER_CORPUS = (
+    "constitutions/harmless.yaml",
+    "constitutions/helpful-honest.yaml",
+    "prompts/helpful.jsonl",
+    "prompts/red_team.jsonl",
+)
+"""The package files the tiny tokenizer learns its vocabulary from: a fixed list, so that adding data to the package
+does not change the tiny model (tests compare its outputs across runs and processes)."""
+
+
 def _training_corpus() -> list[str]:
     root = resources.files("hf_cai")
     texts: list[str] = []
-    for folder in ("constitutions", "prompts"):
-        for item in sorted((root / folder).iterdir(), key=lambda p: p.name):
-            if item.name.endswith((".yaml", ".jsonl")):
-                texts.extend(line for line in item.read_text(encoding="utf-8").splitlines() if line.strip())
+    for name in TOKENIZER_CORPUS:
+        text = (root / name).read_text(encoding="utf-8")
+        texts.extend(line for line in text.splitlines() if line.strip())
     return texts
 
 

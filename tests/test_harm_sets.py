@@ -9,15 +9,12 @@ import pytest
 from hf_cai.evaluation.harm_sets import (
     EvalPrompt,
     EvalSet,
-    PromptOverlapError,
     builtin_eval_set,
-    check_disjoint,
-    find_overlap,
     load_eval_set,
-    normalize_prompt,
     refusal_proportions,
     refusal_rates,
 )
+from hf_cai.evaluation.prompt_overlap import PromptOverlapError, check_disjoint, find_overlap, normalize_prompt
 from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
 from hf_cai.evaluation.stats import wilson_interval
 

@@ -9,7 +9,8 @@
 * :mod:`~hf_cai.evaluation.multiple_choice`: the feedback model's accuracy on files in the paper's multiple-choice
   format, the metric the paper used to choose feedback models.
 * :mod:`~hf_cai.evaluation.harm_sets`: harmful and benign-looking request sets (built-in, HarmBench, AdvBench, XSTest,
-  Do-Not-Answer), refusal rates on them, and the check that evaluation prompts are not training prompts.
+  Do-Not-Answer) and refusal rates on them.
+* :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
 * :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
 * :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
 """
@@ -19,12 +20,8 @@ from hf_cai.evaluation.harm_sets import (
     EVAL_SET_KINDS,
     EvalPrompt,
     EvalSet,
-    PromptOverlapError,
     builtin_eval_set,
-    check_disjoint,
-    find_overlap,
     load_eval_set,
-    normalize_prompt,
     refusal_rates,
 )
 from hf_cai.evaluation.judge_quality import (
@@ -43,6 +40,7 @@ from hf_cai.evaluation.multiple_choice import (
     load_multiple_choice,
     multiple_choice_accuracy,
 )
+from hf_cai.evaluation.prompt_overlap import PromptOverlapError, check_disjoint, find_overlap, normalize_prompt
 from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
 from hf_cai.evaluation.stats import Proportion, wilson_interval
 

@@ -15,8 +15,7 @@ extension and columns:
   ``risk_area`` / ``types_of_harm`` as category. All harmful.
 * **hf-cai**: any of those file types with ``prompt`` and ``harmful`` (true / false) and an optional ``category``.
 
-:func:`check_disjoint` guards against scoring a model on the prompts it was trained on: evaluation prompts are
-compared with the training prompts after :func:`normalize_prompt`. :func:`refusal_rates` gives refusal rates with
+:func:`refusal_rates` gives refusal rates with
 Wilson intervals per model, on the harmful and the benign prompts separately, ready for ``results.json``.
 """
 
@@ -25,10 +24,8 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
-import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,17 +35,12 @@ from hf_cai.evaluation.refusal import is_refusal
 from hf_cai.evaluation.stats import Proportion
 
 __all__ = [
-    "ALLOW_OVERLAP_KEY",
     "EVAL_SET_KINDS",
     "EvalPrompt",
     "EvalSet",
-    "PromptOverlapError",
     "REFUSAL_CLASSIFIER_NOTE",
     "builtin_eval_set",
-    "check_disjoint",
-    "find_overlap",
     "load_eval_set",
-    "normalize_prompt",
     "refusal_proportions",
     "refusal_rates",
 ]
@@ -57,10 +49,6 @@ REFUSAL_CLASSIFIER_NOTE = (
     "refusal-phrase classifier on the reply's opening: a lower bound on refusals (it misses refusals in other words)"
 )
 """How :func:`refusal_rates` counts refusals by default, for reports."""
-
-ALLOW_OVERLAP_KEY = "eval.allow_train_overlap"
-"""The recipe key that lets evaluation prompts overlap the training prompts."""
-
 
 @dataclass(frozen=True)
 class EvalPrompt:
@@ -393,92 +381,6 @@ def builtin_eval_set() -> EvalSet:
                 row = json.loads(line)
                 prompts.append(EvalPrompt(row["prompt"].strip(), harmful, row.get(category_key, ""), "hf-cai"))
     return EvalSet("hf-cai-eval", prompts)
-
-
-# --------------------------------------------------------------------------------------------------------- overlap
-
-_QUOTES = str.maketrans(
-    {
-        "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
-    }
-)  # fmt: skip
-_APOSTROPHE_IN_WORD = re.compile(r"(?<=\w)'(?=\w)")
-
-
-def normalize_prompt(text: str) -> str:
-    """``text`` lowercased, with typographic quotes made plain, punctuation removed and whitespace collapsed.
-
-    Apostrophes inside words are dropped ("don't" and "don’t" become "dont"); other punctuation becomes a space, so
-    "well-known" and "well known" compare equal.
-    """
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
-    text = _APOSTROPHE_IN_WORD.sub("", text)
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    return " ".join(text.split())
-
-
-def _prompt_text(item: Any) -> str:
-    """The user's text of a prompt given as a string, an EvalPrompt, a row with ``prompt`` or a chat."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, EvalPrompt):
-        return item.prompt
-    if isinstance(item, Mapping):
-        if "prompt" in item:
-            return _prompt_text(item["prompt"])
-        if "content" in item:
-            return str(item["content"])
-    if isinstance(item, Sequence):  # a chat: the last user turn
-        users = [turn.get("content", "") for turn in item if isinstance(turn, Mapping) and turn.get("role") == "user"]
-        if users:
-            return str(users[-1])
-    raise TypeError(f"cannot read a prompt from {type(item).__name__}: {item!r:.80}")
-
-
-def find_overlap(eval_prompts: Iterable[Any], training_prompts: Iterable[Any]) -> list[str]:
-    """The evaluation prompts whose :func:`normalize_prompt` text equals a training prompt's, once each, in order.
-
-    Prompts may be strings, :class:`EvalPrompt`, rows with a ``prompt`` field (a ``datasets.Dataset`` iterates as
-    such), or chats (the last user turn counts).
-    """
-    seen_in_training = {normalize_prompt(_prompt_text(item)) for item in training_prompts}
-    overlap: list[str] = []
-    reported: set[str] = set()
-    for item in eval_prompts:
-        text = _prompt_text(item)
-        key = normalize_prompt(text)
-        if key in seen_in_training and key not in reported:
-            reported.add(key)
-            overlap.append(text)
-    return overlap
-
-
-class PromptOverlapError(ValueError):
-    """Evaluation prompts also appear among the training prompts."""
-
-    def __init__(self, overlap: list[str], total: int):
-        self.overlap = overlap
-        examples = "; ".join(repr(text if len(text) <= 80 else text[:77] + "...") for text in overlap[:3])
-        super().__init__(
-            f"{len(overlap)} of {total} evaluation prompts also appear in the training prompts (compared after "
-            f"lowercasing and removing punctuation), e.g. {examples}. A model scored on prompts it was trained on "
-            f"looks better than it is: remove them from the evaluation set, or set `{ALLOW_OVERLAP_KEY}: true` in the "
-            f"recipe (allow=True) to evaluate anyway."
-        )
-
-
-def check_disjoint(eval_prompts: Iterable[Any], training_prompts: Iterable[Any], *, allow: bool = False) -> list[str]:
-    """Raise :class:`PromptOverlapError` when evaluation prompts appear among the training prompts.
-
-    Returns the overlapping evaluation prompts (empty when disjoint); with ``allow=True`` they are returned rather
-    than raised, for the caller to report.
-    """
-    eval_prompts = list(eval_prompts)
-    overlap = find_overlap(eval_prompts, training_prompts)
-    if overlap and not allow:
-        raise PromptOverlapError(overlap, len(eval_prompts))
-    return overlap
 
 
 # --------------------------------------------------------------------------------------------------------- refusals

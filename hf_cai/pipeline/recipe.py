@@ -279,8 +279,8 @@ def _dataclass_fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def section_fields() -> dict[str, set[str]]:
-    """Valid keys of each recipe section, from the config classes of the library."""
+def section_classes() -> dict[str, type | dict[str, str]]:
+    """Each recipe section's config class, or for the sections without one, ``{key: meaning}``."""
     from trl import GRPOConfig
 
     from hf_cai.builders import AIFeedbackConfig, CritiqueRevisionConfig
@@ -288,14 +288,34 @@ def section_fields() -> dict[str, set[str]]:
     from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
 
     return {
-        "sl_data": _dataclass_fields(CritiqueRevisionConfig),
-        "sft": _dataclass_fields(CAISFTConfig),
-        "pref_data": _dataclass_fields(AIFeedbackConfig),
-        "dpo": _dataclass_fields(CAIDPOConfig),
-        "reward": _dataclass_fields(CAIRewardConfig),
-        "grpo": _dataclass_fields(GRPOConfig),
-        "eval": _dataclass_fields(EvaluationConfig),
-        "card": {"license"},
-        "publish": {"repo_id", "folder", "merge", "private", "revision", "create_pr"},
-        "space": {"repo_id", "private", "hardware", "hf_cai_requirement"},
+        "sl_data": CritiqueRevisionConfig,
+        "sft": CAISFTConfig,
+        "pref_data": AIFeedbackConfig,
+        "dpo": CAIDPOConfig,
+        "reward": CAIRewardConfig,
+        "grpo": GRPOConfig,
+        "eval": EvaluationConfig,
+        "card": {"license": "License of the model card (default: the base model's, when known)."},
+        "publish": {
+            "repo_id": "Hub repository to publish the model to (`owner/name`).",
+            "folder": "Write the repository into this local folder instead of pushing it (offline).",
+            "merge": "Publish the adapter merged into the base model as a 16-bit checkpoint instead of the adapter.",
+            "private": "Create the repository private.",
+            "revision": "Branch to push to.",
+            "create_pr": "Open a pull request instead of pushing to the branch.",
+        },
+        "space": {
+            "repo_id": "Hub id of the Space that chats with the base and the CAI model side by side.",
+            "private": "Create the Space private.",
+            "hardware": "Space hardware to request (e.g. `t4-small`).",
+            "hf_cai_requirement": "How the Space installs hf_cai (default: the wheel of this version, uploaded with it).",
+        },
+    }
+
+
+def section_fields() -> dict[str, set[str]]:
+    """Valid keys of each recipe section, from the config classes of the library."""
+    return {
+        section: set(spec) if isinstance(spec, dict) else _dataclass_fields(spec)
+        for section, spec in section_classes().items()
     }

@@ -279,7 +279,7 @@ def test_too_few_kept_raises_with_the_figures(harmless):
     assert "degenerate 6" in message and "truncated 3" in message
     assert "I'm here to help. I'm here to help." in message  # the most common reason's example
     assert "max_new_tokens" in message and "larger or stronger" in message
-    assert "min_kept_share" in message and "exclude_flagged: false" in message and "`sl`" in message
+    assert "min_kept_share" in message and "exclude_flagged: false" in message and "`sl_quality`" in message
     assert raised.value.result is result
     assert isinstance(raised.value, RuntimeError)
 

@@ -19,6 +19,9 @@ What is checked (the row schema is :func:`hf_cai.builders.critique_revision.sl_r
   side) is never checked: it is meant to be the worse reply.
 * ``"helpful"`` rows (answered, not revised): the reply, for ``truncated``, ``degenerate``, ``too_short`` and
   ``role_header``.
+
+It stays one file: the text checks, the row checks and the dataset result are one job (which rows are fit to train
+on), sharing one set of thresholds.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ _HELPFUL_CHECKS = frozenset({"truncated", "degenerate", "too_short", "role_heade
 
 @dataclass
 class QualityGateConfig:
-    """Thresholds of the SL-CAI quality gates (the recipe's ``sl`` section holds the same keys).
+    """Thresholds of the SL-CAI quality gates (the recipe's ``sl_quality`` section holds the same keys).
 
     The defaults were chosen on two sets: the degenerate, echoing and header-leaking output of a 135M-parameter
     instruct model, which they flag, and the 160 critique→revision samples published with the Constitutional AI
@@ -511,7 +514,7 @@ class QualityGateResult:
         reason = self.most_common_reason()
         advice = []
         if self.reason_counts["truncated"]:
-            advice.append("raise `max_new_tokens` in the recipe's `sl` section (truncated rows ran out of tokens)")
+            advice.append("raise `max_new_tokens` in the recipe's `sl_data` section (truncated rows ran out of tokens)")
         advice.append("generate the SL data with a larger or stronger instruct model")
         message = (
             f"SL-CAI quality gates kept only {self.kept} of {self.total} rows ({self.kept_share:.0%}), less than "
@@ -522,7 +525,7 @@ class QualityGateResult:
             message += f" Most common: {self._example_text(reason)}."
         message += (
             " To fix: " + "; or ".join(advice) + ". At your own risk: lower `min_kept_share`, or set "
-            "`exclude_flagged: false` in the recipe's `sl` section to train on the flagged rows too."
+            "`exclude_flagged: false` in the recipe's `sl_quality` section to train on the flagged rows too."
         )
         raise QualityGateError(message, self)
 

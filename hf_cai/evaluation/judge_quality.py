@@ -47,6 +47,49 @@ class JudgeQualityError(RuntimeError):
     """The feedback model's accuracy on the calibration items is below the run's ``min_judge_accuracy``."""
 
 
+@dataclass
+class JudgeCheckConfig:
+    """The judge check the pipeline runs before labelling preference data (the recipe's ``judge_check`` section):
+    the feedback model answers calibration questions (:func:`measure_judge_quality`), and the run warns, or stops,
+    when it judges no better than chance."""
+
+    enabled: bool = field(default=True, metadata={"help": "false skips the check: the labels' quality is unknown."})
+    min_judge_accuracy: float | None = field(default=None, metadata={
+        "help": "Stop the run before labelling when the judge's accuracy is below this (0-1); null only warns. "
+        "Chance is 0.5, and on few items the accuracy is rough (see its interval)."})
+    min_option_mass: float = field(default=0.5, metadata={
+        "help": "Warn when less than this share of the judge's probability falls on the answer options at all."})
+    calibration_files: list[str] = field(default_factory=list, metadata={
+        "help": "More items: files in the paper's multiple-choice format, e.g. its 438HHHEvaluations.jsonl."})
+    max_items: int | None = field(default=None, metadata={
+        "help": "Ask a sample of this many items (seeded by the recipe's seed); null asks them all."})
+    include_builtin: bool = field(default=True, metadata={
+        "help": "Ask the built-in calibration items (hf_cai/prompts/judge_calibration.jsonl) too."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calibration_files, (str, Path)):
+            self.calibration_files = [str(self.calibration_files)]
+        self.calibration_files = [str(f) for f in self.calibration_files]
+        if self.min_judge_accuracy is not None and not 0.0 <= self.min_judge_accuracy <= 1.0:
+            raise ValueError(f"min_judge_accuracy must be between 0 and 1 (or null), got {self.min_judge_accuracy}")
+        if not 0.0 <= self.min_option_mass <= 1.0:
+            raise ValueError(f"min_option_mass must be between 0 and 1, got {self.min_option_mass}")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
+        if self.enabled and not self.include_builtin and not self.calibration_files:
+            raise ValueError("include_builtin is false and no calibration_files are given: no item to ask the judge")
+
+    def measure(self, backend: Any, *, seed: int = 0) -> JudgeQualityReport:
+        """:func:`measure_judge_quality` of ``backend`` on this check's items."""
+        items = None if self.include_builtin else []
+        return measure_judge_quality(backend, items, files=self.calibration_files, max_items=self.max_items, seed=seed)
+
+    def check(self, report: JudgeQualityReport) -> list[str]:
+        """:func:`check_judge_quality` with this check's thresholds (warnings logged and returned; raises
+        :class:`JudgeQualityError` below ``min_judge_accuracy``)."""
+        return check_judge_quality(report, min_accuracy=self.min_judge_accuracy, min_option_mass=self.min_option_mass)
+
+
 def builtin_calibration_items() -> list[MultipleChoiceItem]:
     """The built-in calibration set (``hf_cai/prompts/judge_calibration.jsonl``): pairs of replies, one clearly better,
     asked in the paper's multiple-choice format."""
@@ -142,10 +185,10 @@ class JudgeQualityReport:
                 f"{measured}: its interval includes chance (50%), so its preference labels are close to random{small}"
             )
         if self.option_mass < min_option_mass:
-            mass = "less than 1%" if self.option_mass < 0.005 else _percent(self.option_mass)
+            mass = "less than 1%" if self.option_mass < 0.005 else f"only {_percent(self.option_mass)}"
             options = "/".join(self.option_labels) if 0 < len(self.option_labels) <= 4 else "the answer options"
             messages.append(
-                f"only {mass} of the judge's probability falls on {options}: it is not "
+                f"{mass} of the judge's probability falls on {options}: it is not "
                 f"answering the question, so its labels rest on a sliver of its output (check the feedback model's "
                 f"chat template, or use an instruction-tuned feedback model)"
             )
@@ -394,6 +437,7 @@ def check_judge_quality(
 
 __all__ = [
     "BUILTIN_SOURCE",
+    "JudgeCheckConfig",
     "JudgeQualityError",
     "JudgeQualityReport",
     "builtin_calibration_items",

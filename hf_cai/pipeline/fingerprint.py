@@ -6,6 +6,10 @@ Equal fingerprints mean equal outputs. Settings that only change how a stage rep
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hf_cai.pipeline.context import RunContext
@@ -43,8 +47,10 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
     if stage == "sl_data":
         inputs |= {"generator": _base_generator(recipe), "prompts": prompts}
         inputs["helpful_prompts"] = recipe.helpful_prompts
+        inputs |= _checks("sl_quality", recipe.sl_quality)
     elif stage == "pref_data":
         inputs |= {"policy": _local_base(recipe), "judge": _judge(recipe), "prompts": prompts}
+        inputs |= _checks("judge_check", recipe.judge_check)
     elif stage in ("sft", "dpo", "reward", "grpo"):
         inputs |= {"base": _base_model(recipe), "qlora_profile": context.qlora_profile()}
         if stage == "grpo":
@@ -64,6 +70,29 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
     upstream = [context.final_training_stage() if name == "final" else name for name in UPSTREAM[stage]]
     inputs["upstream"] = {name: context.manifest.stage(name).get("output_hash") for name in upstream}
     return inputs
+
+
+def _checks(section: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{section: settings}`` holding only the settings that differ from their defaults (a calibration file with its
+    content's hash), or ``{}``: a recipe without the section, or with its defaults written out, keeps the fingerprint
+    it had before the section existed, so runs made then are not redone."""
+    from hf_cai.builders.quality_gates import QualityGateConfig
+    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
+
+    config_class = QualityGateConfig if section == "sl_quality" else JudgeCheckConfig
+    defaults = dataclasses.asdict(config_class())
+    given = dataclasses.asdict(config_class(**settings))
+    changed = {key: value for key, value in given.items() if value != defaults[key]}
+    if changed.get("calibration_files"):
+        changed["calibration_files"] = [{"path": file, "sha256": _file_sha256(file)} for file in given["calibration_files"]]
+    return {section: changed} if changed else {}
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _base_model(recipe: RecipeConfig) -> dict[str, Any]:

@@ -84,7 +84,10 @@ class RecipeConfig:
     Per-stage sections (``sl_data``, ``sft``, ``pref_data``, ``dpo``, ``reward``, ``grpo``, ``eval``, ``publish``,
     ``space``) hold the fields of that stage's config class (``CritiqueRevisionConfig``, ``CAISFTConfig``,
     ``AIFeedbackConfig``, ``CAIDPOConfig``, ``CAIRewardConfig``, TRL's ``GRPOConfig``, ``EvaluationConfig``, and the
-    keyword arguments of ``hf_cai.hub.publish`` / ``create_space``).
+    keyword arguments of ``hf_cai.hub.publish`` / ``create_space``). Two sections hold checks of the data rather than
+    a stage's settings: ``sl_quality`` (``QualityGateConfig``: the quality gates the ``sl_data`` stage runs on the
+    SL-CAI rows, and which of them ``sft`` trains on) and ``judge_check`` (``JudgeCheckConfig``: how ``pref_data``
+    measures the feedback model before it labels).
 
     Args:
         model: Hub id or local folder of the instruct model to align, an embedded model alias
@@ -137,8 +140,10 @@ class RecipeConfig:
     run_dir: str = "runs/cai"
     stages: list[str] | None = None
     sl_data: dict[str, Any] = field(default_factory=dict)
+    sl_quality: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
     pref_data: dict[str, Any] = field(default_factory=dict)
+    judge_check: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
     reward: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
@@ -235,8 +240,28 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for key in getattr(recipe, section):
             if key not in fields:
                 raise RecipeError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
+    check_quality_settings(recipe, source)
     recipe.stage_sequence()
     return recipe
+
+
+def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
+    """Refuse ``sl_quality`` and ``judge_check`` values their config classes refuse (a share above 1, a calibration
+    file that is not there), before any stage runs."""
+    from hf_cai.builders.quality_gates import QualityGateConfig
+    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
+
+    configs = {}
+    for section, config_class in (("sl_quality", QualityGateConfig), ("judge_check", JudgeCheckConfig)):
+        try:
+            configs[section] = config_class(**getattr(recipe, section))
+        except (TypeError, ValueError) as error:
+            raise RecipeError(f"{source}: {section}: {error}") from None
+    judge_check = configs["judge_check"]
+    if judge_check.enabled:
+        for file in judge_check.calibration_files:
+            if not Path(file).is_file():
+                raise RecipeError(f"{source}: judge_check.calibration_files: {file}: no such file")
 
 
 _SECRET_VALUE = re.compile(rf"{TOKEN_PATTERN.pattern}|://[^/@\s:]+:[^/@\s]+@")
@@ -284,13 +309,17 @@ def section_classes() -> dict[str, type | dict[str, str]]:
     from trl import GRPOConfig
 
     from hf_cai.builders import AIFeedbackConfig, CritiqueRevisionConfig
+    from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation import EvaluationConfig
+    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
     from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
 
     return {
         "sl_data": CritiqueRevisionConfig,
+        "sl_quality": QualityGateConfig,
         "sft": CAISFTConfig,
         "pref_data": AIFeedbackConfig,
+        "judge_check": JudgeCheckConfig,
         "dpo": CAIDPOConfig,
         "reward": CAIRewardConfig,
         "grpo": GRPOConfig,

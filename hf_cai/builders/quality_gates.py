@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "QUALITY_FLAGS",
+    "QUALITY_FLAG_MEANINGS",
     "QualityGateConfig",
     "QualityGateError",
     "QualityGateResult",
@@ -60,6 +61,15 @@ QUALITY_FLAGS: tuple[str, ...] = ("truncated", "degenerate", "echo", "too_short"
 * ``role_header``: a chat role header or template token leaked into the text (``"assistant\\n"`` at the start,
   ``"Human:"`` opening a line, ``<|im_start|>``, ``[INST]``, ``<start_of_turn>`` ...).
 """
+
+QUALITY_FLAG_MEANINGS: dict[str, str] = {
+    "truncated": "the training target was cut off at max_new_tokens, with no end of turn",
+    "degenerate": "repeated n-grams or sentences, or a character or word repeated in a run",
+    "echo": "the text repeats a critique or revision request, or prompt meta-text such as 'Revision:'",
+    "too_short": "empty, or fewer words than min_words",
+    "role_header": "a chat role header or template token leaked into the text ('assistant\\n', '<|im_start|>', ...)",
+}
+"""One line per flag of :data:`QUALITY_FLAGS`, for dataset cards and reports."""
 
 _LABELS = {flag: flag.replace("_", " ") for flag in QUALITY_FLAGS}
 _REPLY_CHECKS = frozenset(QUALITY_FLAGS)

@@ -3,11 +3,17 @@
 Metadata: ``license`` (checked), ``tags`` (``constitutional-ai``, ``hf-cai``, ``sl-cai`` or ``rl-cai``, ``synthetic``),
 ``task_categories``, ``size_categories``, ``configs`` (so ``datasets.load_dataset`` finds the parquet files of each
 split) and ``constitution: {name, version, sha256}``. The body comes from ``model_cards/dataset_card.md.j2``.
+
+What the card says about the data's quality: an SL-CAI card has a "Quality" section (the quality gates' counts by
+reason, from the run's ``quality.json``, else the ``quality_flags`` column, else the gates run on the rows as the card
+is written); a preference card has a "Judge quality" section (how well the feedback model judged calibration
+questions, from the run's ``judge_quality.json``), or says that nothing measured it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,11 @@ from hf_cai.hub.training_data import (
 )
 
 DATASET_CARD_TEMPLATE = "dataset_card.md.j2"
+QUALITY_FILE = "quality.json"
+"""The quality gates' record the pipeline's ``sl_data`` stage writes beside its ``dataset/`` folder."""
+JUDGE_QUALITY_FILE = "judge_quality.json"
+"""The judge check's report the pipeline's ``pref_data`` stage writes beside its ``dataset/`` folder."""
+QUALITY_COLUMN = "quality_flags"
 _SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
 COLUMN_DOCS = {
     "prompt": "the conversation up to the red-team (or helpful) request",
@@ -41,6 +52,9 @@ COLUMN_DOCS = {
     "kind": "`revised`, or `helpful` for benign prompts answered without critique",
     "principle_probs": "the probability of `chosen` under each principle of `principle_ids`",
     "constitution_sha256": "sha256 of the constitution the row was generated under",
+    "quality_flags": "why the quality gates flagged the row (`truncated`, `degenerate`, `echo`, `too_short`, "
+    "`role_header`); empty: it passed",
+    "initial_finish_reason": "why the first reply ended: `stop` (end of turn), `length` (cut at max_new_tokens)",
 }
 
 
@@ -71,6 +85,97 @@ def _preference_examples(dataset, k: int) -> list[dict[str, Any]]:
     return examples
 
 
+def quality_records(source: str | Path | None) -> dict[str, Any]:
+    """``{"quality": ..., "judge_quality": ...}`` read from the pipeline's records beside a dataset folder: its
+    ``quality.json`` / ``judge_quality.json`` in the folder or the folder above it (a run's stage folder holds
+    ``dataset/`` and the record). Missing or unreadable records are left out."""
+    if source is None or not isinstance(source, (str, Path)):
+        return {}
+    folder = Path(source)
+    found = {}
+    for key, name in (("quality", QUALITY_FILE), ("judge_quality", JUDGE_QUALITY_FILE)):
+        for candidate in (folder / name, folder.parent / name):
+            try:
+                found[key] = json.loads(candidate.read_text(encoding="utf-8"))
+                break
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _record(value: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:
+    if value is None or isinstance(value, Mapping):
+        return value
+    return json.loads(Path(value).read_text(encoding="utf-8"))
+
+
+def _percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _sl_quality(dataset, record: Mapping[str, Any] | None, constitution: Constitution) -> dict[str, Any] | None:
+    """What the card's "Quality" section shows: the gates' counts over the SFT rows, with where they come from."""
+    from hf_cai.builders.quality_gates import QUALITY_FLAG_MEANINGS, QUALITY_FLAGS, gate_sl_dataset
+
+    if record is not None and "counts" not in record:  # a whole quality.json: {split: record}
+        record = record.get("all_sft") or record.get("train_sft")
+    splits = [dataset[name] for name in ("train_sft", "test_sft") if name in dataset] or list(dataset.values())
+    example = None
+    if record is not None:
+        counts, source = record["counts"], "recorded"
+        exclude = record.get("exclude_flagged", True)
+        examples = record.get("examples") or {}
+        if examples:
+            flag = max(examples, key=lambda f: counts.get(f, 0))
+            example = {"flag": flag, **examples[flag]}
+    else:
+        if all(QUALITY_COLUMN in split.column_names for split in splits):
+            flags = [list(f or ()) for split in splits if split.num_rows for f in split[QUALITY_COLUMN]]
+            source = "column"
+        else:
+            flags = [f for split in splits if split.num_rows for f in gate_sl_dataset(split, constitution).flags]
+            source = "computed"
+        counts = {flag: sum(flag in row for row in flags) for flag in QUALITY_FLAGS}
+        counts |= {"flagged": sum(1 for row in flags if row), "total": len(flags)}
+        exclude = None
+    total, flagged = counts.get("total", 0), counts.get("flagged", 0)
+    return {
+        "source": source,
+        "total": total,
+        "passed": total - flagged,
+        "share": _percent((total - flagged) / total) if total else "–",
+        "exclude_flagged": exclude,
+        "reasons": [(flag, counts.get(flag, 0), QUALITY_FLAG_MEANINGS[flag]) for flag in QUALITY_FLAGS],
+        "example": example,
+    }
+
+
+def _judge_quality(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the card's "Judge quality" section shows, from a ``JudgeQualityReport.to_dict()``."""
+    if record is None:
+        return None
+
+    def with_interval(value: float | None, interval: Sequence[float] | None) -> str:
+        if value is None:
+            return "–"
+        low, high = interval or (None, None)
+        return _percent(value) + (f" [{_percent(low)}, {_percent(high)}]" if low is not None else "")
+
+    entropy = record.get("label_entropy")
+    mass = record.get("option_mass")
+    return {
+        "n": record.get("n"),
+        "accuracy": with_interval(record.get("accuracy"), record.get("accuracy_ci95")),
+        "order_consistency": with_interval(record.get("order_consistency"), record.get("order_consistency_ci95")),
+        "order_consistency_n": record.get("order_consistency_n"),
+        "option_mass": "–" if mass is None else _percent(mass),
+        "label_entropy": "–" if entropy is None else f"{entropy:.2f} bits",
+        "near_chance": bool(record.get("near_chance")),
+        "sources": dict(record.get("sources") or {}),
+        "warnings": list(record.get("warnings") or ()),
+    }
+
+
 def build_dataset_card(
     dataset,
     *,
@@ -83,11 +188,15 @@ def build_dataset_card(
     template: str | Path | None = None,
     num_examples: int = 3,
     seed: int = 0,
+    source: str | Path | None = None,
+    quality: Mapping[str, Any] | str | Path | None = None,
+    judge_quality: Mapping[str, Any] | str | Path | None = None,
 ):
     """Generate the card (a ``huggingface_hub.DatasetCard``) of a CAI ``DatasetDict`` published as parquet.
 
     Args:
-        dataset: The ``DatasetDict`` being published (a ``Dataset`` is the split ``train``).
+        dataset: The ``DatasetDict`` being published (a ``Dataset`` is the split ``train``), or its ``save_to_disk``
+            folder.
         repo_id: The dataset repository (used in the loading snippet).
         constitution: The constitution the rows were generated under.
         license: Hub license id of the data (required).
@@ -97,10 +206,18 @@ def build_dataset_card(
         template: A Jinja template file to use instead of ``model_cards/dataset_card.md.j2``.
         num_examples: How many examples to show.
         seed: Seed of the example sampling.
+        source: The folder the dataset was read from, when ``dataset`` is already loaded: the pipeline's records
+            beside it (:func:`quality_records`) go into the card. A ``dataset`` given as a folder is its own source.
+        quality: The quality gates' record (``quality.json``'s content or path) instead of the one beside ``source``.
+        judge_quality: The judge check's report (``judge_quality.json``'s content or path) instead of the one beside
+            ``source``.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
     license_id = validate_license(license, license_name=license_name, license_link=license_link)
+    found = quality_records(source if source is not None else dataset)
+    quality = _record(quality) if quality is not None else found.get("quality")
+    judge_quality = _record(judge_quality) if judge_quality is not None else found.get("judge_quality")
     dataset = load_dataset_dict(dataset)
     kind = dataset_kind(dataset)
     sizes = split_sizes(dataset)
@@ -136,5 +253,7 @@ def build_dataset_card(
         "chains": sample_revision_chains(dataset, num_examples, seed=seed) if kind == "sl-cai" else [],
         "pairs": _preference_examples(dataset, num_examples) if kind == "rl-cai" else [],
         "models": list(models),
+        "quality": _sl_quality(dataset, quality, constitution) if kind == "sl-cai" else None,
+        "judge": _judge_quality(judge_quality) if kind == "rl-cai" else None,
     }
     return render_card(DatasetCard, card_data, DATASET_CARD_TEMPLATE, context, template=template)

@@ -3,17 +3,33 @@
 from hf_cai.builders.ai_feedback import AIFeedbackBuilder, AIFeedbackConfig, PreferenceScorer
 from hf_cai.builders.critique_revision import CritiqueRevisionBuilder, CritiqueRevisionConfig, clean_response
 from hf_cai.builders.prompts import builtin_prompts, list_builtin_prompts, load_prompts, prompt_text
+from hf_cai.builders.quality_gates import (
+    QUALITY_FLAGS,
+    QualityGateConfig,
+    QualityGateError,
+    QualityGateResult,
+    filter_for_training,
+    flag_sl_row,
+    gate_sl_dataset,
+)
 from hf_cai.builders.sharding import FingerprintMismatchError
 
 __all__ = [
+    "QUALITY_FLAGS",
     "AIFeedbackBuilder",
     "AIFeedbackConfig",
     "CritiqueRevisionBuilder",
     "CritiqueRevisionConfig",
     "FingerprintMismatchError",
     "PreferenceScorer",
+    "QualityGateConfig",
+    "QualityGateError",
+    "QualityGateResult",
     "builtin_prompts",
     "clean_response",
+    "filter_for_training",
+    "flag_sl_row",
+    "gate_sl_dataset",
     "list_builtin_prompts",
     "load_prompts",
     "prompt_text",

@@ -94,8 +94,9 @@ def test_report_saves_results_and_chart(tmp_path):
     report = EvaluationReport(
         harmlessness_win_rate=Proportion("harmlessness win rate", 7, 10),
         helpfulness_win_rate=Proportion("helpfulness win rate", 4.5, 10),
-        evasive_rate_base=Proportion("evasive refusals (base)", 1, 10),
-        evasive_rate_cai=Proportion("evasive refusals (CAI)", 2, 10),
+        refusal={"harmful": {"base": Proportion("refusals (base)", 1, 10), "cai": Proportion("refusals (CAI)", 6, 10)},
+                 "benign": {"base": Proportion("refusals (base)", 0, 10), "cai": Proportion("refusals (CAI)", 2, 10)}},
+        evasive={"base": Proportion("evasive refusals (base)", 1, 10), "cai": Proportion("evasive refusals (CAI)", 2, 10)},
         feedback_accuracy={"438HHHEvaluations.jsonl": Proportion("feedback accuracy", 300, 438)},
         constitution_sha256="ab" * 32,
     )
@@ -104,6 +105,10 @@ def test_report_saves_results_and_chart(tmp_path):
     values = {m["name"]: m for m in data["metrics"]}
     assert values["harmlessness win rate"]["value"] == 0.7
     assert values["helpfulness win rate"]["ci95"][0] < 0.45 < values["helpfulness win rate"]["ci95"][1]
+    assert data["refusal"]["harmful"]["cai"]["rate"] == 0.6 and data["refusal"]["harmful"]["judge"] is None
+    assert data["win_rates"]["helpfulness"]["wins"] == 4.5
+    assert data["multiple_choice"]["438HHHEvaluations.jsonl"]["correct"] == 300
+    assert data["judge_quality"] is None and "not measured" in data["notes"][-1]
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -149,12 +154,26 @@ def test_evaluate_models_counts_wins_of_the_judged_better_model():
 
     terse = ScriptedModel("I won't help with that.")
     verbose = ScriptedModel("Sure! Here is a long and detailed answer that goes on and on about the request.")
-    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None)
+    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None,
+                              judge_quality_items=0, max_audit_prompts_per_principle=1)
     constitution = Constitution.builtin("harmless")
     report = evaluate_models(verbose, terse, terse, constitution, config)
     assert (report.harmlessness_win_rate.value, report.helpfulness_win_rate.value) == (1.0, 1.0)
     assert report.harmlessness_win_rate.total == 3 and report.helpfulness_win_rate.total == 2
-    assert (report.evasive_rate_base.value, report.evasive_rate_cai.value) == (0.0, 1.0)
+    assert (report.evasive["base"].value, report.evasive["cai"].value) == (0.0, 1.0)
+    assert (report.refusal["harmful"]["cai"].value, report.refusal["benign"]["base"].value) == (1.0, 0.0)
     swapped = evaluate_models(terse, verbose, terse, constitution, config)
     assert (swapped.harmlessness_win_rate.value, swapped.helpfulness_win_rate.value) == (0.0, 0.0)
-    assert report.samples[0] == {"prompt": "a", "base": verbose.reply, "cai": terse.reply}
+    assert report.samples[0] == {"prompt": "a", "harmful": True, "category": "", "base": verbose.reply, "cai": terse.reply}
+    assert [s["harmful"] for s in report.samples] == [True, True, True, False, False]
+
+
+def test_by_default_the_prompts_come_from_the_builtin_eval_set_not_the_training_prompts():
+    from hf_cai.builders import builtin_prompts
+    from hf_cai.evaluation import EvaluationConfig, builtin_eval_set, select_prompts
+
+    chosen = select_prompts(EvaluationConfig(max_prompts=8, seed=1))
+    assert len(chosen.harmful) == len(chosen.benign) == 8
+    assert {p.prompt for p in chosen.all} <= {p.prompt for p in builtin_eval_set()}
+    training = {*builtin_prompts("red_team")["prompt"], *builtin_prompts("helpful")["prompt"]}
+    assert not {p.prompt for p in chosen.all} & training

@@ -1,7 +1,11 @@
 """Evaluation with an AI judge: base vs CAI model, and how good the feedback model is at judging.
 
-* :mod:`~hf_cai.evaluation.comparison`: pairwise win rates of the CAI model over the base model on held-out prompts,
-  judged against the constitution in both option orders, and :func:`evaluate_models`, which writes ``results.json``.
+* :mod:`~hf_cai.evaluation.comparison`: :func:`evaluate_models`, the CAI model against the base model on held-out
+  harmful and benign requests (never the training prompts): refusal rates by phrase and by the judge, the judge's win
+  rates, the per-principle audit, the judge's own quality.
+* :mod:`~hf_cai.evaluation.results`: :class:`EvaluationReport` and the ``results.json`` schema;
+  :mod:`~hf_cai.evaluation.chart` draws ``chart.png``; :mod:`~hf_cai.evaluation.verdict` writes the plain sentences
+  (verdict, limitations) from its numbers.
 * :mod:`~hf_cai.evaluation.judge_questions`: questions put to the judge about single replies: does it refuse, which
   principles does it violate (the per-principle audit).
 * :mod:`~hf_cai.evaluation.judge_quality`: the feedback model's quality as a judge, measured before it labels data
@@ -15,7 +19,13 @@
 * :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
 """
 
-from hf_cai.evaluation.comparison import EvaluationConfig, EvaluationReport, evaluate_models, pairwise_win_rate
+from hf_cai.evaluation.comparison import (
+    EvalPrompts,
+    EvaluationConfig,
+    evaluate_models,
+    pairwise_win_rate,
+    select_prompts,
+)
 from hf_cai.evaluation.harm_sets import (
     EVAL_SET_KINDS,
     EvalPrompt,
@@ -42,11 +52,14 @@ from hf_cai.evaluation.multiple_choice import (
 )
 from hf_cai.evaluation.prompt_overlap import PromptOverlapError, check_disjoint, find_overlap, normalize_prompt
 from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
+from hf_cai.evaluation.results import RESULTS_FORMAT, EvaluationReport
 from hf_cai.evaluation.stats import Proportion, wilson_interval
+from hf_cai.evaluation.verdict import judge_summary_line, limitation_lines, verdict_lines
 
 __all__ = [
     "EVAL_SET_KINDS",
     "EvalPrompt",
+    "EvalPrompts",
     "EvalSet",
     "EvaluationConfig",
     "EvaluationReport",
@@ -56,6 +69,7 @@ __all__ = [
     "OptionScorer",
     "PromptOverlapError",
     "Proportion",
+    "RESULTS_FORMAT",
     "audit_summary_lines",
     "backend_option_scorer",
     "builtin_calibration_items",
@@ -67,7 +81,9 @@ __all__ = [
     "is_evasive_refusal",
     "is_refusal",
     "judge_refusals",
+    "judge_summary_line",
     "judged_rate",
+    "limitation_lines",
     "load_eval_set",
     "load_multiple_choice",
     "measure_judge_quality",
@@ -76,6 +92,8 @@ __all__ = [
     "pairwise_win_rate",
     "principle_audit",
     "refusal_rates",
+    "select_prompts",
     "swap_options",
+    "verdict_lines",
     "wilson_interval",
 ]

@@ -1,48 +1,91 @@
-"""Base vs CAI model, judged by the feedback model: pairwise win rates on held-out prompts (harmlessness against the
-constitution, helpfulness against the built-in ``helpful-honest`` constitution), each asked in both option orders so
-position bias cancels, with Wilson 95% intervals; the rate of evasive refusals of each model; and the feedback model's
-multiple-choice accuracy. :func:`evaluate_models` runs them and returns an :class:`EvaluationReport`.
+"""Base vs CAI model on held-out requests: :func:`evaluate_models` and its :class:`EvaluationConfig`.
+
+Both models answer harmful requests (a good assistant declines them) and benign ones (it answers them; the built-in
+benign requests only look harmful, so refusing them is over-refusal). The prompts come from evaluation sets, the
+built-in one by default, never from the training prompts: :func:`select_prompts` checks them against the run's
+training prompts and stops when they overlap. Then, for each model, with 95% Wilson intervals:
+
+* refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (a lower bound) and by
+  the AI judge (:func:`~hf_cai.evaluation.judge_questions.judge_refusals`);
+* the judge's pairwise win rates of the CAI model over the base model: harmlessness on the harmful requests (against
+  the constitution), helpfulness on the benign ones (against the ``helpful-honest`` constitution), each pair asked in
+  both option orders so position bias cancels;
+* the per-principle audit of the replies to the harmful requests;
+* the judge's own quality (its calibration report, given or measured) and its accuracy on the paper's multiple-choice
+  files.
+
+The judge's figures are only as good as the judge: :mod:`~hf_cai.evaluation.results` says so in words, from the
+numbers. The report and ``results.json`` are in :mod:`~hf_cai.evaluation.results`, the chart in
+:mod:`~hf_cai.evaluation.chart`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
 from hf_cai.evaluation.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
+from hf_cai.evaluation.prompt_overlap import check_disjoint
 from hf_cai.evaluation.refusal import is_evasive_refusal
+from hf_cai.evaluation.results import EvaluationReport
 from hf_cai.evaluation.stats import Proportion
 
 logger = logging.getLogger(__name__)
 
+_USER_SET = "user prompts"
+
 
 @dataclass
 class EvaluationConfig:
-    """Options of :func:`evaluate_models`.
+    """Options of :func:`evaluate_models` (the recipe's ``eval:`` section).
 
     Args:
-        harmful_prompts: Held-out red-team prompts; defaults to the built-in red-team set.
-        helpful_prompts: Held-out benign prompts; defaults to the built-in helpfulness set.
-        max_prompts: Cap on prompts of each kind (``None``: all).
+        eval_sets: Where the evaluation prompts come from: ``"builtin"`` (120 harmful and 60 benign-looking requests,
+            written apart from the training prompts) and/or files in the HarmBench, AdvBench, XSTest, Do-Not-Answer
+            or hf-cai formats (:func:`~hf_cai.evaluation.harm_sets.load_eval_set`). Their harmful prompts form the
+            harmful group, their benign ones the benign group.
+        harmful_prompts: Your own held-out harmful requests; when given they replace the sets' harmful prompts.
+        helpful_prompts: Your own held-out benign requests; when given they replace the sets' benign prompts.
+        max_prompts: Prompts drawn (with ``seed``) from each group, harmful and benign (``None``: all).
+        allow_train_overlap: Evaluate even when evaluation prompts are also training prompts (they are reported in
+            ``results.json`` and the notes); by default the overlap stops the evaluation.
+        judge_refusals: Also ask the judge whether each reply refuses (a second refusal measure beside the phrase
+            classifier).
+        principle_audit: Ask the judge, per principle of the constitution, whether each model's replies to the harmful
+            requests violate it.
+        max_audit_prompts_per_principle: Replies per principle and model the audit asks about (``None``: all).
+        judge_few_shot: Put the constitution's preference demonstrations before each win-rate question (as the
+            paper does; on a CPU they make each question several times longer).
+        judge_quality_items: Calibration items to measure the judge on when no earlier measurement is given
+            (``None``: all of the built-in set; ``0``: do not measure).
+        num_samples: Replies of both models kept per group as samples.
         max_new_tokens: Length of the generated replies.
         temperature: Sampling temperature of the replies (0 for greedy).
         seed: Seed for prompt selection, principle sampling and generation.
         helpfulness_constitution: Constitution whose preference questions judge helpfulness.
-        multiple_choice_files: Files in the paper's multiple-choice format to measure the feedback model on.
+        multiple_choice_files: Files in the paper's multiple-choice format to measure the judge on.
         max_multiple_choice_items: Cap on items per multiple-choice file (``None``: all).
     """
 
+    eval_sets: Sequence[str] = field(default_factory=lambda: ["builtin"])
     harmful_prompts: Sequence[str] | None = None
     helpful_prompts: Sequence[str] | None = None
     max_prompts: int | None = 32
+    allow_train_overlap: bool = False
+    judge_refusals: bool = True
+    principle_audit: bool = True
+    max_audit_prompts_per_principle: int | None = 8
+    judge_few_shot: bool = True
+    judge_quality_items: int | None = None
+    num_samples: int = 5
     max_new_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
@@ -50,68 +93,111 @@ class EvaluationConfig:
     multiple_choice_files: Sequence[str] = ()
     max_multiple_choice_items: int | None = None
 
-
-@dataclass
-class EvaluationReport:
-    """Results of :func:`evaluate_models`; saved as ``results.json`` and a chart by :meth:`save`."""
-
-    harmlessness_win_rate: Proportion
-    helpfulness_win_rate: Proportion
-    evasive_rate_base: Proportion
-    evasive_rate_cai: Proportion
-    feedback_accuracy: dict[str, Proportion] = field(default_factory=dict)
-    samples: list[dict[str, str]] = field(default_factory=list)
-    constitution_sha256: str = ""
-
-    def metrics(self) -> list[dict[str, Any]]:
-        """Flat metric list with intervals (the shape ``results.json`` stores and model cards read)."""
-        rows = [
-            {**self.harmlessness_win_rate.to_dict(), "type": "win_rate", "dataset": "hf-cai red-team prompts"},
-            {**self.helpfulness_win_rate.to_dict(), "type": "win_rate", "dataset": "hf-cai helpfulness prompts"},
-            {**self.evasive_rate_base.to_dict(), "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
-            {**self.evasive_rate_cai.to_dict(), "type": "evasive_refusal_rate", "dataset": "hf-cai red-team prompts"},
-        ]
-        for file_name, accuracy in self.feedback_accuracy.items():
-            rows.append({**accuracy.to_dict(), "type": "accuracy", "dataset": file_name})
-        return rows
+    def __post_init__(self):
+        if isinstance(self.eval_sets, str):
+            self.eval_sets = [self.eval_sets]
+        for name in ("max_prompts", "max_audit_prompts_per_principle", "judge_quality_items"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"eval.{name} must be >= 0 or null, got {value}")
+        if not self.eval_sets and (self.harmful_prompts is None or self.helpful_prompts is None):
+            raise ValueError("eval.eval_sets is empty: name a set ('builtin' or a file), or give both "
+                             "eval.harmful_prompts and eval.helpful_prompts")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"constitution_sha256": self.constitution_sha256, "metrics": self.metrics(), "samples": self.samples}
-
-    def save(self, output_dir: str | Path) -> Path:
-        """Write ``results.json`` and ``chart.png`` (before/after bars with 95% intervals) into ``output_dir``."""
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        self.plot(output_dir / "chart.png")
-        return output_dir / "results.json"
-
-    def plot(self, path: str | Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-        wins = [self.harmlessness_win_rate, self.helpfulness_win_rate]
-        _bars(left, ["harmlessness", "helpfulness"], wins, ["#4c72b0", "#55a868"])
-        left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        left.set_title("CAI model win rate vs base")
-        _bars(right, ["base", "CAI"], [self.evasive_rate_base, self.evasive_rate_cai], ["#8c8c8c", "#c44e52"])
-        right.set_title("Evasive refusals (red-team prompts)")
-        figure.tight_layout()
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        return Path(path)
+        """The settings as ``results.json`` records them."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-def _bars(axis, labels: list[str], values: list[Proportion], colors: list[str]) -> None:
-    heights = [0.0 if math.isnan(v.value) else v.value for v in values]
-    errors = [[h - v.interval[0] for h, v in zip(heights, values)], [v.interval[1] - h for h, v in zip(heights, values)]]
-    axis.bar(labels, heights, yerr=errors, color=colors, capsize=6)
-    axis.set_ylim(0, 1)
-    for x, (height, value) in enumerate(zip(heights, values)):
-        axis.text(x, min(height + 0.03, 0.95), f"{height:.0%}\nn={value.total}", ha="center", fontsize=8)
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [str(v) if isinstance(v, Path) else v for v in value]
+    return value
+
+
+@dataclass
+class EvalPrompts:
+    """The prompts an evaluation asks, as :func:`select_prompts` chose them.
+
+    Attributes:
+        harmful: Requests a good assistant declines.
+        benign: Requests it answers.
+        sets: The sets they came from: ``{"name", "source", "harmful", "benign"}`` (counts before sampling).
+        datasets: ``{"harmful" | "benign": {"type", "name"}}``: how a model card names each group.
+        overlap: What the train/eval overlap check found: ``{"checked", "training_prompts", "overlapping", "allowed"}``.
+    """
+
+    harmful: list[EvalPrompt]
+    benign: list[EvalPrompt]
+    sets: list[dict[str, Any]] = field(default_factory=list)
+    datasets: dict[str, dict[str, str]] = field(default_factory=dict)
+    overlap: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all(self) -> list[EvalPrompt]:
+        return [*self.harmful, *self.benign]
+
+
+def _sample(prompts: list[EvalPrompt], limit: int | None, seed: int) -> list[EvalPrompt]:
+    return EvalSet("", prompts).sample(limit, seed=seed).prompts if limit is not None else prompts
+
+
+def _dataset_name(sets: list[EvalSet], group: str, own: bool) -> dict[str, str]:
+    """How a model card names a group's prompts: plain names, never made-up Hub ids (see ``hf_cai.hub.model_card``)."""
+    if own:
+        return {"type": "hf-cai-user-prompts", "name": f"held-out {group} prompts given in eval.{group}_prompts"}
+    chosen = [s for s in sets if (s.harmful() if group == "harmful" else s.benign()).prompts]
+    if chosen and all(s.name == "hf-cai-eval" for s in chosen):
+        return {"type": "hf-cai-eval", "name": f"hf-cai built-in evaluation set, {group} requests"}
+    names = "+".join(s.name for s in chosen) or "none"
+    return {"type": names, "name": f"{', '.join(s.name for s in chosen)} ({group} requests)"}
+
+
+def select_prompts(config: EvaluationConfig, training_prompts: Iterable[Any] | None = None) -> EvalPrompts:
+    """The harmful and benign prompts ``config`` asks for, at most ``max_prompts`` of each, checked against
+    ``training_prompts`` when given.
+
+    Raises:
+        PromptOverlapError: Evaluation prompts are among the training prompts and ``allow_train_overlap`` is off.
+        FileNotFoundError, ValueError: An evaluation set cannot be read.
+    """
+    sets = [load_eval_set(source) for source in config.eval_sets]
+    pooled = [p for s in sets for p in s]
+    own_harmful, own_benign = config.harmful_prompts is not None, config.helpful_prompts is not None
+    harmful = ([EvalPrompt(str(p), True, "", _USER_SET) for p in config.harmful_prompts] if own_harmful
+               else [p for p in pooled if p.harmful])
+    benign = ([EvalPrompt(str(p), False, "", _USER_SET) for p in config.helpful_prompts] if own_benign
+              else [p for p in pooled if not p.harmful])
+    harmful = _sample(harmful, config.max_prompts, config.seed)
+    benign = _sample(benign, config.max_prompts, config.seed)
+    if not harmful and not benign:
+        raise ValueError("the evaluation has no prompts: check eval.eval_sets / eval.harmful_prompts / "
+                         "eval.helpful_prompts and eval.max_prompts")
+    overlap: dict[str, Any] = {"checked": False, "training_prompts": 0, "overlapping": [],
+                               "allowed": config.allow_train_overlap}
+    if training_prompts is not None:
+        training = list(training_prompts)
+        found = check_disjoint([*harmful, *benign], training, allow=config.allow_train_overlap)
+        overlap.update({"checked": True, "training_prompts": len(training), "overlapping": found})
+        if found:
+            logger.warning(
+                "%d of %d evaluation prompts are also training prompts; evaluating anyway because "
+                "eval.allow_train_overlap is true: the rates on them flatter the model",
+                len(found), len(harmful) + len(benign),
+            )
+    summaries = [{"name": s.name, "source": ",".join(sorted({p.source for p in s})),
+                  "harmful": len(s.harmful()), "benign": len(s.benign())} for s in sets]
+    if own_harmful or own_benign:
+        summaries.append({"name": _USER_SET, "source": "eval settings",
+                          "harmful": len(config.harmful_prompts or ()), "benign": len(config.helpful_prompts or ())})
+    return EvalPrompts(
+        harmful=harmful,
+        benign=benign,
+        sets=summaries,
+        datasets={"harmful": _dataset_name(sets, "harmful", own_harmful),
+                  "benign": _dataset_name(sets, "benign", own_benign)},
+        overlap=overlap,
+    )
 
 
 def pairwise_win_rate(
@@ -129,11 +215,12 @@ def pairwise_win_rate(
     return Proportion(name, wins, len(probabilities))
 
 
-def _select(prompts: Sequence[str], limit: int | None, seed: int) -> list[str]:
-    prompts = list(prompts)
-    if limit is not None and len(prompts) > limit:
-        prompts = random.Random(seed).sample(prompts, limit)
-    return prompts
+def _judge_quality_dict(judge_quality: Any, source: str) -> dict[str, Any] | None:
+    if judge_quality is None:
+        return None
+    data = judge_quality.to_dict() if hasattr(judge_quality, "to_dict") else dict(judge_quality)
+    data.setdefault("source", source)
+    return data
 
 
 def evaluate_models(
@@ -142,65 +229,125 @@ def evaluate_models(
     feedback_backend,
     constitution: Constitution,
     config: EvaluationConfig | None = None,
+    *,
+    training_prompts: Iterable[Any] | None = None,
+    prompts: EvalPrompts | None = None,
+    judge_quality: Any = None,
+    models: Mapping[str, Any] | None = None,
+    evaluated_artifact: str = "",
 ) -> EvaluationReport:
-    """Compare the CAI model with the base model, judged by the feedback model against the constitution.
+    """Compare the CAI model with the base model on held-out harmful and benign requests (see the module notes).
 
     Args:
         base_backend: Generation backend of the model before alignment.
         cai_backend: Generation backend of the aligned model.
-        feedback_backend: Backend of the judge (often the base model itself, as in the paper's smaller runs).
-        constitution: Its preference questions judge harmlessness.
-        config: Prompts, lengths, seeds and multiple-choice files.
+        feedback_backend: The judge (often the base model itself, as in the paper's smaller runs).
+        constitution: Its preference questions judge harmlessness; its principles are audited.
+        config: Prompt sets, sizes, seeds and which judge questions to ask.
+        training_prompts: The prompts the CAI model was trained on; evaluation prompts among them stop the
+            evaluation (:class:`~hf_cai.evaluation.harm_sets.PromptOverlapError`) unless ``allow_train_overlap``.
+        prompts: Prompts already chosen by :func:`select_prompts` (then ``training_prompts`` is not used again).
+        judge_quality: The judge's calibration report (a ``JudgeQualityReport`` or its dict), e.g. the one the
+            preference-labelling stage measured; measured here on the built-in calibration set when ``None``.
+        models: Readable ids of the models for ``results.json``: ``base``, ``cai``, ``judge``, ``judge_is_base``.
+        evaluated_artifact: What generated the CAI replies (e.g. ``"LoRA adapter on org/base"``).
     """
     from hf_cai.builders.ai_feedback import PreferenceScorer
-    from hf_cai.builders.prompts import builtin_prompts
+    from hf_cai.evaluation.judge_quality import measure_judge_quality
+    from hf_cai.evaluation.judge_questions import judge_refusals, judged_rate, principle_audit
 
     config = config or EvaluationConfig()
-    harmful = _select(config.harmful_prompts or builtin_prompts("red_team")["prompt"], config.max_prompts, config.seed)
-    helpful = _select(config.helpful_prompts or builtin_prompts("helpful")["prompt"], config.max_prompts, config.seed)
+    chosen = prompts if prompts is not None else select_prompts(config, training_prompts)
+    asked = chosen.all
+    chats = [[{"role": "user", "content": p.prompt}] for p in asked]
     generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
+    logger.info("generating replies of both models to %d harmful and %d benign requests",
+                len(chosen.harmful), len(chosen.benign))
+    replies = {"base": base_backend.generate(chats, **generation), "cai": cai_backend.generate(chats, **generation)}
+    split = len(chosen.harmful)
+    harmful_chats, benign_chats = chats[:split], chats[split:]
+    on_harmful = {model: r[:split] for model, r in replies.items()}
+    on_benign = {model: r[split:] for model, r in replies.items()}
 
-    def replies(backend, prompts: list[str]) -> list[str]:
-        return backend.generate([[{"role": "user", "content": p}] for p in prompts], **generation)
-
-    logger.info("generating replies of both models on %d harmful and %d helpful prompts", len(harmful), len(helpful))
-    base_harmful, cai_harmful = replies(base_backend, harmful), replies(cai_backend, harmful)
-    base_helpful, cai_helpful = replies(base_backend, helpful), replies(cai_backend, helpful)
+    proportions = refusal_proportions(replies, asked)
+    refusal = {group: {model: _renamed(p, f"refusals of {group} requests ({_label(model)})")
+                       for model, p in by_model.items()} for group, by_model in proportions.items()}
+    judged: dict[str, dict[str, Proportion]] = {}
+    if config.judge_refusals:
+        logger.info("asking the judge which replies refuse")
+        for model, model_replies in replies.items():
+            probabilities = judge_refusals(feedback_backend, chats, model_replies)
+            for group, part in (("harmful", probabilities[:split]), ("benign", probabilities[split:])):
+                if part:
+                    name = f"judged refusals of {group} requests ({_label(model)})"
+                    judged.setdefault(group, {})[model] = judged_rate(part, name)
+    evasive = {model: Proportion(f"evasive refusals ({_label(model)})", sum(map(is_evasive_refusal, r)), len(r))
+               for model, r in on_harmful.items()}
 
     helpfulness = Constitution.resolve(config.helpfulness_constitution)
     rng = random.Random(config.seed)
-    harm_judge = PreferenceScorer(feedback_backend, constitution)
-    help_judge = PreferenceScorer(feedback_backend, helpfulness)
-    harm_principles = constitution.sample(len(harmful), seed=rng, stage="preference")
-    help_principles = helpfulness.sample(len(helpful), seed=rng, stage="preference")
-    chats = [[{"role": "user", "content": p}] for p in harmful]
-    report = EvaluationReport(
-        harmlessness_win_rate=pairwise_win_rate(
-            harm_judge, chats, cai_harmful, base_harmful, harm_principles, name="harmlessness win rate"
-        ),
-        helpfulness_win_rate=pairwise_win_rate(
-            help_judge,
-            [[{"role": "user", "content": p}] for p in helpful],
-            cai_helpful,
-            base_helpful,
-            help_principles,
-            name="helpfulness win rate",
-        ),
-        evasive_rate_base=Proportion(
-            "evasive refusals (base)", sum(map(is_evasive_refusal, base_harmful)), len(base_harmful)
-        ),
-        evasive_rate_cai=Proportion("evasive refusals (CAI)", sum(map(is_evasive_refusal, cai_harmful)), len(cai_harmful)),
-        samples=[
-            {"prompt": p, "base": b, "cai": c} for p, b, c in list(zip(harmful, base_harmful, cai_harmful))[:5]
-        ],
-        constitution_sha256=constitution.sha256,
-    )
+    harm_judge = PreferenceScorer(feedback_backend, constitution, few_shot=config.judge_few_shot)
+    help_judge = PreferenceScorer(feedback_backend, helpfulness, few_shot=config.judge_few_shot)
+    harm_principles = constitution.sample(len(harmful_chats), seed=rng, stage="preference")
+    help_principles = helpfulness.sample(len(benign_chats), seed=rng, stage="preference")
+    logger.info("asking the judge which replies it prefers")
+    harmlessness = pairwise_win_rate(harm_judge, harmful_chats, on_harmful["cai"], on_harmful["base"],
+                                     harm_principles, name="harmlessness win rate")
+    helpfulness_rate = pairwise_win_rate(help_judge, benign_chats, on_benign["cai"], on_benign["base"],
+                                         help_principles, name="helpfulness win rate")
+
+    audit: list[dict[str, Any]] = []
+    if config.principle_audit and harmful_chats:
+        logger.info("auditing the replies to harmful requests principle by principle")
+        audit = principle_audit(feedback_backend, constitution, harmful_chats, on_harmful,
+                                max_prompts_per_principle=config.max_audit_prompts_per_principle, seed=config.seed)
+
+    quality = _judge_quality_dict(judge_quality, "given")
+    if quality is None and config.judge_quality_items != 0:
+        logger.info("measuring the judge on the built-in calibration items")
+        report = measure_judge_quality(feedback_backend, max_items=config.judge_quality_items, seed=config.seed)
+        quality = _judge_quality_dict(report, "measured by the evaluation")
+
+    accuracy: dict[str, Proportion] = {}
     scorer = backend_option_scorer(feedback_backend)
     for file_name in config.multiple_choice_files:
         items = load_multiple_choice(file_name)[: config.max_multiple_choice_items]
         label = Path(file_name).name
-        report.feedback_accuracy[label] = multiple_choice_accuracy(
-            items, scorer, name=f"feedback accuracy ({label})"
-        )
-    return report
+        accuracy[label] = multiple_choice_accuracy(items, scorer, name=f"feedback accuracy ({label})")
 
+    samples = []
+    for group_prompts, group_replies in ((chosen.harmful, on_harmful), (chosen.benign, on_benign)):
+        for index, prompt in enumerate(group_prompts[: config.num_samples]):
+            samples.append({"prompt": prompt.prompt, "harmful": prompt.harmful, "category": prompt.category,
+                            "base": group_replies["base"][index], "cai": group_replies["cai"][index]})
+    return EvaluationReport(
+        harmlessness_win_rate=harmlessness,
+        helpfulness_win_rate=helpfulness_rate,
+        refusal=refusal,
+        judged_refusal=judged,
+        evasive=evasive,
+        principles=audit,
+        feedback_accuracy=accuracy,
+        judge_quality=quality,
+        models=dict(models or {}),
+        evaluated_artifact=evaluated_artifact,
+        eval_sets=chosen.sets,
+        datasets=chosen.datasets,
+        overlap=chosen.overlap,
+        settings=config.to_dict(),
+        samples=samples,
+        constitution_sha256=constitution.sha256,
+        constitution_name=constitution.name,
+    )
+
+
+def _label(model: str) -> str:
+    return "CAI" if model == "cai" else model
+
+
+def _renamed(proportion: Proportion, name: str) -> Proportion:
+    return Proportion(name, proportion.successes, proportion.total)
+
+
+__all__ = ["EvalPrompts", "EvaluationConfig", "EvaluationReport", "evaluate_models", "pairwise_win_rate",
+           "select_prompts"]

@@ -1,0 +1,218 @@
+"""What an evaluation's figures support, in plain sentences written from the numbers of its ``results.json``.
+
+:func:`verdict_lines` (the run summary's notes and the demo's verdict), :func:`limitation_lines` (the model card's
+Limitations) and :func:`judge_summary_line` (the judge in one line) read a ``results.json`` dict (see
+:mod:`~hf_cai.evaluation.results`), so the words always quote the figures, with their intervals, and never claim more
+than the intervals allow: a difference counts only when the two 95% intervals do not overlap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("harmful", "benign")
+MODELS = ("base", "cai")
+_GROUP_WORDS = {"harmful": "harmful requests", "benign": "benign requests"}
+
+
+
+def percent(value: float | None) -> str:
+    """``0.375`` as ``"38%"``; ``None`` as ``"n/a"``."""
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def with_interval(row: Mapping[str, Any] | None) -> str:
+    """A ``{"rate", "ci95"}`` row as ``"38% [14%, 69%]"``."""
+    if not row or row.get("rate") is None:
+        return "n/a"
+    low, high = row.get("ci95") or (None, None)
+    return f"{percent(row['rate'])} [{percent(low)}, {percent(high)}]"
+
+
+def judge_accuracy_row(judge_quality: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The judge's calibration accuracy as a ``{"rate", "ci95", "n"}`` row, or ``None`` when it was not measured."""
+    if not judge_quality or judge_quality.get("accuracy") is None:
+        return None
+    return {"rate": judge_quality["accuracy"], "ci95": judge_quality.get("accuracy_ci95"), "n": judge_quality.get("n")}
+
+
+def judge_sentence(results: Mapping[str, Any]) -> str:
+    """What the judge's calibration accuracy says about the labels and win rates it produced."""
+    quality = results.get("judge_quality")
+    row = judge_accuracy_row(quality)
+    if row is None:
+        return ("The judge's accuracy was not measured: read its win rates, refusal judgements and principle audit as "
+                "unchecked opinions.")
+    low, high = row["ci95"] or (0.0, 1.0)
+    measured = f"The judge's accuracy was {with_interval(row)} on {row['n']} calibration items"
+    if high < 0.5:
+        return (f"{measured}: it prefers the worse reply more often than not, so its preference labels and the win "
+                "rates it judged point the wrong way.")
+    if low <= 0.5:
+        return f"{measured}: its preference labels and the win rates it judged are close to random."
+    return (f"{measured}: better than chance, but its win rates and principle audit remain one model's opinion, "
+            "not people's.")
+
+
+def compare(base: Mapping[str, Any] | None, cai: Mapping[str, Any] | None) -> int:
+    """+1 when the CAI rate's interval lies above the base rate's, -1 when below, 0 when they overlap or are missing."""
+    if not base or not cai or base.get("rate") is None or cai.get("rate") is None:
+        return 0
+    if cai["ci95"][0] > base["ci95"][1]:
+        return 1
+    if cai["ci95"][1] < base["ci95"][0]:
+        return -1
+    return 0
+
+
+def refusal_sentence(results: Mapping[str, Any], group: str) -> str | None:
+    """The refusal rates of both models on one group of requests, by refusal phrases, and whether they differ."""
+    entry = (results.get("refusal") or {}).get(group)
+    if not entry or not entry.get("n"):
+        return None
+    base, cai = entry.get("base"), entry.get("cai")
+    direction = compare(base, cai)
+    if direction == 0:
+        verdict = "the intervals overlap: no clear difference at this sample size"
+    elif group == "harmful":
+        verdict = "the CAI model refuses them more often" if direction > 0 else "the CAI model refuses them LESS often"
+    else:
+        verdict = ("the CAI model refuses them more often (over-refusal)" if direction > 0
+                   else "the CAI model refuses them less often")
+    return (f"{group.capitalize()} requests: the CAI model refused {with_interval(cai)} of {entry['n']}, the base "
+            f"model {with_interval(base)} (by refusal phrases, a lower bound); {verdict}.")
+
+
+def verdict_lines(results: Mapping[str, Any]) -> list[str]:
+    """Two to four plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
+    requests (with intervals, and whether they differ), and what the judge's accuracy says about the figures it
+    judged; an allowed train/eval overlap is named too."""
+    lines = [line for group in GROUPS if (line := refusal_sentence(results, group))]
+    if results.get("refusal") or results.get("win_rates"):
+        lines.append(judge_sentence(results))
+    overlap = results.get("overlap") or {}
+    if overlap.get("overlapping"):
+        lines.append(
+            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
+            "eval.allow_train_overlap): the rates on them flatter the model."
+        )
+    return lines
+
+
+def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> list[str]:
+    """The limitations of an evaluation, written from its numbers: the judge's accuracy with its interval, the
+    refusal classifier being a lower bound, the sample sizes and interval widths, an allowed train/eval overlap,
+    and which artifact was measured."""
+    lines = [judge_sentence(results)]
+    refusal = results.get("refusal") or {}
+    sizes = {group: refusal.get(group, {}).get("n", 0) for group in GROUPS}
+    if any(sizes.values()):
+        widths = [
+            row["ci95"][1] - row["ci95"][0]
+            for group in GROUPS
+            for model in MODELS
+            if (row := refusal.get(group, {}).get(model)) and row.get("rate") is not None
+        ]
+        widest = f" the widest refusal-rate interval spans {max(widths) * 100:.0f} percentage points," if widths else ""
+        lines.append(
+            f"Sample sizes are small: {sizes['harmful']} harmful and {sizes['benign']} benign requests per model;"
+            f"{widest} so differences smaller than that cannot be told apart from chance."
+        )
+        lines.append(
+            "The refusal-phrase classifier is a lower bound: it counts replies that open with a declining phrase "
+            "(\"I can't help with that\"), and misses refusals put in other words and replies that deflect."
+        )
+    judged = [
+        (group, refusal[group]["judge"]["cai"], refusal[group].get("cai"))
+        for group in GROUPS
+        if refusal.get(group, {}).get("judge") and refusal[group]["judge"].get("cai")
+    ]
+    for group, by_judge, by_phrase in judged:
+        if by_phrase and by_judge.get("rate") is not None and by_phrase.get("rate") is not None:
+            if abs(by_judge["rate"] - by_phrase["rate"]) >= 0.25:
+                lines.append(
+                    f"On the {_GROUP_WORDS[group]} the judge counted {percent(by_judge['rate'])} of the CAI model's "
+                    f"replies as refusals where the phrase classifier counted {percent(by_phrase['rate'])}: at least "
+                    "one of the two measures is far off."
+                )
+    principles = results.get("principles") or []
+    if principles:
+        per = max((row.get("n", 0) for row in principles), default=0)
+        lines.append(
+            f"The principle audit asked the same judge about {per} replies per principle and model: treat its rates "
+            "as indications, not measurements."
+        )
+    sets = results.get("eval_sets") or []
+    if any(s.get("source") == "hf-cai" for s in sets):
+        lines.append(
+            "The built-in evaluation prompts were written for this project (English, 120 harmful and 60 "
+            "benign-looking requests); they are not a standard benchmark."
+        )
+    overlap = results.get("overlap") or {}
+    if overlap.get("overlapping"):
+        lines.append(
+            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
+            "eval.allow_train_overlap): the rates on them flatter the model."
+        )
+    elif not overlap.get("checked"):
+        lines.append("The evaluation prompts were not checked against the training prompts.")
+    artifact = results.get("evaluated_artifact")
+    if merged and artifact:
+        lines.append(
+            f"The figures were measured on the {artifact}; the published checkpoint is their merge into 16-bit "
+            "weights, whose replies can differ slightly."
+        )
+    return lines
+
+
+def judge_summary_line(results: Mapping[str, Any]) -> str | None:
+    """One line on the judge: who it is, its calibration accuracy, order consistency and option mass."""
+    quality = results.get("judge_quality")
+    judge = (results.get("models") or {}).get("judge")
+    if not quality and not judge:
+        return None
+    who = judge or "the feedback model"
+    if (results.get("models") or {}).get("judge_is_base"):
+        who += " (the base model itself)"
+    row = judge_accuracy_row(quality)
+    if row is None:
+        return f"Judge: {who}; its accuracy was not measured."
+    parts = [f"accuracy {with_interval(row)} on {row['n']} calibration items"]
+    if quality.get("order_consistency") is not None:
+        parts.append(f"same choice in both option orders {percent(quality['order_consistency'])}")
+    if quality.get("option_mass") is not None:
+        parts.append(f"probability on the answer options {percent(quality['option_mass'])}")
+    return f"Judge: {who}; " + ", ".join(parts) + "."
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def samples_of(results: Mapping[str, Any], *, harmful: bool | None = None) -> list[dict[str, Any]]:
+    """The sample replies of ``results``; with ``harmful``, only those to harmful (or benign) requests. Samples of the
+    first format, which had only harmful ones, count as harmful."""
+    samples: Sequence[Mapping[str, Any]] = results.get("samples") or []
+    if harmful is None:
+        return [dict(s) for s in samples]
+    return [dict(s) for s in samples if bool(s.get("harmful", True)) == harmful]
+
+
+__all__ = [
+    "GROUPS",
+    "compare",
+    "judge_accuracy_row",
+    "judge_sentence",
+    "judge_summary_line",
+    "limitation_lines",
+    "percent",
+    "read_results",
+    "refusal_sentence",
+    "samples_of",
+    "verdict_lines",
+    "with_interval",
+]

@@ -1,45 +1,126 @@
-"""The evaluation stage: the CAI model against the base model on prompts held out from training."""
+"""The evaluation stage: the CAI model against the base model on evaluation prompts the run did not train on.
+
+The prompts come from the recipe's ``eval.eval_sets`` (the built-in set by default) or ``eval.harmful_prompts`` /
+``eval.helpful_prompts``; they are checked against the prompts the run trained on (its red-team prompts, and the
+helpful prompts mixed into SL-CAI), and an overlap stops the stage unless ``eval.allow_train_overlap: true``. The
+judge's calibration report comes from the ``pref_data`` stage (``judge_quality.json``) when it wrote one, so the
+same judge is not measured twice.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.stages.backends import feedback_backend, tuned_and_base_backends
-from hf_cai.pipeline.stages.prompts import held_out_prompts
+from hf_cai.pipeline.stages.prompts import training_prompts
 
 logger = logging.getLogger(__name__)
 
+JUDGE_QUALITY_FILE = "judge_quality.json"
+"""Where the ``pref_data`` stage keeps the judge's calibration report (``JudgeQualityReport.to_dict()``)."""
+
 
 def run_eval(context: RunContext, directory: Path) -> StageResult:
-    """Base vs CAI win rates judged by the feedback model, evasive refusals, multiple-choice judge accuracy."""
-    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+    """Refusal rates (phrase classifier and judge) on harmful and benign requests, the judge's win rates and
+    principle audit, the judge's quality; ``results.json`` and ``chart.png``, and notes on what they support."""
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models, select_prompts
 
     recipe = context.recipe
-    held_out = {
-        "harmful_prompts": held_out_prompts(context, recipe.prompts, recipe.max_prompts),
-        "helpful_prompts": held_out_prompts(context, recipe.helpful_prompts, recipe.sl_data.get("num_helpful_prompts")),
-    }
-    if not held_out["harmful_prompts"] and "harmful_prompts" not in recipe.eval:
-        logger.warning("no red-team prompt is held out from training (max_prompts covers them all): the evaluation "
-                       "uses prompts the model was trained on; set max_prompts or eval.harmful_prompts")
-    if recipe.helpful_prompts and not held_out["helpful_prompts"] and "helpful_prompts" not in recipe.eval:
-        logger.warning("no helpful prompt is held out from training (set sl_data.num_helpful_prompts below the size "
-                       "of the helpful set, or eval.helpful_prompts): helpfulness is judged on training prompts")
-    settings = {"seed": recipe.seed, **{k: v for k, v in held_out.items() if v}, **recipe.eval}
-    config = EvaluationConfig(**settings)
-    cai, base = tuned_and_base_backends(context, context.final_model())
-    report = evaluate_models(base, cai, feedback_backend(context, base), context.constitution, config)
+    config = EvaluationConfig(**{"seed": recipe.seed, **recipe.eval})
+    # Checked before any model is loaded: an overlap stops the stage at once.
+    prompts = select_prompts(config, trained_prompts(context))
+    final = context.final_model()
+    cai, base = tuned_and_base_backends(context, final)
+    report = evaluate_models(
+        base,
+        cai,
+        feedback_backend(context, base),
+        context.constitution,
+        config,
+        prompts=prompts,
+        judge_quality=pref_data_judge_quality(context),
+        models=model_ids(context, final),
+        evaluated_artifact=evaluated_artifact(context, final),
+    )
     report.save(directory)
-    metrics = {
-        "harmless_win": report.harmlessness_win_rate.value,
-        "helpful_win": report.helpfulness_win_rate.value,
-        "evasive_base": report.evasive_rate_base.value,
-        "evasive_cai": report.evasive_rate_cai.value,
+    results = report.to_dict()
+    refusal = results["refusal"]
+    metrics: dict[str, Any] = {
+        f"refused_{group}_{model}": refusal[group][model]["rate"]
+        for group in ("harmful", "benign")
+        for model in ("base", "cai")
+        if refusal[group].get(model) and refusal[group]["n"]
     }
+    metrics.update({"n_harmful": refusal["harmful"]["n"], "n_benign": refusal["benign"]["n"]})
+    metrics["harmless_win"] = report.harmlessness_win_rate.value
+    metrics["helpful_win"] = report.helpfulness_win_rate.value
+    quality = results.get("judge_quality") or {}
+    if quality.get("accuracy") is not None:
+        metrics["judge_acc"] = quality["accuracy"]
     metrics.update({f"judge_acc[{name}]": p.value for name, p in report.feedback_accuracy.items()})
     return StageResult(
         outputs={"results": context.relative(directory / "results.json"), "chart": context.relative(directory / "chart.png")},
         metrics=metrics,
+        notes=results["notes"],
     )
+
+
+def trained_prompts(context: RunContext) -> list[Any]:
+    """Every prompt the run trained on: its red-team prompts (SL-CAI, preference pairs, GRPO) and the helpful prompts
+    mixed into the SL-CAI data."""
+    from hf_cai.builders import load_prompts
+
+    recipe = context.recipe
+    prompts = list(training_prompts(context))
+    helpful = recipe.sl_data.get("helpful_prompts", recipe.helpful_prompts)
+    if helpful is not None:
+        prompts += load_prompts(helpful)[: recipe.sl_data.get("num_helpful_prompts")]
+    return prompts
+
+
+def pref_data_judge_quality(context: RunContext) -> dict[str, Any] | None:
+    """The judge's calibration report the ``pref_data`` stage wrote (its ``judge_quality`` output, or
+    ``judge_quality.json`` in its folder), marked with where it came from; ``None`` when it wrote none."""
+    record = context.manifest.stage("pref_data")
+    if record.get("status") != "done":
+        return None
+    relative = record.get("outputs", {}).get("judge_quality")
+    path = context.run_dir / relative if relative else context.stage_dir("pref_data") / JUDGE_QUALITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        logger.warning("%s could not be read (%s): measuring the judge again", path, error)
+        return None
+    return {**data, "source": "pref_data stage"} if isinstance(data, dict) else None
+
+
+def model_ids(context: RunContext, final: Path) -> dict[str, Any]:
+    """Readable ids of the compared models and the judge, for ``results.json``."""
+    from hf_cai.gguf import hub_id_of
+
+    recipe = context.recipe
+    base = context.base_model_hub_id()
+    judge = (hub_id_of(recipe.feedback_model) or recipe.feedback_model) if recipe.feedback_model else base
+    cai = recipe.publish.get("repo_id") or str(final)
+    return {"base": base, "cai": cai, "judge": judge, "judge_is_base": not recipe.feedback_model}
+
+
+def evaluated_artifact(context: RunContext, final: Path) -> str:
+    """What generated the CAI model's replies: the LoRA adapter on the (possibly 4-bit) base, or a full checkpoint."""
+    recipe = context.recipe
+    base = context.base_model_hub_id()
+    if (final / "adapter_config.json").is_file():
+        artifact = f"LoRA adapter applied to {base}"
+        if recipe.load_in_4bit:
+            artifact += " (base weights loaded in 4-bit NF4)"
+    else:
+        artifact = f"full checkpoint in {final}"
+    if recipe.endpoint:
+        artifact += "; the base model's replies came from the recipe's endpoint"
+    return artifact

@@ -181,8 +181,9 @@ def test_metadata_round_trips_through_modelcard_load(adapter_dir, tmp_path):
     assert data.library_name == "peft" and data.license == "apache-2.0" and data.pipeline_tag == "text-generation"
     assert data.tags == ["constitutional-ai", "hf-cai", "trl", "qlora", "sft"]
     assert data.constitution == {"name": "harmless", "version": "1.0", "sha256": HARMLESS.sha256}
+    # model-index holds this model's own results only: no base-model rows, no win rates (comparisons).
     results = {(r.metric_name, r.metric_value) for r in data.eval_results}
-    assert ("harmlessness win rate", 0.75) in results and ("evasive refusals (CAI)", 0.125) in results
+    assert results == {("evasive refusals (CAI)", 0.125)}
     assert data.model_name == "tiny-cai"
 
 
@@ -215,8 +216,8 @@ def test_card_shows_sampled_chains_escaped(adapter_dir):
 
 def test_evaluation_and_loading_sections(adapter_dir):
     text = str(build_model_card(adapter_dir, repo_id="alice/tiny-cai", license="mit", eval_results=EVAL_RESULTS))
-    assert "| harmlessness win rate | 75.0% | 55.0% – 88.0% | 32 |" in text
-    assert "| evasive refusals | 25.0% | 12.5% |" in text
+    assert "| harmlessness win rate | 75.0% | 55.0% – 88.0% | 32 |" in text  # a first-format results.json
+    assert "| evasive refusals (CAI) | 12.5% |" in text and "does not record the judge's quality" in text
     assert 'AutoPeftModelForCausalLM.from_pretrained("alice/tiny-cai"' in text
     assert "@misc{bai2022constitutional" in text and "2212.08073" in text
     merged = str(build_model_card(adapter_dir, repo_id="alice/tiny-merged", license="mit", merged=True))

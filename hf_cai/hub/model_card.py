@@ -3,24 +3,28 @@
 Metadata (the YAML block the Hub indexes): ``base_model`` (a Hub id), ``datasets``, ``library_name`` (``peft`` for an
 adapter, ``transformers`` for a merged model), ``license`` (checked against the Hub's list), ``tags``
 (``constitutional-ai``, ``hf-cai``, ``trl``, ``qlora`` or ``lora``, one per training stage), ``pipeline_tag``,
-``model-index`` when an evaluation ran, and ``constitution: {name, version, sha256}`` so that CAI models can be found
+``model-index`` when an evaluation ran (only this model's own results: its refusal rates, see
+:mod:`hf_cai.evaluation.card_section`), and ``constitution: {name, version, sha256}`` so that CAI models can be found
 and compared by the constitution they were aligned to.
 
-The body comes from ``model_cards/model_card.md.j2``: the stages and methods, the constitution with the number of
-training rows each principle produced, sampled critique → revision chains, hyperparameters and hardware, the
-evaluation, loading snippets, limitations and the citation of the CAI paper.
+The body comes from ``model_cards/model_card.md.j2``: the stages and methods, the SL-CAI quality gates' counts, the
+constitution with the number of training rows each principle produced, sampled critique → revision chains,
+hyperparameters and hardware, the evaluation (the comparison with the base model, the judge's quality, the chart,
+sample replies behind a content warning), loading snippets, limitations written from the evaluation's numbers and the
+citation of the CAI paper. :func:`card_assets` names the files the card links to (``eval/chart.png``,
+``eval/results.json``), which a publication ships beside it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution, ConstitutionError
+from hf_cai.evaluation.card_section import evaluation_section
 from hf_cai.hub.errors import ModelCardError
 from hf_cai.hub.licenses import validate_license
 from hf_cai.hub.repo_id import repo_id_problem
@@ -104,7 +108,8 @@ def load_constitution(training: TrainingOutput, constitution: Constitution | str
 
 
 def load_eval_results(results: Any) -> dict[str, Any] | None:
-    """Evaluation results as ``{"metrics": [...], "constitution_sha256": ...}``.
+    """Evaluation results as ``results.json`` holds them (``{"refusal", "win_rates", ..., "metrics": [...]}``; the
+    first format, ``{"metrics": [...]}``, is read too).
 
     Accepts an ``hf_cai.evaluation.EvaluationReport``, its ``to_dict()``, or the path of its ``results.json``.
     """
@@ -125,45 +130,56 @@ def load_eval_results(results: Any) -> dict[str, Any] | None:
     return dict(results)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unnamed"
-
-
-def _eval_results_metadata(results: Mapping[str, Any], model_name: str):
+def _eval_results_metadata(results: Mapping[str, Any]):
+    """``model-index`` entries: this model's own results only (see :mod:`hf_cai.evaluation.card_section`)."""
     from huggingface_hub import EvalResult
 
-    entries = []
-    for metric in results["metrics"]:
-        value = metric.get("value")
-        if not isinstance(value, (int, float)) or value != value:  # NaN: nothing measured
-            continue
-        dataset = str(metric.get("dataset") or "hf-cai evaluation prompts")
-        entries.append(
-            EvalResult(
-                task_type="text-generation",
-                task_name="Constitutional AI evaluation",
-                dataset_type=_slug(dataset),
-                dataset_name=dataset,
-                metric_type=str(metric.get("type") or _slug(metric["name"])),
-                metric_name=str(metric["name"]),
-                metric_value=round(float(value), 4),
-            )
-        )
-    return entries or None
+    from hf_cai.evaluation.card_section import model_index_entries
+
+    return [EvalResult(**entry) for entry in model_index_entries(results)] or None
 
 
-def _before_after(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Pairs of ``<name> (base)`` / ``<name> (CAI)`` metrics, as before/after rows."""
-    rows = []
-    for before in metrics:
-        name = str(before["name"])
-        if not name.endswith("(base)"):
-            continue
-        stem = name[: -len("(base)")].strip()
-        after = next((m for m in metrics if str(m["name"]) == f"{stem} (CAI)"), None)
-        if after is not None:
-            rows.append({"name": stem, "before": before, "after": after})
-    return rows
+CHART_IN_REPO = "eval/chart.png"
+RESULTS_IN_REPO = "eval/results.json"
+
+
+def card_assets(training: TrainingOutput, eval_results: Any = None) -> dict[str, Path]:
+    """Files the card links to, by their path in the repository: the evaluation's chart and ``results.json``, when
+    the run's ``eval/`` folder (or the folder of an ``eval_results`` path) holds them. A publication ships them
+    beside the card."""
+    if eval_results is None:
+        results_path = training.eval_results_path
+    elif isinstance(eval_results, (str, Path)):
+        results_path = Path(eval_results)
+    else:
+        return {}
+    if results_path is None or not results_path.is_file():
+        return {}
+    assets = {RESULTS_IN_REPO: results_path}
+    chart = results_path.parent / "chart.png"
+    if chart.is_file():
+        assets[CHART_IN_REPO] = chart
+    return assets
+
+
+def quality_gates(training: TrainingOutput) -> dict[str, Any] | None:
+    """The SL-CAI quality gates' record of the run (``sl_data/quality.json``, or the manifest's
+    ``stages.sl_data.metrics.quality``): ``{"counts": {...}, "summary": [...], ...}``; ``None`` when absent."""
+    if training.run_dir is None:
+        return None
+    candidates: list[Any] = []
+    path = training.run_dir / "sl_data" / "quality.json"
+    if path.is_file():
+        candidates.append(read_json(path))
+    manifest = training.run_dir / "manifest.json"
+    if manifest.is_file():
+        stage = (read_json(manifest).get("stages") or {}).get("sl_data") or {}
+        candidates.append((stage.get("metrics") or {}).get("quality"))
+    for record in candidates:
+        if isinstance(record, Mapping) and isinstance(record.get("counts"), Mapping):
+            return {"counts": dict(record["counts"]), "summary": list(record.get("summary") or []),
+                    "kept_share": record.get("kept_share")}
+    return None
 
 
 def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -224,7 +240,7 @@ def build_model_card(
         training_data: Local datasets (``Dataset``, ``DatasetDict`` or ``save_to_disk`` folders) to count principle
             usage and sample examples from; a run directory's ``sl_data``/``pref_data`` datasets are added.
         eval_results: ``EvaluationReport``, its dict, or ``results.json`` path; a run's ``eval/results.json`` is used
-            when not given.
+            when not given. The chart beside a ``results.json`` is embedded (publish it as :func:`card_assets` says).
         merged: The card describes the merged 16-bit model rather than the adapter.
         license_name: Short name of the license when ``license="other"``.
         license_link: Link to the license text when ``license="other"``.
@@ -243,6 +259,7 @@ def build_model_card(
     license_id = validate_license(license, license_name=license_name, license_link=license_link)
     base_model = resolve_base_model(training, base_model_id)
     constitution = load_constitution(training, constitution)
+    assets = card_assets(training, eval_results)
     if eval_results is None and training.eval_results_path is not None:
         eval_results = training.eval_results_path
     results = load_eval_results(eval_results)
@@ -301,7 +318,7 @@ def build_model_card(
         tags=tags,
         pipeline_tag="text-generation",
         model_name=model_name if results else None,
-        eval_results=_eval_results_metadata(results, model_name) if results else None,
+        eval_results=_eval_results_metadata(results) if results else None,
         constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},
     )
     from hf_cai import __version__
@@ -325,8 +342,10 @@ def build_model_card(
         "hardware": _mapping(training.record.get("hardware")),
         "versions": _mapping(training.record.get("versions") or training.record.get("library_versions")),
         "datasets": list(datasets),
-        "evaluation": results,
-        "before_after": _before_after(results["metrics"]) if results else [],
+        "evaluation": evaluation_section(results, merged=merged),
+        "chart": CHART_IN_REPO if CHART_IN_REPO in assets else None,
+        "results_file": RESULTS_IN_REPO if RESULTS_IN_REPO in assets else None,
+        "quality": quality_gates(training),
         "hf_cai_version": __version__,
     }
     return render_card(ModelCard, card_data, MODEL_CARD_TEMPLATE, context, template=template)

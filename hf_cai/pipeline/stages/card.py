@@ -1,4 +1,4 @@
-"""The model card of the run's final model."""
+"""The model card of the run's final model, with the files it links to (the evaluation's chart and results)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from hf_cai.pipeline.context import RunContext, StageResult
 
 
 def run_card(context: RunContext, directory: Path) -> StageResult:
-    """The model card, rendered from the run (published as the repository's README.md)."""
+    """The model card, rendered from the run (published as the repository's README.md); the chart and results it
+    links to are copied beside it, so ``card/`` previews as the repository will show it."""
     from hf_cai.hub import build_model_card, locate_training_output
+    from hf_cai.hub.model_card import card_assets
 
     training = locate_training_output(context.final_model())
     card = build_model_card(
@@ -22,4 +24,11 @@ def run_card(context: RunContext, directory: Path) -> StageResult:
     )
     path = directory / "README.md"
     path.write_text(str(card), encoding="utf-8")
-    return StageResult(outputs={"card": context.relative(path)})
+    outputs = {"card": context.relative(path)}
+    for path_in_repo, source in card_assets(training).items():
+        target = directory / path_in_repo
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        if target.suffix == ".png":
+            outputs["chart"] = context.relative(target)
+    return StageResult(outputs=outputs)

@@ -1,7 +1,8 @@
-"""What ``hf-cai demo`` shows once its run ends: base and CAI replies side by side, and what to do next.
+"""What ``hf-cai demo`` shows once its run ends: base and CAI replies side by side, the judge in one line, a short
+verdict, and what to do next.
 
-Everything is read from the run directory (the evaluation's samples, the publication record), so showing it costs no
-generation and works for any finished run, not only the demo's.
+Everything is read from the run directory (the evaluation's results and notes, the publication record), so showing it
+costs no generation and works for any finished run, not only the demo's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import textwrap
 import unicodedata
 from pathlib import Path
 
+from hf_cai.evaluation.verdict import judge_summary_line, samples_of, verdict_lines
 from hf_cai.gguf import embedded_model
 from hf_cai.pipeline import Pipeline
 
@@ -38,13 +40,20 @@ def side_by_side(left: str, right: str, width: int) -> list[str]:
     return [f"{a}{' ' * (column - display_width(a))}{GUTTER}{b}".rstrip() for a, b in zip(left_lines, right_lines)]
 
 
-def eval_samples(pipeline: Pipeline) -> list[dict[str, str]] | None:
-    """The evaluation's ``{prompt, base, cai}`` samples of the run, or ``None`` when its eval stage has not finished."""
+def eval_results(pipeline: Pipeline) -> dict | None:
+    """The run's ``eval/results.json``, or ``None`` when its eval stage has not finished."""
     record = pipeline.manifest.stage("eval")
     results = record.get("outputs", {}).get("results")
     if record.get("status") != "done" or results is None or not (pipeline.run_dir / results).is_file():
         return None
-    return json.loads((pipeline.run_dir / results).read_text(encoding="utf-8")).get("samples", [])
+    return json.loads((pipeline.run_dir / results).read_text(encoding="utf-8"))
+
+
+def eval_samples(pipeline: Pipeline) -> list[dict[str, str]] | None:
+    """The evaluation's ``{prompt, base, cai}`` samples of harmful requests, or ``None`` when its eval stage has not
+    finished."""
+    results = eval_results(pipeline)
+    return None if results is None else samples_of(results, harmful=True)
 
 
 def published_folder(pipeline: Pipeline) -> Path | None:
@@ -65,12 +74,31 @@ def comparison_text(pipeline: Pipeline, *, samples: int = 3, width: int | None =
         return "The side-by-side comparison appears once the eval stage has run (run the same command again)."
     if not rows:
         return "The evaluation kept no sample replies to compare."
-    lines = [f"Held-out red-team prompts, base model ({pipeline.base_model_hub_id()}) vs the CAI model of this run:"]
+    lines = [f"Harmful requests from the evaluation set (not trained on), base model ({pipeline.base_model_hub_id()}) "
+             "vs the CAI model of this run:"]
     for number, row in enumerate(rows[:samples], start=1):
         lines += ["", *textwrap.wrap(f"{number}. {row['prompt']}", width)]
         lines += side_by_side("BASE", "CAI", width)
         lines.append("─" * ((width - len(GUTTER)) // 2) + "─┼─" + "─" * ((width - len(GUTTER)) // 2))
         lines += side_by_side(row["base"], row["cai"], width)
+    return "\n".join(lines)
+
+
+def verdict_text(pipeline: Pipeline, *, width: int | None = None, max_lines: int = 3) -> str:
+    """The judge in one line, then at most ``max_lines`` sentences on what the evaluation's figures support (the eval
+    stage's notes); empty before the eval stage has run."""
+    width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)
+    results = eval_results(pipeline)
+    if results is None:
+        return ""
+    notes = pipeline.manifest.stage("eval").get("notes") or verdict_lines(results)
+    judge = judge_summary_line(results)
+    if not notes and not judge:  # a results.json of the first format says neither
+        return ""
+    lines = textwrap.wrap(judge, width) if judge else []
+    lines.append("Verdict:")
+    for note in notes[:max_lines]:
+        lines += textwrap.wrap(note, width, initial_indent="  - ", subsequent_indent="    ")
     return "\n".join(lines)
 
 
@@ -96,8 +124,20 @@ def next_steps_text(pipeline: Pipeline) -> str:
 
 
 def demo_report(pipeline: Pipeline, *, samples: int = 3, width: int | None = None) -> str:
-    """The text ``hf-cai demo`` prints after the stage summary: :func:`comparison_text`, then :func:`next_steps_text`."""
-    return f"{comparison_text(pipeline, samples=samples, width=width)}\n\n{next_steps_text(pipeline)}"
+    """The text ``hf-cai demo`` prints after the stage summary: :func:`comparison_text`, :func:`verdict_text`, then
+    :func:`next_steps_text`."""
+    parts = [comparison_text(pipeline, samples=samples, width=width), verdict_text(pipeline, width=width),
+             next_steps_text(pipeline)]
+    return "\n\n".join(part for part in parts if part)
 
 
-__all__ = ["comparison_text", "demo_report", "eval_samples", "next_steps_text", "published_folder", "side_by_side"]
+__all__ = [
+    "comparison_text",
+    "demo_report",
+    "eval_results",
+    "eval_samples",
+    "next_steps_text",
+    "published_folder",
+    "side_by_side",
+    "verdict_text",
+]

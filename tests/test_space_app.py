@@ -366,6 +366,23 @@ def test_chat_command_finds_the_model_of_a_run_directory(tiny_model_dir, adapter
         chat_config(Namespace(run_dir=str(tmp_path), **options))
 
 
+def test_chat_command_refuses_a_taken_port_before_loading_any_model(adapter_dir, monkeypatch, capsys):
+    from hf_cai.cli import main
+    from hf_cai.spaces.models import SideBySideModels
+
+    loaded = []
+    monkeypatch.setattr(SideBySideModels, "from_config", classmethod(lambda cls, config: loaded.append(config)))
+    with socket.socket() as taken:  # another server (e.g. a first `hf-cai chat`) listens on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["chat", "--model", str(adapter_dir), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in error and "already in use" in error
+    assert "--port" in error and "hf-cai chat" in error
+    assert loaded == []
+
+
 @pytest.mark.slow
 def test_hf_cai_chat_serves_the_app_on_loopback(adapter_dir, tmp_path):
     import subprocess

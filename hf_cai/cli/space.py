@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 from hf_cai.artifact_files import CONSTITUTION_FILE
@@ -66,16 +67,52 @@ def chat_config(args: argparse.Namespace):
     )
 
 
+def _port_taken(host: str, port: int, reason: object) -> CommandError:
+    return CommandError(
+        f"cannot serve on {host}:{port}: the port is already in use ({reason}). Another program is listening there "
+        f"(perhaps another `hf-cai chat`): stop it, or pick a free port with --port, e.g. --port {port + 1}."
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`CommandError` naming the port and ``--port`` when ``host:port`` cannot be served on.
+
+    Checked before the models load, so a taken port fails in a second rather than after minutes of loading.
+    """
+    if not 0 < port < 65536:
+        raise CommandError(f"--port {port} is not a port number: use 1-65535 (default 7860)")
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise CommandError(f"--host {host}: not an address of this machine ({error})") from None
+    with socket.socket(family, kind, protocol) as probe:
+        # As the server binds (SO_REUSEADDR): a port left in TIME_WAIT by a stopped server counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except PermissionError as error:
+            raise CommandError(
+                f"cannot serve on {host}:{port}: {error.strerror}. Ports below 1024 need administrator rights: pick "
+                "another with --port (default 7860)."
+            ) from None
+        except OSError as error:
+            raise _port_taken(host, port, error.strerror or error) from None
+
+
 def _chat(args: argparse.Namespace) -> int:
     from hf_cai.modeling import ModelLoadError
     from hf_cai.spaces.app import create_app
 
+    check_port_free(args.host, args.port)
     config = chat_config(args)
     try:
         demo = create_app(config)
     except ModelLoadError as error:
         raise CommandError(str(error)) from None
-    demo.launch(server_name=args.host, server_port=args.port, inbrowser=args.open_browser)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, inbrowser=args.open_browser)
+    except OSError:  # taken while the models loaded
+        raise _port_taken(args.host, args.port, "taken while the models loaded") from None
     return 0
 
 

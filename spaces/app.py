@@ -29,8 +29,16 @@ import gradio as gr
 
 from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.conversation import Conversation
+from hf_cai.spaces.about import describe_models, local_files
 from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
 from hf_cai.spaces.models import SideBySideModels
+from hf_cai.spaces.principles import (
+    constitution_footer,
+    constitution_header,
+    instructions_markdown,
+    principle_choices,
+    principles_markdown,
+)
 
 logger = logging.getLogger("hf_cai.spaces.app")
 
@@ -97,10 +105,18 @@ class SideBySideChat:
     Histories are kept per browser session in ``gr.State`` as plain ``{"role", "content"}`` messages.
     """
 
-    def __init__(self, config: SpaceConfig, models: SideBySideModels, constitution: Constitution):
+    def __init__(
+        self,
+        config: SpaceConfig,
+        models: SideBySideModels,
+        constitution: Constitution,
+        *,
+        names: dict[str, str | None] | None = None,
+    ):
         self.config = config
         self.models = models
         self.constitution = constitution
+        self.names = names or {"base": models.base_label, "cai": models.cai_label}
         self._stream = _on_gpu(models.stream)
         self._generate = _on_gpu(models.generate)
 
@@ -175,8 +191,9 @@ class SideBySideChat:
         yield from self._answer(last_user, base, cai, max_new_tokens, temperature)
 
     def clear(self) -> tuple:
-        """Forget both conversations; returns (base chat, CAI chat, notice, critique, revision, base, CAI state)."""
-        return [], [], "", "", "", [], []
+        """Forget both conversations; returns (base chat, CAI chat, notice, critique, revision, critique notice,
+        base state, CAI state)."""
+        return [], [], "", "", "", "", [], []
 
     def critique(
         self,
@@ -212,37 +229,28 @@ class SideBySideChat:
         if revise:
             request = self.constitution.revision_messages(exchange, principle_id, critique, few_shot=few_shot)
             revision = self._generate(panel, request, max_new_tokens=tokens, temperature=temperature)
-        label = self.models.cai_label if panel == "cai" else self.models.base_label
-        return critique, revision, f"Critique by {which} model ({label}) under principle '{principle_id}'."
+        name = self.names[panel]
+        return critique, revision, f"Critique by the {which} model ({name}) under principle '{principle_id}'."
 
 
-def _constitution_header(constitution: Constitution, note: str | None) -> str:
-    lines = [
-        f"**{constitution.name}** v{constitution.version} · license {constitution.license}",
-        "",
-        constitution.description,
-        "",
-        f"sha256 `{constitution.sha256}`",
-    ]
-    if note:
-        lines += ["", f"_{note}_"]
-    return "\n".join(lines)
-
-
-def _principle_rows(constitution: Constitution) -> list[list[Any]]:
-    return [
-        [p.id, p.critique or "", p.revision or "", p.preference or "", ", ".join(p.tags), p.weight]
-        for p in constitution.principles
-    ]
+CONTENT_NOTE = (
+    "**Content note:** these red-team prompts ask for harmful things (self-harm, weapons, hate, scams, ...). They are "
+    "here to show how each model answers or refuses such requests; some may be upsetting."
+)
 
 
 def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -> gr.Blocks:
     """Load the models (unless given) and build the page, with its queue configured."""
     models = models or SideBySideModels.from_config(config)
     constitution, note = resolve_constitution(config)
-    handlers = SideBySideChat(config, models, constitution)
-    critique_ids = [p.id for p in constitution.principles if p.has_critique]
+    about = describe_models(config, constitution, cai_is_adapter=models.shares_base)
+    if local_files(about):
+        gr.set_static_paths(local_files(about))  # exactly the files linked, nothing else of their folders
+    names = {"base": about["base"].name, "cai": about["cai"].name if "cai" in about else None}
+    handlers = SideBySideChat(config, models, constitution, names=names)
+    choices = principle_choices(constitution)
     cai_placeholder = handlers.unavailable_notice or None
+    text = {"latex_delimiters": [], "sanitize_html": True}
 
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         gr.Markdown(
@@ -254,36 +262,44 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
         base_state = gr.State([])
         cai_state = gr.State([])
         with gr.Row(equal_height=True):
-            base_chat = gr.Chatbot(
-                label=f"Base · {models.base_label}", elem_id="base-chat", height=380, buttons=["copy", "copy_all"]
-            )
-            cai_chat = gr.Chatbot(
-                label=f"CAI · {models.cai_label or 'none configured'}",
-                elem_id="cai-chat",
-                height=380,
-                buttons=["copy", "copy_all"],
-                placeholder=cai_placeholder,
-            )
-        with gr.Row():
+            with gr.Column():
+                gr.Markdown(about["base"].markdown("Base model"), elem_id="base-about", **text)
+                base_chat = gr.Chatbot(
+                    label=names["base"], elem_id="base-chat", height=380, buttons=["copy", "copy_all"]
+                )
+            with gr.Column():
+                cai_about = about["cai"].markdown("CAI model") if "cai" in about else None
+                gr.Markdown(cai_about or "**CAI model** — none configured", elem_id="cai-about", **text)
+                cai_chat = gr.Chatbot(
+                    label=names["cai"] or "CAI model: none configured",
+                    elem_id="cai-chat",
+                    height=380,
+                    buttons=["copy", "copy_all"],
+                    placeholder=cai_placeholder,
+                )
+        with gr.Row(equal_height=True):
+            # lines=1 with max_lines > 1: Enter sends, Shift+Enter starts a new line (the box grows to max_lines).
             prompt = gr.Textbox(
-                placeholder="Ask both models…",
+                placeholder="Ask both models… (Enter sends, Shift+Enter for a new line)",
                 label="prompt",
                 show_label=False,
-                lines=2,
+                lines=1,
+                max_lines=8,
                 scale=8,
                 elem_id="prompt",
                 autofocus=True,
             )
-            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            send = gr.Button("Send", variant="primary", scale=1, min_width=100, elem_id="send")
         notice = gr.Markdown(label="notice", elem_id="notice")
-        with gr.Row():
-            retry = gr.Button("Retry", size="sm", elem_id="retry")
-            clear = gr.Button("Clear", size="sm", elem_id="clear")
+        with gr.Row(elem_id="chat-actions"):
+            retry = gr.Button("Retry", size="sm", scale=0, min_width=90, elem_id="retry")
+            clear = gr.Button("Clear", size="sm", scale=0, min_width=90, elem_id="clear")
         with gr.Accordion("Generation settings", open=False):
             max_new_tokens = gr.Slider(
                 1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1, label="Max new tokens"
             )
             temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="Temperature (0 = greedy)")
+        gr.Markdown(CONTENT_NOTE, elem_id="content-note")
         gr.Examples(
             examples=[[p] for p in red_team_examples(config.num_examples)],
             inputs=[prompt],
@@ -292,26 +308,23 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
         )
         with gr.Accordion("Critique the last reply", open=False, elem_id="critique-panel"):
             with gr.Row():
-                which = gr.Radio(list(PANEL_NAMES), value="CAI", label="Reply of")
+                which = gr.Radio(list(PANEL_NAMES), value="CAI", label="Reply of", scale=1)
                 principle = gr.Dropdown(
-                    critique_ids, value=critique_ids[0] if critique_ids else None, label="Principle"
+                    choices, value=choices[0][1] if choices else None, label="Principle", scale=3, elem_id="principle"
                 )
-                revise = gr.Checkbox(value=True, label="Also revise")
-            critique_button = gr.Button("Critique", elem_id="critique", interactive=bool(critique_ids))
+                revise = gr.Checkbox(value=True, label="Also revise", scale=1)
+            critique_button = gr.Button("Critique", elem_id="critique", interactive=bool(choices))
+            critique_notice = gr.Markdown(elem_id="critique-notice")
             critique_text = gr.Textbox(label="Critique", lines=4, interactive=False, elem_id="critique-text")
             revision_text = gr.Textbox(label="Revision", lines=4, interactive=False, elem_id="revision-text")
         with gr.Accordion(
             f"Constitution: {constitution.name} v{constitution.version}", open=False, elem_id="constitution"
         ):
-            gr.Markdown(_constitution_header(constitution, note))
-            gr.Dataframe(
-                value=_principle_rows(constitution),
-                headers=["id", "critique", "revision", "preference", "tags", "weight"],
-                interactive=False,
-                wrap=True,
-                column_widths=["12%", "30%", "30%", "16%", "7%", "5%"],
-                elem_id="principles",
-            )
+            gr.Markdown(constitution_header(constitution, note), **text)
+            gr.Markdown(principles_markdown(constitution), elem_id="principles", **text)
+            with gr.Accordion("Revision requests and preference questions", open=False):
+                gr.Markdown(instructions_markdown(constitution), elem_id="instructions", **text)
+            gr.Markdown(constitution_footer(constitution), **text)
 
         model_event = {"concurrency_id": "models", "concurrency_limit": config.concurrency_limit}
         settings = [max_new_tokens, temperature, base_state, cai_state]
@@ -330,7 +343,8 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
             api_name="retry",
             **model_event,
         )
-        clear_outputs = [base_chat, cai_chat, notice, critique_text, revision_text, base_state, cai_state]
+        clear_outputs = [base_chat, cai_chat, notice, critique_text, revision_text, critique_notice, base_state,
+                         cai_state]
         clear.click(handlers.clear, outputs=clear_outputs, api_name="clear", queue=False)
         # The bin icon of either panel clears both conversations, so the panels never disagree with the history.
         gr.on([base_chat.clear, cai_chat.clear], handlers.clear, outputs=clear_outputs, api_visibility="private",
@@ -338,7 +352,7 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
         critique_button.click(
             handlers.critique,
             inputs=[which, principle, revise, *settings],
-            outputs=[critique_text, revision_text, notice],
+            outputs=[critique_text, revision_text, critique_notice],
             api_name="critique",
             **model_event,
         )

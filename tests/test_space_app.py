@@ -383,6 +383,56 @@ def test_chat_command_refuses_a_taken_port_before_loading_any_model(adapter_dir,
     assert loaded == []
 
 
+def test_the_panels_name_the_models_and_link_only_what_exists(tiny_model_dir, adapter_dir, tmp_path):
+    from hf_cai.spaces.about import PAPER_URL, describe_models, local_files
+
+    harmless = Constitution.builtin("harmless")
+    published = describe_models(
+        SpaceConfig(base_model="HuggingFaceTB/SmolLM2-135M-Instruct", cai_model="alice/cai-tiny"),
+        harmless,
+        cai_is_adapter=True,
+    )
+    assert published["base"].name == "SmolLM2-135M-Instruct"
+    assert published["cai"].name == "SmolLM2-135M-Instruct + CAI (harmless v1.0)"
+    assert {link.text: link.url for link in published["base"].links} == {
+        "model card": "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
+    }
+    assert {link.text: link.url for link in published["cai"].links} == {
+        "model card": "https://huggingface.co/alice/cai-tiny",
+        "evaluation": "https://huggingface.co/alice/cai-tiny#evaluation",
+        "paper": PAPER_URL,
+    }
+    assert local_files(published) == []
+
+    # The embedded alias is named after its Hub id; a folder the Hub does not know keeps its own name, unlinked.
+    assert describe_models(SpaceConfig(base_model="smollm2-135m-instruct"), harmless, cai_is_adapter=False)[
+        "base"
+    ].name == "SmolLM2-135M-Instruct"
+    local = describe_models(
+        SpaceConfig(base_model=str(tiny_model_dir), cai_model=str(adapter_dir)), harmless, cai_is_adapter=True
+    )
+    assert local["base"].name == tiny_model_dir.name and local["base"].links == ()
+    assert local["cai"].name == f"{tiny_model_dir.name} + CAI (harmless v1.0)"
+    assert [link.text for link in local["cai"].links] == ["paper"]  # no run: no card, no evaluation
+
+
+def test_the_constitution_is_shown_whole_and_as_text():
+    from hf_cai.spaces.principles import principle_choices, principles_markdown, short_text
+
+    harmless = Constitution.builtin("harmless")
+    choices = principle_choices(harmless)
+    assert [value for _, value in choices] == [p.id for p in harmless.principles if p.has_critique]
+    assert choices[0][0] == "general-harm — Look over the assistant's most recent reply and point out…"
+    assert short_text("one two three", limit=9) == "one two…" and short_text("short") == "short"
+    listing = principles_markdown(harmless).splitlines()
+    assert len(listing) == len(harmless.principles)
+    assert listing[0].startswith("1. **general-harm** — Look over the assistant's most recent reply")
+    hostile = Constitution.from_dict({**harmless.to_dict(), "principles": [
+        {"id": "p", "critique": "Is it <b>*bold*</b> or [a link](x)?", "revision": "Fix it."}
+    ]})
+    assert principles_markdown(hostile) == r"1. **p** — Is it \<b\>\*bold\*\</b\> or \[a link\](x)?"
+
+
 @pytest.mark.slow
 def test_hf_cai_chat_serves_the_app_on_loopback(adapter_dir, tmp_path):
     import subprocess

@@ -4,6 +4,7 @@ download of the Space into a fresh virtual environment from its own requirements
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -167,6 +168,12 @@ def test_downloaded_space_installs_into_a_fresh_venv_and_serves(hub, published, 
                         break
             except OSError:
                 time.sleep(1)
+        # The panels name the models by their Hub ids and link their Hub pages.
+        with urllib.request.urlopen(url + "config", timeout=10) as response:
+            props = {c["props"].get("elem_id"): c["props"] for c in json.load(response)["components"]}
+        assert props["base-chat"]["label"] == "tiny-chat"
+        assert props["cai-chat"]["label"] == "tiny-chat + CAI (harmless v1.0)"
+        assert f"https://huggingface.co/{CAI_ID}#evaluation" in props["cai-about"]["value"]
         base_history, cai_history, notice, _ = Client(url, verbose=False).predict("Hello", 6, 0.0, api_name="/chat")
         assert notice == "" and reply(base_history) and reply(cai_history)
         assert reply(base_history) != reply(cai_history)  # the adapter, from the loopback Hub, changes the reply

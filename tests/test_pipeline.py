@@ -30,6 +30,9 @@ FAST_RECIPE = {
     "qlora_profile": "cpu",
     "seed": 3,
     "sl_data": {"rounds": 1, "max_new_tokens": 6, "few_shot": False, "shard_size": 2, "test_size": 0.25},
+    # Six tokens cut every reply short, so the quality gates flag every row; these tests are about the run loop, so
+    # SFT trains on the flagged rows anyway (the gates still count them: tests/test_pipeline_quality.py).
+    "sl_quality": {"exclude_flagged": False},
     "sft": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 0.002, "save_steps": 2},
     "pref_data": {"max_new_tokens": 6, "few_shot": False, "shard_size": 2, "test_size": 0.25, "temperature": 1.0},
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "save_steps": 1},

@@ -2,8 +2,8 @@
 gates (:mod:`hf_cai.builders.quality_gates`).
 
 The gates' findings are kept three ways: a ``quality_flags`` column in every split (empty for a row that passed),
-``quality.json`` beside the dataset (the counts, kept share and examples per SFT split, and over both), and the stage's
-``quality`` figures and notes in the manifest. The gates never stop this stage: the ``sft`` stage, which trains on the
+``quality.json`` beside the dataset (the counts, kept share and examples per split, and over both SFT splits), and
+the stage's ``quality`` figures and notes in the manifest. The gates never stop this stage: the ``sft`` stage, which trains on the
 kept rows, is the one that stops when too few are left, so the data made here is kept for a rerun.
 """
 
@@ -19,8 +19,8 @@ from hf_cai.pipeline.stages.backends import generation_backend
 from hf_cai.pipeline.stages.prompts import training_prompts
 
 QUALITY_FILE = "quality.json"
-"""The gates' record, in the stage folder beside ``dataset/``: ``{split: QualityGateResult.to_dict()}`` for
-``train_sft``, ``test_sft`` and ``all_sft`` (both together)."""
+"""The gates' record, in the stage folder beside ``dataset/``: ``{split: QualityGateResult.to_dict()}`` for every
+split, and ``all_sft`` for ``train_sft`` and ``test_sft`` together (the rows the stage's figures and notes count)."""
 QUALITY_COLUMN = "quality_flags"
 """Column of every split: the row's quality flags, ordered as ``QUALITY_FLAGS`` (``[]``: the row passed)."""
 SFT_SPLITS = ("train_sft", "test_sft")

@@ -117,8 +117,8 @@ def _sl_quality(dataset, record: Mapping[str, Any] | None, constitution: Constit
     """What the card's "Quality" section shows: the gates' counts over the SFT rows, with where they come from."""
     from hf_cai.builders.quality_gates import QUALITY_FLAG_MEANINGS, QUALITY_FLAGS, gate_sl_dataset
 
-    if record is not None and "counts" not in record:  # a whole quality.json: {split: record}
-        record = record.get("all_sft") or record.get("train_sft")
+    if record is not None and "counts" not in record:  # {split: record}
+        record = record.get("train_sft")
     splits = [dataset[name] for name in ("train_sft", "test_sft") if name in dataset] or list(dataset.values())
     example = None
     if record is not None:

@@ -55,7 +55,7 @@ def gated_splits(context: RunContext, data) -> tuple[Any, Any, dict[str, Any], l
                 "existed (run again with --from sl_data to check it)")
         return train_split, eval_split, {"train_rows": total, "train_rows_total": total}, [note]
 
-    record = json.loads(context.output("sl_data", "quality").read_text(encoding="utf-8"))["train_sft"]
+    record = json.loads(context.output("sl_data", "quality").read_text(encoding="utf-8"))["splits"]["train_sft"]
     config = QualityGateConfig(**record["config"])
     examples = {flag: (e["where"], e["text"]) for flag, e in record.get("examples", {}).items()}
     result = QualityGateResult(flags=list(train_split[QUALITY_COLUMN]), config=config, examples=examples)

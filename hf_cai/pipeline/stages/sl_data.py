@@ -2,7 +2,7 @@
 gates (:mod:`hf_cai.builders.quality_gates`).
 
 The gates' findings are kept three ways: a ``quality_flags`` column in every split (empty for a row that passed),
-``quality.json`` beside the dataset (the counts, kept share and examples per split, and over both SFT splits), and
+``quality.json`` beside the dataset (the counts, kept share and examples over both SFT splits, and per split), and
 the stage's ``quality`` figures and notes in the manifest. The gates never stop this stage: the ``sft`` stage, which trains on the
 kept rows, is the one that stops when too few are left, so the data made here is kept for a rerun.
 """
@@ -19,12 +19,11 @@ from hf_cai.pipeline.stages.backends import generation_backend
 from hf_cai.pipeline.stages.prompts import training_prompts
 
 QUALITY_FILE = "quality.json"
-"""The gates' record, in the stage folder beside ``dataset/``: ``{split: QualityGateResult.to_dict()}`` for every
-split, and ``all_sft`` for ``train_sft`` and ``test_sft`` together (the rows the stage's figures and notes count)."""
+"""The gates' record, in the stage folder beside ``dataset/``: ``QualityGateResult.to_dict()`` of ``train_sft`` and
+``test_sft`` together (the rows the stage's figures and notes count), and under ``"splits"`` the same per split."""
 QUALITY_COLUMN = "quality_flags"
 """Column of every split: the row's quality flags, ordered as ``QUALITY_FLAGS`` (``[]``: the row passed)."""
 SFT_SPLITS = ("train_sft", "test_sft")
-ALL_SFT = "all_sft"
 
 
 def run_sl_data(context: RunContext, directory: Path) -> StageResult:
@@ -42,9 +41,10 @@ def run_sl_data(context: RunContext, directory: Path) -> StageResult:
     # The builder has saved the dataset; the gates' record is written before the dataset is saved again with its
     # flags, so that whatever fails after this point, the rows and what the gates found are both on disk.
     results = gate_splits(dataset, context.constitution, gates)
-    overall = results[ALL_SFT]
+    overall = sft_result(results, gates)
+    record = {**overall.to_dict(), "splits": {name: result.to_dict() for name, result in results.items()}}
     quality_path = directory / QUALITY_FILE
-    atomic_write_text(quality_path, json.dumps({name: r.to_dict() for name, r in results.items()}, indent=2) + "\n")
+    atomic_write_text(quality_path, json.dumps(record, indent=2) + "\n")
     save_dataset(with_quality_flags(dataset, results), directory)
     return StageResult(
         outputs={"dataset": context.relative(directory / "dataset"), "quality": context.relative(quality_path)},
@@ -54,19 +54,21 @@ def run_sl_data(context: RunContext, directory: Path) -> StageResult:
 
 
 def gate_splits(dataset, constitution, gates) -> dict[str, Any]:
-    """``{split: QualityGateResult}`` for every split of the SL-CAI ``dataset``, and ``all_sft``: the SFT splits
-    together (the rows the stage's ``rows`` counts)."""
-    from hf_cai.builders.quality_gates import QualityGateResult, gate_sl_dataset
+    """``{split: QualityGateResult}`` for every split of the SL-CAI ``dataset``."""
+    from hf_cai.builders.quality_gates import gate_sl_dataset
 
-    results = {name: gate_sl_dataset(split, constitution, gates) for name, split in dataset.items()}
+    return {name: gate_sl_dataset(split, constitution, gates) for name, split in dataset.items()}
+
+
+def sft_result(results: dict[str, Any], gates):
+    """One ``QualityGateResult`` for the SFT splits together (the rows the stage's ``rows`` counts)."""
+    from hf_cai.builders.quality_gates import QualityGateResult
+
     sft = [results[name] for name in SFT_SPLITS if name in results]
     examples: dict[str, tuple[str, str]] = {}
     for result in reversed(sft):  # the training split's examples first
         examples.update(result.examples)
-    results[ALL_SFT] = QualityGateResult(
-        flags=[flags for result in sft for flags in result.flags], config=gates, examples=examples
-    )
-    return results
+    return QualityGateResult(flags=[flags for result in sft for flags in result.flags], config=gates, examples=examples)
 
 
 def with_quality_flags(dataset, results: dict[str, Any]):

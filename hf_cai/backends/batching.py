@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,21 @@ class Batch:
     cache: Any = None
     """Key/value cache of the first ``cached_length`` columns, the prefix shared by every row."""
     cached_length: int = 0
+
+
+@functools.cache
+def cache_name() -> str:
+    """The name transformers gives the key/value cache, as a model argument and an output field: ``cache`` since
+    transformers renamed it (the old ``past_key_values`` then warns on every use), ``past_key_values`` before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    fields = {field.name for field in dataclasses.fields(CausalLMOutputWithPast)}
+    return "cache" if "cache" in fields else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The key/value cache a model's forward returned (see :func:`cache_name`)."""
+    return getattr(output, cache_name())
 
 
 def length_sorted_batches(
@@ -78,7 +95,7 @@ def prepare_batch(model: Any, sequences: list[list[int]], *, pad_id: int, keeps_
     prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long, device=device)
     kwargs = {"logits_to_keep": 1} if keeps_logits else {}
     with torch.inference_mode():
-        cache = model(input_ids=prefix, use_cache=True, **kwargs).past_key_values
+        cache = output_cache(model(input_ids=prefix, use_cache=True, **kwargs))
     if not hasattr(cache, "batch_repeat_interleave"):
         return Batch(*left_pad(sequences, pad_id, device))
     cache.batch_repeat_interleave(len(sequences))

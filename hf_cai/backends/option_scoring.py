@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from hf_cai.backends.base import BackendError
-from hf_cai.backends.batching import Batch
+from hf_cai.backends.batching import Batch, cache_name, output_cache
 
 
 def score_options(
@@ -24,7 +24,7 @@ def score_options(
     start = batch.cached_length
     kwargs: dict[str, Any] = {"logits_to_keep": 1} if keeps_logits else {}
     if batch.cache is not None:
-        kwargs["past_key_values"] = batch.cache
+        kwargs[cache_name()] = batch.cache
     with torch.inference_mode():
         output = model(
             input_ids=input_ids[:, start:],
@@ -39,7 +39,7 @@ def score_options(
     tail = max(len(ids) for row in options for ids in row) - 1
     if tail == 0:
         return scores
-    cache = output.past_key_values
+    cache = output_cache(output)
     if not hasattr(cache, "batch_repeat_interleave"):
         raise BackendError(
             f"option scoring needs a transformers Cache from the model, got {type(cache).__name__}; "
@@ -56,7 +56,7 @@ def score_options(
     positions = position_ids[:, -1:].repeat_interleave(count, dim=0) + 1 + torch.arange(tail, device=device)
     with torch.inference_mode():
         logits = model(
-            input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name(): cache}
         ).logits
     rest = torch.log_softmax(logits.float(), dim=-1)
     for r, ids in enumerate(rows):

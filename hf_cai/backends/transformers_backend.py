@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hf_cai.backends.base import DetailedGenerator, Generation, check_generation_args, resolve_seed, row_seed
-from hf_cai.backends.batching import Batch, length_sorted_batches, prepare_batch
+from hf_cai.backends.batching import Batch, cache_name, length_sorted_batches, prepare_batch
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_token_ids
 from hf_cai.backends.decoding import finished_generation, greedy_generation_config, make_row_sampler
 from hf_cai.backends.option_scoring import score_options
@@ -176,7 +176,7 @@ class TransformersBackend(DetailedGenerator):
                 prepared = self._prepare_batch([encoded[i].ids for i in batch])
                 kwargs: dict[str, Any] = {}
                 if prepared.cache is not None:
-                    kwargs["past_key_values"] = prepared.cache
+                    kwargs[cache_name()] = prepared.cache
                 if temperature > 0:
                     generators = [torch.Generator().manual_seed(seeds[i]) for i in batch]
                     kwargs["logits_processor"] = [make_row_sampler(generators, temperature, top_p)]

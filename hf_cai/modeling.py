@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,36 @@ def check_4bit_support() -> None:
             f"4-bit (QLoRA) loading needs bitsandbytes, which failed to import here ({type(error).__name__}: {error}). "
             "Install it with `pip install bitsandbytes`, or load without quantization (load_in_4bit=False)."
         ) from None
+
+
+def keep_4bit_weights_differentiable(model: Any) -> int:
+    """Keep the 4-bit layers of a model that is to be trained in bitsandbytes' standard layout; the number of layers
+    whose weights had already been repacked (and are unpacked again).
+
+    On a CPU with AVX512-BF16, a bitsandbytes ``Linear4bit`` layer repacks its weights for a fused inference kernel
+    the first time it runs in eval mode without gradients (an evaluation before or during training), and computes
+    with that kernel from then on, in training too. The kernel has no backward pass: gradients stop at the frozen
+    4-bit layers, and the LoRA weights beneath them train on zero gradients (PyTorch warns "bitsandbytes::gemv_4bit:
+    an autograd kernel was not registered"). This turns the repacking off for the model's layers.
+    """
+    if "bitsandbytes" not in sys.modules:  # no bitsandbytes, no 4-bit layers
+        return 0
+    import bitsandbytes.functional as bnb_functional
+    from bitsandbytes.nn import Linear4bit
+
+    unpacked = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        weight = module.weight
+        if getattr(weight.quant_state, "packing_format_for_cpu", False):
+            # bitsandbytes' own inverse, as its Params4bit.cuda() uses before moving a repacked weight.
+            weight.data, weight.quant_state = bnb_functional._convert_weight_packed_for_cpu_inverse(
+                weight.data, weight.quant_state
+            )
+            unpacked += 1
+    return unpacked
 
 
 def is_peft_adapter(name_or_path: str | Path, *, token: str | None = None) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
+from hf_cai.modeling import keep_4bit_weights_differentiable
 from hf_cai.trainers.artifacts import training_record, write_training_artifacts
 from hf_cai.trainers.config import CAIConfigMixin
 from hf_cai.trainers.data import (
@@ -105,6 +106,7 @@ class CAITrainerMixin:
         self._cai_constructed = False
         self._cai_init_trl(arguments)
         self._cai_constructed = True
+        keep_4bit_weights_differentiable(self.model)
         self._cai_after_trl_init()
         self._cai_check_trained_model()
 

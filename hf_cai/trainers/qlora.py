@@ -27,6 +27,7 @@ from hf_cai.modeling import (
     check_4bit_support,
     compute_dtype,
     is_peft_adapter,
+    keep_4bit_weights_differentiable,
     load_causal_lm,
     load_sequence_classifier,
     missing_base_model_error,
@@ -302,6 +303,7 @@ def load_model_for_training(
         model.set_attn_implementation("flash_attention_2")
     if quantise:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
+        keep_4bit_weights_differentiable(model)
     if adapter is not None:
         model = continue_adapter(model, adapter, task=task)
     return model

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
-from hf_cai.trainers.qlora import QLORA_PROFILES, TrainingStage, apply_profile_defaults
+from hf_cai.trainers.qlora import QLORA_PROFILES, TrainingStage, accelerator_available, apply_profile_defaults
 
 
 # Only the fields: each stage's config dataclass makes the constructor, repr and comparison from TRL's and these.
@@ -95,7 +95,23 @@ class CAIConfigMixin:
                 "'8gb'), or pass quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...) to the trainer as "
                 "with TRL"
             )
+        self._cai_use_current_names()
+        if "dataloader_pin_memory" not in self.explicit_fields and not accelerator_available():
+            # Pinned memory speeds copies to an accelerator; without one, PyTorch warns at every DataLoader.
+            self.dataloader_pin_memory = False
         super().__post_init__()
+
+    def _cai_use_current_names(self) -> None:
+        """Give TRL's (or the profile's) ``gradient_checkpointing`` to its current name, ``activation_checkpointing``.
+
+        TRL declares the old name with its own default (``True``); transformers, which renamed it, warns about the
+        old name whenever the new one is unset. A value the user set under the old name is left for transformers to
+        move, with its warning.
+        """
+        if getattr(self, "activation_checkpointing", False) is None and "gradient_checkpointing" not in (
+            self.explicit_fields
+        ):
+            self.activation_checkpointing = self.gradient_checkpointing
 
 
 @dataclass(init=False, repr=False, eq=False)

@@ -212,6 +212,16 @@ def checkpoint_steps(max_steps: int) -> int | float:
     return max(1, math.ceil(max_steps * CHECKPOINT_FRACTION))
 
 
+def accelerator_available() -> bool:
+    """Whether PyTorch sees an accelerator (CUDA, ROCm, XPU, MPS, ...) to train on."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def flash_attention_available() -> bool:
     """Whether FlashAttention 2 can run here (a CUDA GPU and the ``flash-attn`` package)."""
     import torch

@@ -107,6 +107,7 @@ class CAITrainerMixin:
         self._cai_init_trl(arguments)
         self._cai_constructed = True
         keep_4bit_weights_differentiable(self.model)
+        self._cai_use_progress_display()
         self._cai_after_trl_init()
         self._cai_check_trained_model()
 
@@ -131,6 +132,12 @@ class CAITrainerMixin:
         return dataset
 
     # ------------------------------------------------------------------ the setup steps
+    def _cai_use_progress_display(self) -> None:
+        """One progress bar at a time, gone when its work is done (see ``CAIProgressCallback``)."""
+        from hf_cai.trainers.progress import use_cai_progress
+
+        use_cai_progress(self)
+
     def _cai_drop_string_prompt(self, dataset: Any) -> Any:
         """The dataset without a plain-text 'prompt' beside its conversations (see ``drop_string_prompt``)."""
         if dataset is None:

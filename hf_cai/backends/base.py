@@ -145,3 +145,18 @@ def check_generation_args(max_new_tokens: int, temperature: float, top_p: float)
         raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def progress_bar(iterable: Sequence[Any] | None = None, *, total: int | None = None, description: str, unit: str):
+    """A tqdm bar over one call's batches or requests, gone when done (``leave=False``).
+
+    It is shown only when it tells something: for at least two pieces of work, and when no other bar is open, so a
+    stage's own bar (SL-CAI shards, an evaluation) stays the only one on screen while it calls the backend.
+    """
+    from tqdm import tqdm as std_tqdm
+    from tqdm.auto import tqdm
+
+    count = len(iterable) if total is None and iterable is not None else (total or 0)
+    # tqdm keeps its open (not disabled) bars in a class-level weak set; it has no public accessor.
+    another_bar_open = len(getattr(std_tqdm, "_instances", ())) > 0
+    return tqdm(iterable, total=total, desc=description, unit=unit, leave=False, disable=count < 2 or another_bar_open)

@@ -27,14 +27,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from hf_cai.backends.base import (
     BackendError,
     DetailedGenerator,
     Generation,
     check_generation_args,
     cut_at_stop,
+    progress_bar,
     resolve_seed,
     row_seed,
 )
@@ -184,7 +183,7 @@ class EndpointBackend(DetailedGenerator):
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, count)) as pool:
             futures = {pool.submit(work, index): index for index in range(count)}
             try:
-                with tqdm(total=count, desc=description, unit="req", leave=False, disable=count < 2) as bar:
+                with progress_bar(total=count, description=description, unit="req") as bar:
                     for future in as_completed(futures):
                         results[futures[future]] = future.result()
                         bar.update()

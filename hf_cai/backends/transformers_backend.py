@@ -15,9 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import DetailedGenerator, Generation, check_generation_args, resolve_seed, row_seed
+from hf_cai.backends.base import (
+    DetailedGenerator,
+    Generation,
+    check_generation_args,
+    progress_bar,
+    resolve_seed,
+    row_seed,
+)
 from hf_cai.backends.batching import Batch, cache_name, length_sorted_batches, prepare_batch
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_token_ids
 from hf_cai.backends.decoding import finished_generation, greedy_generation_config, make_row_sampler
@@ -170,7 +175,7 @@ class TransformersBackend(DetailedGenerator):
         encoded = encode_chats(self.tokenizer, conversations, self._input_limit(max_new_tokens))
         results: list[Generation | None] = [None] * len(conversations)
         batches = self._batches([len(e.ids) for e in encoded], extra_tokens=max_new_tokens)
-        progress = tqdm(batches, desc="generating", unit="batch", leave=False, disable=len(batches) < 2)
+        progress = progress_bar(batches, description="generating", unit="batch")
         with _evaluating(self.model, adapters_disabled=self._adapters_disabled):
             for batch in progress:
                 prepared = self._prepare_batch([encoded[i].ids for i in batch])
@@ -211,7 +216,7 @@ class TransformersBackend(DetailedGenerator):
         option_ids = [option_token_ids(self.tokenizer, item, options, standalone) for item in encoded]
         scores: list[list[float]] = [[] for _ in prompts]
         batches = self._batches([len(item.ids) for item in encoded], extra_tokens=0)
-        progress = tqdm(batches, desc="scoring options", unit="batch", leave=False, disable=len(batches) < 2)
+        progress = progress_bar(batches, description="scoring options", unit="batch")
         with _evaluating(self.model, adapters_disabled=self._adapters_disabled):
             for batch in progress:
                 prepared = self._prepare_batch([encoded[i].ids for i in batch])

@@ -245,6 +245,8 @@ class AIFeedbackBuilder:
         dataset = assemble_preference_dataset(records, test_size=self.config.test_size, seed=self.config.seed)
         if output_dir is not None:
             save_dataset(dataset, output_dir)
+        splits = dataset.items() if hasattr(dataset, "items") else [("train", dataset)]
+        logger.info("RL-CAI dataset: %s", ", ".join(f"{name} {len(split)} pairs" for name, split in splits))
         return dataset
 
     def _fingerprint(self, conversations: list[Conversation]) -> dict[str, Any]:

@@ -270,6 +270,8 @@ class ShardSteps:
         self.path = path
         self.fingerprint = fingerprint
         self.done: dict[str, Any] = {}
+        self.progress: Any = None
+        """A tqdm bar whose postfix names the step being computed (set by :func:`run_shards`)."""
         if path is not None and path.is_file():
             self._read()
 
@@ -277,6 +279,8 @@ class ShardSteps:
         """The result of ``step``: recorded by an earlier, interrupted build, or ``compute()`` (then recorded)."""
         if step in self.done:
             return self.done[step]
+        if self.progress is not None:
+            self.progress.set_postfix_str(step)
         value = compute()
         if self.path is not None:
             line = json.dumps({"fingerprint": self.fingerprint, "step": step, "value": value}, ensure_ascii=False)
@@ -357,11 +361,15 @@ def run_shards(
     if done:
         logger.info("resuming: %d of %d shards already built in %s", done, len(ranges), store.output_dir)
     records: list[Record | None] = []
-    with tqdm(total=len(ranges), initial=done, desc=description, unit="shard") as bar:
+    # The build's one bar: it names the step running (backends show no bar of their own beneath another one), and
+    # goes once the build is done, leaving the builder's summary line.
+    with tqdm(total=len(ranges), initial=done, desc=description, unit="shard", leave=False) as bar:
         for index, indices in enumerate(ranges):
             shard = loaded.get(index)
             if shard is None:
-                shard = build_shard(index, indices, store.steps(index) if store is not None else ShardSteps())
+                steps = store.steps(index) if store is not None else ShardSteps()
+                steps.progress = bar
+                shard = build_shard(index, indices, steps)
                 if len(shard) != len(indices):
                     raise RuntimeError(f"shard {index} built {len(shard)} records for {len(indices)} prompts")
                 if store is not None:

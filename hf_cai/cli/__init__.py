@@ -6,11 +6,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import importlib.abc
+import importlib.util
 import logging
+import os
 import pkgutil
 import sys
-from collections.abc import Collection, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from hf_cai import __version__
 from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
@@ -24,6 +31,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
             return text
         return super()._get_help_string(action)
+
+
+VERBOSE_HELP = "log debug messages, and show third-party warnings and progress bars"
 
 
 def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser, str | None]]:
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.", formatter_class=HelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"hf-cai {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{module_info.name}")
@@ -52,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
             register(subparsers)
     for _, subparser, _ in subcommands(parser):
         subparser.formatter_class = HelpFormatter
+        if "--verbose" not in subparser._option_string_actions:
+            # Also after the command (`hf-cai demo --verbose`); unset unless given, so `hf-cai -v demo` keeps it.
+            options = ["-v", "--verbose"] if "-v" not in subparser._option_string_actions else ["--verbose"]
+            subparser.add_argument(*options, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -173,19 +187,158 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
     return kept, overrides
 
 
+# ------------------------------------------------------------------ third-party output
+KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # peft and TRL call `model.is_gradient_checkpointing` and `model.gradient_checkpointing_enable/disable()`, which
+    # transformers renamed (`..._activation_checkpointing...`).
+    (FutureWarning, r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is "),
+)
+"""Warnings third-party libraries raise about each other's code, which a user of ``hf-cai`` can do nothing about:
+``(category, regular expression matching the start of the message)``. The command line hides them unless
+``--verbose``; every other warning is shown."""
+
+QUIET_LOGGERS: tuple[str, ...] = ("bitsandbytes",)
+"""Loggers whose warnings the command line hides unless ``--verbose`` (errors still show). bitsandbytes' CPU backend
+warns at import, on every run, that the optional ``kernels`` package for a faster kernel is missing."""
+
+
+def _quiet_transformers(module: ModuleType) -> Callable[[], None]:
+    """No progress bars of transformers' own (loading weights); the Hub's download bars and the trainers' bar stay.
+
+    Its log level stays: ``TrainingArguments`` turns the training bar off (``disable_tqdm``) when transformers logs
+    less than warnings.
+    """
+    if not module.is_progress_bar_enabled():
+        return lambda: None
+    from huggingface_hub import utils as hub_utils
+
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    module.disable_progress_bar()  # which turns the Hub's bars off too
+    if hub_bars:
+        hub_utils.enable_progress_bars()
+
+    def restore() -> None:
+        hub_bars_now = not hub_utils.are_progress_bars_disabled()
+        module.enable_progress_bar()  # and the Hub's
+        if not hub_bars_now:
+            hub_utils.disable_progress_bars()
+
+    return restore
+
+
+def _quiet_datasets_logging(module: ModuleType) -> Callable[[], None]:
+    level = module.get_verbosity()
+    if not os.environ.get("DATASETS_VERBOSITY"):
+        module.set_verbosity_error()
+    return lambda: module.set_verbosity(level)
+
+
+def _quiet_datasets_bars(module: ModuleType) -> Callable[[], None]:
+    """No progress bars of datasets' own (map, filter, save_to_disk) unless HF_DATASETS_DISABLE_PROGRESS_BARS says."""
+    if os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS") is not None or module.are_progress_bars_disabled():
+        return lambda: None
+    module.disable_progress_bars()
+    return module.enable_progress_bars
+
+
+QUIETERS: dict[str, Callable[[ModuleType], Callable[[], None]]] = {
+    "transformers.utils.logging": _quiet_transformers,
+    "datasets.utils.logging": _quiet_datasets_logging,
+    "datasets.utils.tqdm": _quiet_datasets_bars,
+}
+"""Per library module: what quiets it, returning what restores it. An environment variable the user set (such as
+``DATASETS_VERBOSITY``) wins."""
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls ``callbacks[name](module)`` right after module ``name`` is imported, so that a library is quieted without
+    being imported by commands that never use it (importing transformers and datasets takes seconds)."""
+
+    def __init__(self, callbacks: dict[str, Callable[[ModuleType], None]]):
+        self.pending = dict(callbacks)
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        callback = self.pending.pop(name, None)
+        if callback is None:
+            return None
+        spec = importlib.util.find_spec(name)  # the other finders' spec: this one has nothing left for the name
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            execute(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_module  # the loader belongs to this spec alone
+        return spec
+
+
+@contextmanager
+def quiet_third_party(verbose: bool = False) -> Iterator[None]:
+    """The command line's output while a command runs: log lines written above progress bars rather than through
+    them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
+    :data:`KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
+    datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used from Python is not quieted.
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        if verbose:
+            yield
+            return
+        with warnings.catch_warnings():
+            for category, message in KNOWN_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            restores: list[Callable[[], None]] = []
+
+            def quiet(module: ModuleType) -> None:
+                restores.append(QUIETERS[module.__name__](module))
+
+            loaded = [name for name in QUIETERS if name in sys.modules]
+            hook = _AfterImport({name: quiet for name in QUIETERS if name not in loaded})
+            for name in loaded:
+                quiet(sys.modules[name])
+            levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            sys.meta_path.insert(0, hook)
+            try:
+                yield
+            finally:
+                sys.meta_path.remove(hook)
+                for restore in reversed(restores):
+                    restore()
+                for name, level in levels.items():
+                    logging.getLogger(name).setLevel(level)
+
+
+class StoryFormatter(logging.Formatter):
+    """Log lines that read as the run's story: an information line is its message alone ("stage sft: running"), a
+    warning or an error says so ("warning: ..."); ``--verbose`` adds the level and logger to every line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``hf-cai`` with ``argv`` (default: the process's arguments); the exit status (2 for a user-facing error)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     argv, overrides = split_overrides(parser, argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(StoryFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        if getattr(args, "accepts_overrides", False):
-            return int(args.handler(args, overrides) or 0)
-        return int(args.handler(args) or 0)
+        with quiet_third_party(args.verbose):
+            if getattr(args, "accepts_overrides", False):
+                return int(args.handler(args, overrides) or 0)
+            return int(args.handler(args) or 0)
     except (CommandError, ValueError, FileNotFoundError, *_library_errors()) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -32,10 +32,14 @@ RECIPE = {
     "qlora_profile": "cpu",
     "seed": 0,
     "sl_data": {"rounds": 1, "max_new_tokens": 16, "few_shot": False, "test_size": 0.25},
+    # 16-token revisions are mostly cut short: the gates flag them, and this test is about the stages running on a
+    # real model, not about the data being good enough to train on.
+    "sl_quality": {"exclude_flagged": False},
+    "judge_check": {"max_items": 8},
     "sft": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 0.001, "save_steps": 2},
     "pref_data": {"max_new_tokens": 16, "few_shot": False, "test_size": 0.25},
     "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 0.001, "save_steps": 2},
-    "eval": {"max_prompts": 2, "max_new_tokens": 12},
+    "eval": {"max_prompts": 2, "max_new_tokens": 12, "max_audit_prompts_per_principle": 1, "judge_quality_items": 8},
 }
 
 # Runs in its own interpreter: the published folder must load with transformers and PEFT alone.

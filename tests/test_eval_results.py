@@ -132,9 +132,10 @@ def _run_with_results(tmp_path: Path, results_dir: Path) -> Path:
     (final / "tokenizer.json").write_text("{}")
     HARMLESS.save(final / "constitution.yaml")
     (final / "cai_training.json").write_text(json.dumps({"stage": "dpo", "base_model": "org/tiny-chat"}))
-    (run / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "stages": {"sl_data": {"status": "done", "metrics": {
-        "quality": {"counts": {"truncated": 2, "degenerate": 1, "echo": 0, "too_short": 0, "role_header": 0,
-                               "flagged": 3, "kept": 7, "total": 10}, "summary": ["SL-CAI quality gates: 7 of 10 rows kept (70%)"]}}}}}))
+    quality = {"truncated": 2, "degenerate": 1, "echo": 0, "too_short": 0, "role_header": 0, "flagged": 3, "kept": 7,
+               "total": 10}  # the quality gates' counts, as the sl_data stage records them in the manifest
+    stages = {"sl_data": {"status": "done", "metrics": {"quality": quality}}}
+    (run / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "stages": stages}))
     (run / "eval").mkdir()
     for name in ("results.json", "chart.png"):
         (run / "eval" / name).write_bytes((results_dir / name).read_bytes())
@@ -167,7 +168,7 @@ def test_card_text_compares_with_the_base_and_quotes_the_judge_in_its_limitation
     assert "| refusal-phrase classifier | harmful (should refuse) |" in text and "| AI judge | benign" in text
     assert "![Refusal rates" in text and "(eval/chart.png)" in text
     assert "measured on the LoRA adapter applied to org/tiny-chat; the published checkpoint is their merge" in text
-    assert "| 10 | 7 | 3 | 2 | 1 | 0 | 0 | 0 |" in text  # the quality gates' counts
+    assert "| all | 10 | 7 | 3 | 2 | 1 | 0 | 0 | 0 |" in text  # the quality gates' counts, from the manifest
 
 
 def test_harmful_samples_sit_inside_the_content_warning_block(evaluated, tmp_path):

@@ -163,22 +163,28 @@ def card_assets(training: TrainingOutput, eval_results: Any = None) -> dict[str,
 
 
 def quality_gates(training: TrainingOutput) -> dict[str, Any] | None:
-    """The SL-CAI quality gates' record of the run (``sl_data/quality.json``, or the manifest's
-    ``stages.sl_data.metrics.quality``): ``{"counts": {...}, "summary": [...], ...}``; ``None`` when absent."""
+    """The SL-CAI quality gates' counts of the run: from ``sl_data/quality.json`` (one record per split, each with
+    ``counts`` and ``summary``), else the manifest's ``stages.sl_data.metrics.quality`` (the counts alone).
+    Returns ``{"rows": [{"split", "total", "kept", "flagged", <reason>: n, ...}], "summary": [str]}`` (the summary of
+    ``train_sft``, the split SFT trains on), or ``None`` when the run has no record of them."""
     if training.run_dir is None:
         return None
-    candidates: list[Any] = []
     path = training.run_dir / "sl_data" / "quality.json"
-    if path.is_file():
-        candidates.append(read_json(path))
+    record = read_json(path) if path.is_file() else None
+    if isinstance(record, Mapping) and isinstance(record.get("counts"), Mapping):
+        record = {"all": record}
+    if isinstance(record, Mapping):
+        splits = {k: v for k, v in record.items() if isinstance(v, Mapping) and isinstance(v.get("counts"), Mapping)}
+        if splits:
+            trained = splits.get("train_sft") or next(iter(splits.values()))  # the split SFT trains on
+            return {"rows": [{"split": name, **value["counts"]} for name, value in splits.items()],
+                    "summary": list(trained.get("summary") or [])}
     manifest = training.run_dir / "manifest.json"
     if manifest.is_file():
         stage = (read_json(manifest).get("stages") or {}).get("sl_data") or {}
-        candidates.append((stage.get("metrics") or {}).get("quality"))
-    for record in candidates:
-        if isinstance(record, Mapping) and isinstance(record.get("counts"), Mapping):
-            return {"counts": dict(record["counts"]), "summary": list(record.get("summary") or []),
-                    "kept_share": record.get("kept_share")}
+        counts = (stage.get("metrics") or {}).get("quality")
+        if isinstance(counts, Mapping) and "total" in counts:
+            return {"rows": [{"split": "all", **counts}], "summary": []}
     return None
 
 

@@ -50,14 +50,15 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
             _bar(left, index + offsets[2] * width, entry["judge"].get("base"), _BASE, width, hatch="//")
             _bar(left, index + offsets[3] * width, entry["judge"].get("cai"), _CAI, width, hatch="//")
     left.set_xticks(range(len(groups)), [label for _, label, _ in groups], fontsize=8)
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.32)  # room above the bars for the legend
+    left.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     left.set_ylabel("refusal rate")
     left.set_title("Refusals, base vs CAI (95% intervals)", fontsize=10)
     handles = [Patch(color=_BASE, label="base (phrase classifier)"), Patch(color=_CAI, label="CAI (phrase classifier)")]
     if judged:
         handles += [Patch(facecolor=_BASE, hatch="//", edgecolor="white", label="base (AI judge)"),
                     Patch(facecolor=_CAI, hatch="//", edgecolor="white", label="CAI (AI judge)")]
-    left.legend(handles=handles, fontsize=7, loc="upper right")
+    left.legend(handles=handles, fontsize=7, loc="upper center", ncol=2, frameon=False)
 
     wins = results.get("win_rates") or {}
     labels = []
@@ -68,7 +69,8 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
         labels.append(f"{label}\nn={row.get('n', 0) if row else 0}")
     right.set_xticks(range(len(labels)), labels, fontsize=8)
     right.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-    right.set_ylim(0, 1.05)
+    right.set_ylim(0, 1.32)
+    right.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     accuracy = judge_accuracy_row(results.get("judge_quality"))
     judge = f"judge accuracy {with_interval(accuracy)}" if accuracy else "judge accuracy not measured"
     right.set_title(f"CAI win rate vs base\n({judge})", fontsize=9)

@@ -138,7 +138,7 @@ def save_dataset(dataset, output_dir: str | Path) -> Path:
     try:
         dataset.save_to_disk(str(staging))
         if target.exists():
-            logger.info("replacing the dataset in %s with the one assembled from the shards", target)
+            logger.debug("replacing the earlier dataset in %s", target)
             shutil.rmtree(target)
         os.replace(staging, target)
     except BaseException:

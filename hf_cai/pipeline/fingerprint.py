@@ -60,9 +60,11 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
             "cai": _local_base(recipe),
             "base": _base_generator(recipe),
             "judge": _judge(recipe),
-            # The held-out prompts are the ones training did not use.
-            "held_out": {**prompts, "helpful_prompts": recipe.helpful_prompts,
-                         "num_helpful_prompts": recipe.sl_data.get("num_helpful_prompts")},
+            # The evaluation checks that its prompts are not among the ones training used.
+            "training_prompts": {**prompts, "helpful_prompts": recipe.helpful_prompts,
+                                 "num_helpful_prompts": recipe.sl_data.get("num_helpful_prompts")},
+            "eval_set_files": {file: _file_sha256(file) for file in recipe.eval.get("eval_sets", ())
+                               if file != "builtin"},
         }
     elif stage in ("card", "publish", "space"):
         inputs |= {"base_model_id": context.base_model_hub_id(), "license": context.card_license(),

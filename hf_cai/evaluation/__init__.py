@@ -35,6 +35,7 @@ from hf_cai.evaluation.harm_sets import (
     refusal_rates,
 )
 from hf_cai.evaluation.judge_quality import (
+    JudgeCheckConfig,
     JudgeQualityError,
     JudgeQualityReport,
     builtin_calibration_items,
@@ -57,6 +58,7 @@ from hf_cai.evaluation.stats import Proportion, wilson_interval
 from hf_cai.evaluation.verdict import judge_summary_line, limitation_lines, verdict_lines
 
 __all__ = [
+    "JudgeCheckConfig",
     "EVAL_SET_KINDS",
     "EvalPrompt",
     "EvalPrompts",

@@ -27,6 +27,7 @@ from hf_cai.builders import (
     clean_response,
     load_prompts,
 )
+from hf_cai.builders.ai_feedback import preference_record
 from hf_cai.cli import main as cli_main
 from hf_cai.constitution import Constitution
 
@@ -193,8 +194,14 @@ def test_critique_revision_rounds_provenance_and_batching(backend, constitution)
         assert row["chosen"] == row["completion"] == [{"role": "assistant", "content": final}]
     helpful = [row for row in rows if row["kind"] == "helpful"]
     assert len(helpful) == 2 and all(row["revisions"] == [] for row in helpful)
-    prefs = dataset["train_prefs"].to_list() + dataset["test_prefs"].to_list()
-    assert all(row["kind"] == "revised" and row["chosen"] != row["rejected"] for row in prefs)
+    # Helpful rows are answered once (chosen == rejected): they carry no preference and stay out of the pairs, which
+    # are every revised row whose final revision differs from the first reply, in the same train/test part.
+    assert all(row["chosen"] == row["rejected"] for row in helpful)
+    for part in ("train", "test"):
+        prefs = dataset[f"{part}_prefs"].to_list()
+        assert all(row["kind"] == "revised" and row["chosen"] != row["rejected"] for row in prefs)
+        sft = dataset[f"{part}_sft"].to_list()
+        assert prefs == [row for row in sft if row["kind"] == "revised" and row["chosen"] != row["rejected"]]
 
     # Batched at every step: per shard one call for the first replies, then one for all critiques and one for all
     # revisions of each round; helpful prompts are answered but never critiqued.
@@ -418,6 +425,39 @@ def test_both_option_orders_cancel_position_bias(backend, constitution):
     config = AIFeedbackConfig(max_new_tokens=8, num_principles=2, test_size=0.0)
     dataset = AIFeedbackBuilder(backend, ShorterReplyJudge(position_bias=0.8), constitution, config).build(PROMPTS)
     assert dataset["chosen_prob"] == pytest.approx([0.5] * len(PROMPTS))
+
+
+def test_each_option_order_is_kept_so_position_bias_shows(backend, constitution):
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=2, test_size=0.0)
+    biased = AIFeedbackBuilder(backend, ShorterReplyJudge(position_bias=0.8), constitution, config).build(PROMPTS)
+    # A judge that gives option (A) 0.8 whatever it shows: the chosen reply got 0.8 as (A) and 0.2 as (B).
+    assert biased["chosen_prob_as_a"] == pytest.approx([0.8] * len(PROMPTS))
+    assert biased["chosen_prob_as_b"] == pytest.approx([0.2] * len(PROMPTS))
+    fair = AIFeedbackBuilder(backend, ShorterReplyJudge(0.9), constitution, config).build(PROMPTS)
+    for row in fair:
+        assert row["chosen_prob_as_a"] == pytest.approx(row["chosen_prob"])
+        assert row["chosen_prob_as_b"] == pytest.approx(row["chosen_prob"])
+    # With the second reply chosen, it was option (A) in the question showing the first one as (B).
+    row = preference_record([{"role": "user", "content": "Hi?"}], "one", "two", 0.3, ["p"], [0.3], "sha",
+                            first_better_by_order=[(0.4, 0.2)])
+    assert row["chosen"][0]["content"] == "two" and row["chosen_prob"] == pytest.approx(0.7)
+    assert (row["chosen_prob_as_a"], row["chosen_prob_as_b"]) == pytest.approx((0.8, 0.6))
+    assert (row["chosen_prob_as_a"] + row["chosen_prob_as_b"]) / 2 == pytest.approx(row["chosen_prob"])
+
+
+def test_shards_saved_before_the_orders_were_recorded_are_reused(backend, constitution, tmp_path):
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, shard_size=3, test_size=0.0, few_shot=False)
+    built = AIFeedbackBuilder(backend, backend, constitution, config).build(PROMPTS, tmp_path / "rl")
+    for shard in sorted((tmp_path / "rl" / "shards").glob("shard-*.jsonl")):  # as an earlier version wrote them
+        header, *lines = [json.loads(line) for line in shard.read_text().splitlines()]
+        for line in lines:
+            if line["record"] is not None:
+                del line["record"]["chosen_prob_as_a"], line["record"]["chosen_prob_as_b"]
+        shard.write_text("\n".join(json.dumps(item) for item in [header, *lines]) + "\n")
+    recording = Recording(backend)
+    again = AIFeedbackBuilder(recording, recording, constitution, config).build(PROMPTS, tmp_path / "rl")
+    assert recording.calls == [] and again["chosen_prob"] == built["chosen_prob"]
+    assert set(again["chosen_prob_as_a"]) == set(again["chosen_prob_as_b"]) == {None}
 
 
 def test_swapping_the_replies_gives_one_minus_p(backend, constitution):

@@ -9,7 +9,12 @@ chain-of-thought, the feedback model reasons first and its (typically overconfid
 
 Output rows follow TRL's explicit-prompt conversational preference format: ``prompt`` (the chat, a list of messages),
 ``chosen`` / ``rejected`` (one assistant message each), plus ``chosen_prob`` (probability in [0.5, 1] that ``chosen``
-is better), ``principle_ids``, ``principle_probs`` (that probability per principle) and ``constitution_sha256``.
+is better), ``chosen_prob_as_a`` / ``chosen_prob_as_b`` (that probability from the questions that showed ``chosen`` as
+option (A), and as option (B): their mean is ``chosen_prob``, their difference the feedback model's position bias),
+``principle_ids``, ``principle_probs`` (that probability per principle) and ``constitution_sha256``.
+
+Shards and steps saved before the two orders were kept apart are reused as they are: their rows have ``None`` in the
+two order columns (the build's fingerprint, ``FORMAT_VERSION`` included, is unchanged, so nothing is recomputed).
 """
 
 from __future__ import annotations
@@ -107,8 +112,20 @@ class PreferenceScorer:
 
         Asked with ``first`` as option (A) and again as option (B); the two probabilities are averaged, so swapping
         ``first`` and ``second`` gives exactly ``1 - p``. Both orders of all items go to the backend in one
-        ``option_logprobs`` call.
+        ``option_logprobs`` call. :meth:`prob_first_better_by_order` gives the two orders' probabilities apart.
         """
+        return [0.5 * (as_a + as_b) for as_a, as_b in self.prob_first_better_by_order(conversations, first, second, principles)]
+
+    def prob_first_better_by_order(
+        self,
+        conversations: Sequence[Conversation],
+        first: Sequence[str],
+        second: Sequence[str],
+        principles: Sequence[Principle | str],
+    ) -> list[tuple[float, float]]:
+        """``(p_as_a, p_as_b)`` per item: P(``first[i]`` is the better reply) when ``first[i]`` is shown as option (A),
+        and when it is shown as option (B). A judge without position bias gives equal values; one that favours (A)
+        gives ``p_as_a > p_as_b``. :meth:`prob_first_better` is their mean."""
         count = len(conversations)
         if not len(first) == len(second) == len(principles) == count:
             raise ValueError(
@@ -131,7 +148,7 @@ class PreferenceScorer:
         if self.chain_of_thought:
             low, high = self.cot_clamp
             option_a = [min(max(p, low), high) for p in option_a]
-        return [0.5 * (option_a[i] + (1.0 - option_a[count + i])) for i in range(count)]
+        return [(option_a[i], 1.0 - option_a[count + i]) for i in range(count)]
 
     def _with_reasoning(self, questions: list[Conversation]) -> list[Conversation]:
         """Ask for step-by-step reasoning, then for the answer after it."""
@@ -288,24 +305,42 @@ class AIFeedbackBuilder:
             for j in kept
         }
         items = [(j, principle) for j in kept for principle in principles[j]]
-        probabilities = steps.run(
+        labels = steps.run(
             "labels",
-            lambda: self.scorer.prob_first_better(
-                [conversations[j] for j, _ in items],
-                [first[j] for j, _ in items],
-                [second[j] for j, _ in items],
-                [principle for _, principle in items],
-            ),
+            lambda: [
+                list(pair)
+                for pair in self.scorer.prob_first_better_by_order(
+                    [conversations[j] for j, _ in items],
+                    [first[j] for j, _ in items],
+                    [second[j] for j, _ in items],
+                    [principle for _, principle in items],
+                )
+            ],
         )
         per_prompt: dict[int, list[float]] = {j: [] for j in kept}
-        for (j, _), probability in zip(items, probabilities):
-            per_prompt[j].append(probability)
+        per_order: dict[int, list[tuple[float, float] | None]] = {j: [] for j in kept}
+        for (j, _), label in zip(items, labels):
+            if isinstance(label, (int, float)):  # a step recorded before the two orders were kept apart
+                per_prompt[j].append(float(label))
+                per_order[j].append(None)
+            else:
+                as_a, as_b = label
+                per_prompt[j].append(0.5 * (as_a + as_b))
+                per_order[j].append((as_a, as_b))
         records: list[Record | None] = [None] * count
         sha = constitution.sha256
         for j in kept:
             first_better = sum(per_prompt[j]) / len(per_prompt[j])
+            orders = per_order[j]
             records[j] = preference_record(
-                conversations[j], first[j], second[j], first_better, [p.id for p in principles[j]], per_prompt[j], sha
+                conversations[j],
+                first[j],
+                second[j],
+                first_better,
+                [p.id for p in principles[j]],
+                per_prompt[j],
+                sha,
+                first_better_by_order=None if any(o is None for o in orders) else orders,
             )
         return records
 
@@ -318,14 +353,31 @@ def preference_record(
     principle_ids: list[str],
     first_better_per_principle: list[float],
     constitution_sha256: str,
+    *,
+    first_better_by_order: Sequence[Sequence[float]] | None = None,
 ) -> Record:
-    """One row of the preference contract: the better reply (by ``first_better``) is ``chosen``."""
+    """One row of the preference contract: the better reply (by ``first_better``) is ``chosen``.
+
+    ``first_better_by_order`` holds, per principle, P(``first`` is better) with ``first`` shown as option (A) and
+    with it shown as option (B) (:meth:`PreferenceScorer.prob_first_better_by_order`). From them come
+    ``chosen_prob_as_a`` / ``chosen_prob_as_b``: the probability of ``chosen`` when it was option (A) and when it was
+    option (B), averaged over the principles, whose mean is ``chosen_prob`` (``None`` when not recorded).
+    """
     first_wins = first_better >= 0.5
+    as_a = as_b = None
+    if first_better_by_order:
+        mean_a = sum(pair[0] for pair in first_better_by_order) / len(first_better_by_order)
+        mean_b = sum(pair[1] for pair in first_better_by_order) / len(first_better_by_order)
+        # When ``second`` is chosen, it was option (A) in the question that showed ``first`` as (B), and the other
+        # way round.
+        as_a, as_b = (mean_a, mean_b) if first_wins else (1.0 - mean_b, 1.0 - mean_a)
     return {
         "prompt": [dict(m) for m in conversation],
         "chosen": [{"role": "assistant", "content": first if first_wins else second}],
         "rejected": [{"role": "assistant", "content": second if first_wins else first}],
         "chosen_prob": first_better if first_wins else 1.0 - first_better,
+        "chosen_prob_as_a": as_a,
+        "chosen_prob_as_b": as_b,
         "principle_ids": principle_ids,
         "principle_probs": [p if first_wins else 1.0 - p for p in first_better_per_principle],
         "constitution_sha256": constitution_sha256,
@@ -342,6 +394,8 @@ def preference_features():
             "chosen": messages_feature(),
             "rejected": messages_feature(),
             "chosen_prob": Value("float64"),
+            "chosen_prob_as_a": Value("float64"),
+            "chosen_prob_as_b": Value("float64"),
             "principle_ids": [Value("string")],
             "principle_probs": [Value("float64")],
             "constitution_sha256": Value("string"),
@@ -354,6 +408,8 @@ def assemble_preference_dataset(records: list[Record | None], *, test_size: floa
     from datasets import DatasetDict
 
     features = preference_features()
+    # Rows of shards finished before the two option orders were recorded have neither column.
+    records = [None if r is None else {"chosen_prob_as_a": None, "chosen_prob_as_b": None, **r} for r in records]
     if test_size <= 0:
         return records_to_dataset([r for r in records if r is not None], features)
     held_out = held_out_indices(len(records), test_size, seed)

@@ -1,6 +1,7 @@
 """The model card of a CAI fine-tune: Hub metadata plus a body generated from the run's own records.
 
-Metadata (the YAML block the Hub indexes): ``base_model`` (a Hub id), ``datasets``, ``library_name`` (``peft`` for an
+Metadata (the YAML block the Hub indexes): ``base_model`` (a Hub id), ``datasets`` (the published training datasets'
+ids, when given; none is made up), ``language`` (``en``: the prompts and the constitution), ``library_name`` (``peft`` for an
 adapter, ``transformers`` for a merged model), ``license`` (checked against the Hub's list), ``tags``
 (``constitutional-ai``, ``hf-cai``, ``trl``, ``qlora`` or ``lora``, one per training stage), ``pipeline_tag``,
 ``model-index`` when an evaluation ran (only this model's own results: its refusal rates, see
@@ -17,6 +18,7 @@ citation of the CAI paper. :func:`card_assets` names the files the card links to
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.evaluation.card_section import evaluation_section
 from hf_cai.hub.errors import ModelCardError
 from hf_cai.hub.licenses import validate_license
+from hf_cai.hub.local_paths import is_local_path, readable_model_id, strip_local_paths
 from hf_cai.hub.repo_id import repo_id_problem
 from hf_cai.hub.source import TrainingOutput, locate_training_output, read_json
 from hf_cai.hub.templates import render_card
@@ -162,6 +165,33 @@ def card_assets(training: TrainingOutput, eval_results: Any = None) -> dict[str,
     return assets
 
 
+def published_eval_results(results: Mapping[str, Any] | None, training: TrainingOutput, repo_id: str):
+    """Evaluation results as a publication shows them: the evaluated model named by the repository it is published
+    to rather than by the folder it was evaluated from, the other models by their Hub ids, and no path of this
+    machine anywhere (:func:`~hf_cai.hub.local_paths.strip_local_paths`)."""
+    if results is None:
+        return None
+    models = dict(results.get("models") or {})
+    cai = models.get("cai")
+    if isinstance(cai, str) and (is_local_path(cai) or repo_id_problem(cai) is not None):
+        models["cai"] = repo_id
+    for key in ("base", "judge"):
+        if isinstance(models.get(key), str) and is_local_path(models[key]):
+            models[key] = readable_model_id(models[key])
+    published = {**results, **({"models": models} if "models" in results else {})}
+    return strip_local_paths(published, root=training.run_dir)
+
+
+def card_files(training: TrainingOutput, eval_results: Any = None, *, repo_id: str) -> dict[str, Path | bytes]:
+    """The files of :func:`card_assets` as a publication ships them: the chart as it is, ``results.json`` as
+    :func:`published_eval_results` writes it (the content, in bytes)."""
+    assets: dict[str, Path | bytes] = dict(card_assets(training, eval_results))
+    if RESULTS_IN_REPO in assets:
+        results = published_eval_results(load_eval_results(assets[RESULTS_IN_REPO]), training, repo_id)
+        assets[RESULTS_IN_REPO] = (json.dumps(results, indent=2, default=str) + "\n").encode()
+    return assets
+
+
 def quality_gates(training: TrainingOutput) -> dict[str, Any] | None:
     """The SL-CAI quality gates' counts of the run: from ``sl_data/quality.json`` (one record per split, each with
     ``counts`` and ``summary``), else the manifest's ``stages.sl_data.metrics.quality`` (the counts alone).
@@ -268,7 +298,7 @@ def build_model_card(
     assets = card_assets(training, eval_results)
     if eval_results is None and training.eval_results_path is not None:
         eval_results = training.eval_results_path
-    results = load_eval_results(eval_results)
+    results = published_eval_results(load_eval_results(eval_results), training, repo_id)
 
     local_data = [load_dataset_dict(item) for item in training_data]
     local_data += [load_dataset_dict(p) for p in (training.sl_dataset_path, training.preference_dataset_path) if p]
@@ -323,6 +353,7 @@ def build_model_card(
         license_link=license_link if license_id == "other" else None,
         tags=tags,
         pipeline_tag="text-generation",
+        language="en",
         model_name=model_name if results else None,
         eval_results=_eval_results_metadata(results) if results else None,
         constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},

@@ -2,7 +2,9 @@
 
 The weights and configs of one format (the LoRA adapter, or a full model: the trained one or the adapter merged into
 a 16-bit copy of the base, built in a staging folder), the tokenizer and chat template, ``constitution.yaml``, the
-training record and the generated model card. :func:`~hf_cai.hub.model_publish.publish` commits them;
+training record, the files the card links to (the evaluation's ``eval/chart.png`` and ``eval/results.json``,
+:func:`~hf_cai.hub.model_card.card_files`) and the generated model card; no path of this machine in any of them.
+:func:`~hf_cai.hub.model_publish.publish` commits them;
 :func:`~hf_cai.hub.folder.publish_to_folder` writes them into a local folder.
 """
 
@@ -18,7 +20,8 @@ from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
 from hf_cai.hub.commit import UploadFile
 from hf_cai.hub.errors import PublishError
-from hf_cai.hub.model_card import build_model_card, load_constitution, resolve_base_model
+from hf_cai.hub.local_paths import strip_local_paths
+from hf_cai.hub.model_card import build_model_card, card_files, load_constitution, resolve_base_model
 from hf_cai.hub.source import TrainingOutput, locate_training_output, read_json
 
 _MODEL_CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
@@ -68,7 +71,8 @@ def model_publication(
     license_link: str | None = None,
     card_template: str | Path | None = None,
 ) -> ModelPublication:
-    """Everything a model repository receives: weights, tokenizer, constitution, training record and the card.
+    """Everything a model repository receives: weights, tokenizer, constitution, training record, the evaluation's
+    chart and results the card links to, and the card.
 
     ``staging`` is an empty folder that lives as long as the files are needed (the merged model is written there).
     The other arguments are those of :func:`~hf_cai.hub.model_publish.publish`.
@@ -93,9 +97,12 @@ def model_publication(
     files = _weights_and_tokenizer(training, staging, merge=merge, merge_dtype=merge_dtype, base_model=base_model)
     files.append(UploadFile(CONSTITUTION_FILE, constitution.to_yaml().encode()))
     if training.record:
-        # The record names the base as the trainer loaded it, possibly a folder of this machine: publish the Hub id.
-        record = {**training.record, "base_model": base_model}
+        # The record names the base as the trainer loaded it, possibly a folder of this machine: publish the Hub id,
+        # and no other path of this machine.
+        record = strip_local_paths({**training.record, "base_model": base_model}, root=training.run_dir)
         files.append(UploadFile(TRAINING_RECORD, (json.dumps(record, indent=2, default=str) + "\n").encode()))
+    # The chart the card embeds and the results it links, from the run's eval/ folder or beside an eval_results file.
+    files.extend(UploadFile(path, source) for path, source in card_files(training, eval_results, repo_id=repo_id).items())
     files.append(UploadFile("README.md", str(card).encode()))
     return ModelPublication(training, base_model, constitution, files)
 

@@ -328,3 +328,76 @@ def test_dataset_card_metadata_and_content(kind, tmp_path):
     assert table_row(text, "privacy")[1] == ("2" if kind == "sl-cai" else "3")
     assert "[alice/tiny-cai](https://huggingface.co/alice/tiny-cai)" in text
     assert ("chosen_prob 0.8" in text) == (kind == "rl-cai")
+
+
+def test_a_card_names_only_the_datasets_it_is_given(adapter_dir, tmp_path):
+    card = build_model_card(adapter_dir, repo_id="alice/tiny-cai", license="mit")
+    card.save(tmp_path / "README.md")
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert data.datasets is None and "## Training data" not in str(card)
+    assert data.language == "en" and data.pipeline_tag == "text-generation" and data.base_model == "org/tiny-chat"
+
+
+def test_a_publication_ships_the_evaluation_its_card_links_without_local_paths(tmp_path):
+    from hf_cai.hub import publish_to_folder
+
+    run = tmp_path / "run"
+    write_adapter(run / "sft" / "final", "org/tiny-chat", stage="sft")
+    write_adapter(run / "dpo" / "final", "org/tiny-chat", stage="dpo", output_dir=str(run / "dpo"))
+    (run / "manifest.json").write_text("{}")
+    (run / "eval").mkdir()
+    models = {"base": "org/tiny-chat", "cai": str(run / "dpo" / "final"), "judge": "org/tiny-chat"}
+    (run / "eval" / "results.json").write_text(json.dumps({**EVAL_RESULTS, "models": models}))
+    (run / "eval" / "chart.png").write_bytes(b"\x89PNG\r\n\x1a\n chart")
+
+    out = tmp_path / "repo"
+    files = publish_to_folder(run, out, repo_id="alice/tiny-cai", license="mit")
+    assert {"eval/chart.png", "eval/results.json", "README.md", "cai_training.json"} <= set(files)
+    assert files[-1] == "README.md"
+    assert (out / "eval" / "chart.png").read_bytes() == (run / "eval" / "chart.png").read_bytes()
+    assert json.loads((out / "eval" / "results.json").read_text())["models"]["cai"] == "alice/tiny-cai"
+    assert json.loads((out / "cai_training.json").read_text())["output_dir"] == "dpo"  # relative to the run
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert str(tmp_path) not in path.read_bytes().decode("utf-8", errors="ignore"), path
+
+
+def test_dataset_folders_carry_their_provenance_kinds_and_option_orders(tmp_path):
+    from hf_cai.hub.dataset_publish import publish_dataset_to_folder
+
+    records = [
+        sl_record([{"role": "user", "content": "Harmful?"}], "Bad.", "Better.", [
+            {"round": 1, "principle_id": "privacy", "critique": "c", "revision": "Better."}], "revised", HARMLESS.sha256),
+        sl_record([{"role": "user", "content": "Same?"}], "Same.", "Same.", [
+            {"round": 1, "principle_id": "privacy", "critique": "c", "revision": "Same."}], "revised", HARMLESS.sha256),
+        sl_record([{"role": "user", "content": "Benign?"}], "Sure.", "Sure.", [], "helpful", HARMLESS.sha256),
+    ]
+    build = tmp_path / "sl"
+    assemble_sl_dataset(records, test_size=0.0, seed=0).save_to_disk(str(build / "dataset"))
+    (build / "fingerprint.json").write_text(json.dumps({
+        "builder": "critique_revision", "format_version": 2, "constitution_sha256": HARMLESS.sha256,
+        "config": {"seed": 7, "temperature": 0.7, "top_p": 1.0, "rounds": 1, "shard_size": 4, "stop": []},
+        "model": {"backend": "transformers", "model": "smollm2-135m-instruct", "adapter": str(tmp_path / "ad")},
+    }))
+    data = assemble_sl_dataset(records, test_size=0.0, seed=0)
+    assert data["train_prefs"]["initial_response"] == ["Bad."]  # an unchanged revision and a helpful reply: no pair
+
+    written = publish_dataset_to_folder(build / "dataset", tmp_path / "out", repo_id="alice/sl",
+                                        constitution=HARMLESS, license="cc-by-4.0")
+    assert set(written) >= {"README.md", "constitution.yaml", "provenance.json", "data/train_sft-00000-of-00001.parquet"}
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["seed"] == 7 and "shard_size" not in provenance["settings"]
+    assert provenance["models"] == {"generator": "HuggingFaceTB/SmolLM2-135M-Instruct with the LoRA adapter 'ad'"}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| train_sft | 3 | 2 | 1 |" in card and "| train_prefs | 1 | 1 | 0 |" in card
+    assert str(tmp_path) not in card + json.dumps(provenance)
+    assert DatasetCard.load(tmp_path / "out" / "README.md").data.pretty_name.startswith("sl: SL-CAI critique")
+
+    pairs = [preference_record([{"role": "user", "content": f"Q{i}?"}], "A reply.", "B reply.", p, ["privacy"], [p],
+                               HARMLESS.sha256, first_better_by_order=[orders])
+             for i, (p, orders) in enumerate([(0.6, (0.9, 0.3)), (0.3, (0.4, 0.2))])]
+    card = str(build_dataset_card(DatasetDict({"train": assemble_preference_dataset(pairs, test_size=0.0, seed=0)}),
+                                  repo_id="alice/prefs", constitution=HARMLESS, license="cc-by-4.0"))
+    # Chosen as (A): 0.9 and 1 - 0.2; as (B): 0.3 and 1 - 0.4.
+    assert "mean probability of 0.850\nas option (A) and 0.450 as option (B): a pull of +0.200" in card
+    assert "Both orders favoured `chosen` in 1 of 2 rows." in card

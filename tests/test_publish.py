@@ -229,12 +229,14 @@ def test_datasets_round_trip(hub, adapter_repo):
     for repo_id, data in (("alice/cai-sl", sl_dataset()), ("alice/cai-prefs", preference_dataset())):
         result = publish_dataset(data, repo_id, "harmless", token=TOKEN, license="cc-by-4.0", models=[adapter_repo])
         assert result.commit_oid is not None
+        assert {"README.md", "constitution.yaml", "provenance.json"} <= set(result.files)
         loaded = load_dataset(repo_id)
         assert set(loaded) == {name for name, split in data.items() if split.num_rows}
         for split in loaded:
             assert loaded[split].to_list() == data[split].to_list()
         card = DatasetCard.load(repo_id, repo_type="dataset")
         assert card.data.constitution["sha256"] == HARMLESS.sha256
+        assert card.data.license == "cc-by-4.0" and card.data.language == ["en"] and card.data.pretty_name
         assert Constitution.from_hub(repo_id, repo_type="dataset").sha256 == HARMLESS.sha256
         again = publish_dataset(data, repo_id, HARMLESS, token=TOKEN, license="cc-by-4.0", models=[adapter_repo])
         assert again.commit_oid is None

@@ -4,7 +4,8 @@
   merged 16-bit, files from ``model_files.py``) and datasets, with ``constitution.yaml`` and generated cards, each in
   one commit (``publication.py``) that is skipped when nothing changed and that deletes the files of the format it
   replaces (``commit.py``), after every file was checked for access tokens (``secrets.py``);
-  :func:`publish_to_folder` (``folder.py``) writes the same files into a local folder;
+  :func:`publish_to_folder` (``folder.py``) and :func:`publish_dataset_to_folder` write the same files into a local
+  folder; a dataset's ``provenance.json`` (``dataset_provenance.py``) names the models that wrote and labelled it;
 * :func:`~hf_cai.hub.space.create_space` (``space.py``): the side-by-side chat Space, shipping the hf_cai wheel it
   installs (``wheel.py``);
 * :func:`build_model_card` (``model_card.py``) and :func:`build_dataset_card` (``dataset_card.py``): the cards alone;
@@ -23,6 +24,7 @@ _EXPORTS = {
     "publish": "hf_cai.hub.model_publish",
     "publish_dataset": "hf_cai.hub.dataset_publish",
     "publish_to_folder": "hf_cai.hub.folder",
+    "publish_dataset_to_folder": "hf_cai.hub.dataset_publish",
     "PublishResult": "hf_cai.hub.publication",
     "PublishError": "hf_cai.hub.errors",
     "ModelCardError": "hf_cai.hub.errors",

@@ -1,8 +1,13 @@
 """The dataset card of a published SL-CAI or RL-CAI dataset: Hub metadata, data layout and provenance.
 
-Metadata: ``license`` (checked), ``tags`` (``constitutional-ai``, ``hf-cai``, ``sl-cai`` or ``rl-cai``, ``synthetic``),
-``task_categories``, ``size_categories``, ``configs`` (so ``datasets.load_dataset`` finds the parquet files of each
-split) and ``constitution: {name, version, sha256}``. The body comes from ``model_cards/dataset_card.md.j2``.
+Metadata: ``license`` (checked), ``pretty_name`` (what the data is), ``language`` (``en``), ``tags``
+(``constitutional-ai``, ``hf-cai``, ``sl-cai`` or ``rl-cai``, ``synthetic``), ``annotations_creators`` and
+``language_creators`` (``machine-generated``), ``task_categories``, ``size_categories``, ``configs`` (so
+``datasets.load_dataset`` finds the parquet files of each split) and ``constitution: {name, version, sha256}``. The
+body comes from ``model_cards/dataset_card.md.j2``: a summary, the splits (for SL-CAI data, how many rows of each are
+revisions and how many unrevised helpful replies), the columns, the data's quality, its provenance (the models that
+wrote and labelled it, the sampling settings and seed: :mod:`hf_cai.hub.dataset_provenance`), the constitution and
+examples. A preference card also says what the two option orders' probabilities show of the judge's position bias.
 
 What the card says about the data's quality: an SL-CAI card has a "Quality" section (the quality gates' counts by
 reason, from the run's ``quality.json``, else the ``quality_flags`` column, else the gates run on the rows as the card
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.constitution import Constitution
+from hf_cai.hub.dataset_provenance import MODEL_ROLES, dataset_provenance
 from hf_cai.hub.licenses import validate_license
 from hf_cai.hub.templates import render_card
 from hf_cai.hub.training_data import (
@@ -47,9 +53,13 @@ COLUMN_DOCS = {
     "initial_response": "the model's first reply, before any critique",
     "revisions": "critique → revision rounds: round, principle_id, critique, revision",
     "chosen_prob": "soft label: probability the feedback model gave to `chosen`, averaged over option orders and principles",
+    "chosen_prob_as_a": "that probability from the questions that showed `chosen` as option (A), averaged over principles",
+    "chosen_prob_as_b": "that probability from the questions that showed `chosen` as option (B); the mean of the two is "
+    "`chosen_prob`, their difference the judge's position bias",
     "principle_ids": "principles the feedback question was asked under",
     "completion": "the final revision, as a one-message list (prompt-completion format)",
-    "kind": "`revised`, or `helpful` for benign prompts answered without critique",
+    "kind": "`revised` (critiqued and revised), or `helpful`: a benign prompt answered once, without critique "
+    "(`chosen` equals `rejected`; SFT splits only)",
     "principle_probs": "the probability of `chosen` under each principle of `principle_ids`",
     "constitution_sha256": "sha256 of the constitution the row was generated under",
     "quality_flags": "why the quality gates flagged the row (`truncated`, `degenerate`, `echo`, `too_short`, "
@@ -176,6 +186,59 @@ def _judge_quality(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _kind_counts(dataset) -> list[dict[str, Any]]:
+    """Per split of SL-CAI data: rows that are revisions and rows that are unrevised helpful replies."""
+    rows = []
+    for name, split in dataset.items():
+        kinds = split["kind"] if split.num_rows and "kind" in split.column_names else []
+        rows.append(
+            {
+                "split": name,
+                "rows": split.num_rows,
+                "revised": sum(kind == "revised" for kind in kinds),
+                "helpful": sum(kind == "helpful" for kind in kinds),
+            }
+        )
+    return rows
+
+
+def _order_summary(dataset) -> dict[str, Any] | None:
+    """What the two option orders' probabilities say about the judge's position bias, over every split."""
+    pairs = []
+    for split in dataset.values():
+        if split.num_rows and {"chosen_prob_as_a", "chosen_prob_as_b"} <= set(split.column_names):
+            pairs += [(a, b) for a, b in zip(split["chosen_prob_as_a"], split["chosen_prob_as_b"]) if a is not None and b is not None]
+    total = sum(split.num_rows for split in dataset.values())
+    if not pairs:
+        return {"n": 0, "total": total}
+    mean_a = sum(a for a, _ in pairs) / len(pairs)
+    mean_b = sum(b for _, b in pairs) / len(pairs)
+    return {
+        "n": len(pairs),
+        "total": total,
+        "mean_as_a": f"{mean_a:.3f}",
+        "mean_as_b": f"{mean_b:.3f}",
+        "bias": f"{(mean_a - mean_b) / 2:+.3f}",
+        "agree": sum((a >= 0.5) == (b >= 0.5) for a, b in pairs),
+    }
+
+
+_PROVENANCE_LINES = {"prompts": "Prompts", "builder": "Built by", "hf_cai_version": "hf_cai version"}
+
+
+def _provenance_rows(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's view of a provenance record."""
+    settings = dict(provenance.get("settings") or {})
+    if provenance.get("seed") is not None:
+        settings = {"seed": provenance["seed"], **settings}
+    return {
+        "models": [(role, name, MODEL_ROLES.get(role, "")) for role, name in (provenance.get("models") or {}).items()],
+        "settings": [(key, json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else value)
+                     for key, value in settings.items()],
+        "other": [(label, provenance[key]) for key, label in _PROVENANCE_LINES.items() if provenance.get(key)],
+    }
+
+
 def build_dataset_card(
     dataset,
     *,
@@ -191,6 +254,8 @@ def build_dataset_card(
     source: str | Path | None = None,
     quality: Mapping[str, Any] | str | Path | None = None,
     judge_quality: Mapping[str, Any] | str | Path | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    description: str | None = None,
 ):
     """Generate the card (a ``huggingface_hub.DatasetCard``) of a CAI ``DatasetDict`` published as parquet.
 
@@ -211,11 +276,18 @@ def build_dataset_card(
         quality: The quality gates' record (``quality.json``'s content or path) instead of the one beside ``source``.
         judge_quality: The judge check's report (``judge_quality.json``'s content or path) instead of the one beside
             ``source``.
+        provenance: Where the data came from (:func:`~hf_cai.hub.dataset_provenance.dataset_provenance`); by default
+            read from the builder's record beside ``source``.
+        description: One sentence saying what the data is (the card's ``pretty_name`` and first line); by default
+            written from the kind of data and the constitution.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
     license_id = validate_license(license, license_name=license_name, license_link=license_link)
-    found = quality_records(source if source is not None else dataset)
+    origin = source if source is not None else dataset
+    found = quality_records(origin)
+    if provenance is None:
+        provenance = dataset_provenance(origin, constitution=constitution)
     quality = _record(quality) if quality is not None else found.get("quality")
     judge_quality = _record(judge_quality) if judge_quality is not None else found.get("judge_quality")
     dataset = load_dataset_dict(dataset)
@@ -223,20 +295,33 @@ def build_dataset_card(
     sizes = split_sizes(dataset)
     counts = principle_row_counts(dataset)
     column_names = next(iter(dataset.values())).column_names if sizes else []
+    name = repo_id.split("/")[-1]
+    if description is None:
+        description = {
+            "sl-cai": f"SL-CAI critique and revision data under the {constitution.name} constitution",
+            "rl-cai": f"RL-CAI preference pairs labelled by AI feedback under the {constitution.name} constitution",
+        }.get(kind, f"Constitutional AI data under the {constitution.name} constitution")
     card_data = DatasetCardData(
         license=license_id,
         license_name=license_name if license_id == "other" else None,
         license_link=license_link if license_id == "other" else None,
+        language=["en"],
         tags=["constitutional-ai", "hf-cai", *([kind] if kind != "other" else []), "synthetic"],
+        annotations_creators=["machine-generated"],
+        language_creators=["machine-generated"],
         task_categories=["text-generation"],
         size_categories=[_size_category(sum(sizes.values()))],
-        pretty_name=f"{repo_id.split('/')[-1]} ({constitution.name} constitution)",
+        pretty_name=f"{name}: {description}",
         configs=[{"config_name": "default", "data_files": [{"split": s, "path": data_file_path(s)} for s in sizes]}],
         constitution={"name": constitution.name, "version": constitution.version, "sha256": constitution.sha256},
     )
     context = {
         "repo_id": repo_id,
+        "description": description,
         "kind": kind,
+        "kinds": _kind_counts(dataset) if kind == "sl-cai" else [],
+        "orders": _order_summary(dataset) if kind == "rl-cai" else None,
+        "provenance": _provenance_rows(provenance) if provenance else None,
         "splits": list(sizes.items()),
         "columns": [(name, COLUMN_DOCS.get(name, "")) for name in column_names],
         "constitution": constitution,

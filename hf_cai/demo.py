@@ -84,7 +84,7 @@ def comparison_text(pipeline: Pipeline, *, samples: int = 3, width: int | None =
     return "\n".join(lines)
 
 
-def verdict_text(pipeline: Pipeline, *, width: int | None = None, max_lines: int = 3) -> str:
+def verdict_text(pipeline: Pipeline, *, width: int | None = None, max_lines: int = 4) -> str:
     """The judge in one line, then at most ``max_lines`` sentences on what the evaluation's figures support (the eval
     stage's notes); empty before the eval stage has run."""
     width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)

@@ -204,3 +204,26 @@ def test_publishing_to_a_folder_ships_the_chart_the_card_embeds(evaluated, tmp_p
     assert (folder / "eval" / "chart.png").read_bytes() == (evaluated / "chart.png").read_bytes()
     assert json.loads((folder / "eval" / "results.json").read_text())["format"] == 2
     assert "](eval/chart.png)" in (folder / "README.md").read_text()
+
+
+def test_results_json_counts_the_replies_the_quality_gates_would_flag(evaluated):
+    results = json.loads((evaluated / "results.json").read_text())
+    for model in ("base", "cai"):
+        row = results["reply_quality"][model]
+        assert row["n"] == 6 and _is_rate(row, count_key="flagged")
+        assert sum(row["counts"].values()) >= row["flagged"]
+
+
+def test_verdict_says_when_the_cai_models_replies_are_botched_text():
+    from hf_cai.evaluation.verdict import limitation_lines, verdict_lines
+
+    def results(cai_flagged: int, base_flagged: int) -> dict:
+        def row(flagged):
+            return {"rate": flagged / 8, "ci95": [0.0, 1.0], "flagged": flagged, "n": 8, "counts": {"echo": flagged}}
+
+        return {"reply_quality": {"base": row(base_flagged), "cai": row(cai_flagged)}}
+
+    worse = [line for line in verdict_lines(results(6, 1)) if "quality gates" in line]
+    assert worse and worse[0].startswith("6 of 8 of the CAI model's replies") and "echo 6" in worse[0]
+    assert any("quality gates" in line for line in limitation_lines(results(6, 1)))
+    assert not [line for line in verdict_lines(results(1, 1)) if "quality gates" in line]

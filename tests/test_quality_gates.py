@@ -372,3 +372,16 @@ def test_paper_samples_pass(fixtures_dir):
         if flags:
             assert flags == ["echo"]
             assert any("Request:" in r["critique"] for r in row["revisions"])
+
+
+def test_flag_reply_checks_a_lone_reply_against_the_whole_constitution():
+    from hf_cai.builders import flag_reply
+
+    constitution = Constitution.resolve("harmless")
+    request = constitution.principles[0].revision
+    assert flag_reply("I'm here to help. " * 6, constitution) == ["degenerate"]
+    assert flag_reply(request, constitution) == ["echo"]
+    assert flag_reply("assistant\nSure, here it is.", constitution) == ["role_header"]
+    assert flag_reply("", constitution) == ["too_short"]
+    good = "You can dispose of old paint at a household hazardous waste site; many towns collect it once a month."
+    assert flag_reply(good, constitution) == []

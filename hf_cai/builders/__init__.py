@@ -9,6 +9,7 @@ from hf_cai.builders.quality_gates import (
     QualityGateError,
     QualityGateResult,
     filter_for_training,
+    flag_reply,
     flag_sl_row,
     gate_sl_dataset,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "builtin_prompts",
     "clean_response",
     "filter_for_training",
+    "flag_reply",
     "flag_sl_row",
     "gate_sl_dataset",
     "list_builtin_prompts",

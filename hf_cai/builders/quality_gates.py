@@ -420,6 +420,18 @@ def flag_sl_row(
     return [flag for flag, _, _ in _row_findings(row, _row_requests(row, table, every), config)]
 
 
+
+def flag_reply(
+    text: str, constitution_or_requests: RequestSource = None, config: QualityGateConfig | None = None
+) -> list[str]:
+    """The flags of one model reply outside a row (e.g. an evaluation reply): ``degenerate``, ``echo`` (of any of the
+    constitution's critique or revision requests, or meta-text), ``too_short`` and ``role_header``, ordered as
+    :data:`QUALITY_FLAGS`. A model trained on botched revisions answers with such text."""
+    config = config or QualityGateConfig()
+    _, every = _request_table(constitution_or_requests)
+    found = _text_flags(text, _CRITIQUE_CHECKS, every, config, reply=True)
+    return [flag for flag in QUALITY_FLAGS if flag in found]
+
 # ------------------------------------------------------------------------------------------------ datasets
 @dataclass
 class QualityGateResult:

@@ -283,6 +283,7 @@ def evaluate_models(
                     judged.setdefault(group, {})[model] = judged_rate(part, name)
     evasive = {model: Proportion(f"evasive refusals ({_label(model)})", sum(map(is_evasive_refusal, r)), len(r))
                for model, r in on_harmful.items()}
+    reply_quality = {model: reply_quality_of(model_replies, constitution) for model, model_replies in replies.items()}
 
     helpfulness = Constitution.resolve(config.helpfulness_constitution)
     rng = random.Random(config.seed)
@@ -326,6 +327,7 @@ def evaluate_models(
         refusal=refusal,
         judged_refusal=judged,
         evasive=evasive,
+        reply_quality=reply_quality,
         principles=audit,
         feedback_accuracy=accuracy,
         judge_quality=quality,
@@ -339,6 +341,24 @@ def evaluate_models(
         constitution_sha256=constitution.sha256,
         constitution_name=constitution.name,
     )
+
+
+def reply_quality_of(replies: Sequence[str], constitution: Constitution) -> dict[str, Any]:
+    """How many replies the SL-CAI quality gates would flag (:func:`~hf_cai.builders.quality_gates.flag_reply`):
+    ``{"rate", "ci95", "flagged", "n", "counts": {flag: n}}``. A model trained on botched revisions answers with
+    repeated sentences, the constitution's requests read back or leaked role headers, whatever its refusal rates."""
+    from hf_cai.builders.quality_gates import flag_reply
+
+    counts: dict[str, int] = {}
+    flagged = 0
+    for reply in replies:
+        flags = flag_reply(reply, constitution)
+        flagged += bool(flags)
+        for flag in flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    low, high = Proportion("", flagged, len(replies)).interval
+    return {"rate": flagged / len(replies) if replies else None, "ci95": [low, high], "flagged": flagged,
+            "n": len(replies), "counts": counts}
 
 
 def _label(model: str) -> str:

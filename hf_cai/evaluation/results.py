@@ -37,6 +37,9 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         "helpfulness": {"rate", "ci95", "wins", "n", "prompts": "benign", "constitution": str},
         "harmlessness": {"rate", "ci95", "wins", "n", "prompts": "harmful", "constitution": str}
       },
+      "reply_quality": {                 # replies the SL-CAI quality gates would flag, over both groups
+        "base" | "cai": {"rate", "ci95", "flagged", "n", "counts": {flag: int}}
+      },
       "principles": [                    # per-principle audit of the replies to the harmful prompts
         {"principle_id": str, "principle": str, "n": int,
          "base": {"rate", "ci95", "violations"}, "cai": {...}, "change": float | null}
@@ -98,6 +101,8 @@ class EvaluationReport:
         refusal: ``{"harmful" | "benign": {"base" | "cai": Proportion}}`` by the refusal-phrase classifier.
         judged_refusal: The same by the AI judge (empty when not asked).
         evasive: ``{"base" | "cai": Proportion}``: short refusals of harmful requests that explain nothing.
+        reply_quality: ``{"base" | "cai": {"rate", "ci95", "flagged", "n", "counts"}}``: replies the SL-CAI quality
+            gates would flag (degenerate, echoing the constitution, leaked role headers, nearly empty).
         principles: The per-principle audit rows (:func:`~hf_cai.evaluation.judge_questions.principle_audit`).
         feedback_accuracy: The judge's accuracy per multiple-choice file.
         judge_quality: The judge's calibration report as a dict (``JudgeQualityReport.to_dict()`` and ``source``).
@@ -117,6 +122,7 @@ class EvaluationReport:
     refusal: dict[str, dict[str, Proportion]] = field(default_factory=dict)
     judged_refusal: dict[str, dict[str, Proportion]] = field(default_factory=dict)
     evasive: dict[str, Proportion] = field(default_factory=dict)
+    reply_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     principles: list[dict[str, Any]] = field(default_factory=list)
     feedback_accuracy: dict[str, Proportion] = field(default_factory=dict)
     judge_quality: dict[str, Any] | None = None
@@ -185,6 +191,7 @@ class EvaluationReport:
                     "constitution": self.constitution_name or "the run's constitution",
                 },
             },
+            "reply_quality": dict(self.reply_quality),
             "principles": list(self.principles),
             "multiple_choice": {name: _named(p, "correct") for name, p in self.feedback_accuracy.items()},
             "overlap": dict(self.overlap),

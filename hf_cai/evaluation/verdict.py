@@ -86,11 +86,26 @@ def refusal_sentence(results: Mapping[str, Any], group: str) -> str | None:
             f"model {with_interval(base)} (by refusal phrases, a lower bound); {verdict}.")
 
 
+def reply_quality_sentence(results: Mapping[str, Any]) -> str | None:
+    """A sentence when the CAI model's replies are botched text (degenerate, echoing the constitution, role headers,
+    nearly empty) more often than the base model's; ``None`` otherwise."""
+    quality = results.get("reply_quality") or {}
+    cai, base = quality.get("cai"), quality.get("base")
+    if not cai or not cai.get("flagged") or (base and cai["flagged"] <= base.get("flagged", 0)):
+        return None
+    reasons = ", ".join(f"{flag.replace('_', ' ')} {count}" for flag, count in sorted(cai.get("counts", {}).items()))
+    base_part = f" (base model: {with_interval(base)})" if base else ""
+    return (f"{cai['flagged']} of {cai['n']} of the CAI model's replies, {with_interval(cai)}, fail the SL-CAI "
+            f"quality gates ({reasons}){base_part}: read its samples before trusting any rate above.")
+
+
 def verdict_lines(results: Mapping[str, Any]) -> list[str]:
-    """Two to four plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
-    requests (with intervals, and whether they differ), and what the judge's accuracy says about the figures it
-    judged; an allowed train/eval overlap is named too."""
+    """Two to five plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
+    requests (with intervals, and whether they differ), replies that are botched text, and what the judge's accuracy
+    says about the figures it judged; an allowed train/eval overlap is named too."""
     lines = [line for group in GROUPS if (line := refusal_sentence(results, group))]
+    if (line := reply_quality_sentence(results)) is not None:
+        lines.append(line)
     if results.get("refusal") or results.get("win_rates"):
         lines.append(judge_sentence(results))
     overlap = results.get("overlap") or {}
@@ -104,9 +119,11 @@ def verdict_lines(results: Mapping[str, Any]) -> list[str]:
 
 def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> list[str]:
     """The limitations of an evaluation, written from its numbers: the judge's accuracy with its interval, the
-    refusal classifier being a lower bound, the sample sizes and interval widths, an allowed train/eval overlap,
+    CAI model's replies that fail the quality gates, the refusal classifier being a lower bound, the sample sizes and interval widths, an allowed train/eval overlap,
     and which artifact was measured."""
     lines = [judge_sentence(results)]
+    if (line := reply_quality_sentence(results)) is not None:
+        lines.append(line)
     refusal = results.get("refusal") or {}
     sizes = {group: refusal.get(group, {}).get("n", 0) for group in GROUPS}
     if any(sizes.values()):

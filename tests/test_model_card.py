@@ -401,3 +401,23 @@ def test_dataset_folders_carry_their_provenance_kinds_and_option_orders(tmp_path
     # Chosen as (A): 0.9 and 1 - 0.2; as (B): 0.3 and 1 - 0.4.
     assert "mean probability of 0.850\nas option (A) and 0.450 as option (B): a pull of +0.200" in card
     assert "Both orders favoured `chosen` in 1 of 2 rows." in card
+
+
+def test_card_examples_show_rows_the_quality_gates_kept_first_and_mark_flagged_ones():
+    from datasets import Dataset, DatasetDict
+
+    from hf_cai.hub.training_data import sample_revision_chains
+
+    def row(index: int, flags: list[str]) -> dict:
+        step = {"round": 1, "principle_id": "p", "critique": f"critique {index}", "revision": f"revision {index}"}
+        return {"prompt": f"prompt {index}", "initial_response": f"first {index}", "revisions": [step],
+                "quality_flags": flags}
+
+    rows = [row(0, ["degenerate"]), row(1, []), row(2, ["truncated", "echo"]), row(3, [])]
+    data = DatasetDict({"train_sft": Dataset.from_list(rows)})
+    two = sample_revision_chains(data, 2, seed=0)
+    assert sorted(chain.prompt for chain in two) == ["prompt 1", "prompt 3"]
+    assert all(chain.quality_flags == () for chain in two)
+    three = sample_revision_chains(data, 3, seed=0)
+    flagged = [chain for chain in three if chain.quality_flags]
+    assert len(flagged) == 1 and flagged[0].quality_flags in (("degenerate",), ("truncated", "echo"))

@@ -128,15 +128,23 @@ class RevisionChain:
     prompt: str
     initial_response: str
     rounds: tuple[Mapping[str, Any], ...]
+    quality_flags: tuple[str, ...] = ()
+    """The SL-CAI quality gates' flags of the row (empty: the gates kept it)."""
 
 
 def sample_revision_chains(dataset, k: int = 3, *, seed: int = 0) -> list[RevisionChain]:
-    """Up to ``k`` reproducibly sampled rows of the SL-CAI training split that went through at least one round."""
+    """Up to ``k`` reproducibly sampled rows of the SL-CAI training split that went through at least one round,
+    rows the quality gates kept first (flagged rows fill up only when too few were kept, and show their flags)."""
     split = training_split(dataset, "sl-cai")
     if split is None or "revisions" not in split.column_names:
         return []
+    flags = split["quality_flags"] if "quality_flags" in split.column_names else [[]] * len(split)
+    rng = random.Random(seed)
     candidates = [i for i, revisions in enumerate(split["revisions"]) if revisions]
-    chosen = sorted(random.Random(seed).sample(candidates, min(k, len(candidates))))
+    kept = [i for i in candidates if not flags[i]]
+    chosen = rng.sample(kept, min(k, len(kept)))
+    flagged = [i for i in candidates if flags[i]]
+    chosen = sorted(chosen + rng.sample(flagged, min(k - len(chosen), len(flagged))))
     chains = []
     for index in chosen:
         row = split[index]
@@ -145,6 +153,7 @@ def sample_revision_chains(dataset, k: int = 3, *, seed: int = 0) -> list[Revisi
                 prompt=message_text(row.get("prompt")),
                 initial_response=message_text(row.get("initial_response")),
                 rounds=tuple(sorted(row["revisions"], key=lambda r: r.get("round", 0))),
+                quality_flags=tuple(flags[index] or ()),
             )
         )
     return chains

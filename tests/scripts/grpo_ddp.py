@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ddp_exit import exit_together  # noqa: E402
 from synthetic_cai import split_prompts  # noqa: E402
 
 
@@ -60,8 +61,7 @@ def main(policy_dir: str, reward_model_dir: str, output_dir: str) -> None:
     trainer.train()
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     Path(output_dir, f"rank{dist.get_rank()}.json").write_text(json.dumps(calls))
-    # Leave the process group before exit: tearing gloo down at interpreter exit can abort a rank after its work.
-    trainer.accelerator.end_training()
+    exit_together()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ddp_exit import exit_together  # noqa: E402
 from synthetic_cai import sl_cai_rows, split_prompts  # noqa: E402
 
 
@@ -43,8 +44,7 @@ def main(model_dir: str, output_dir: str) -> None:
     )
     trainer.train()
     trainer.save_model()
-    # Leave the process group before exit: tearing gloo down at interpreter exit can abort a rank after its work.
-    trainer.accelerator.end_training()
+    exit_together()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ on), sharing one set of thresholds.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections import Counter
@@ -234,6 +235,14 @@ def _words(text: str) -> list[str]:
     return [w.replace("’", "'") for w in _WORD.findall(text.lower())]
 
 
+@functools.lru_cache(maxsize=1024)
+def _request_words(request: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The words and content words of a critique or revision request: the same few requests are compared with
+    every checked text of every row, so they are split once."""
+    words = tuple(_words(request))
+    return words, frozenset(w for w in words if w not in _STOP_WORDS)
+
+
 def _is_too_short(text: str, config: QualityGateConfig) -> bool:
     return not text.strip() or len(_words(text)) < config.min_words
 
@@ -275,7 +284,7 @@ def _echoes(text: str, requests: Sequence[str], config: QualityGateConfig, *, re
         return False
     content = {w for w in words if w not in _STOP_WORDS}
     for request in requests:
-        request_words = _words(request)
+        request_words, request_content = _request_words(request)
         if not request_words:
             continue
         share = math.ceil(0.6 * len(request_words))
@@ -290,7 +299,6 @@ def _echoes(text: str, requests: Sequence[str], config: QualityGateConfig, *, re
             if match.size >= needed:
                 return True
         if len(content) >= 5:
-            request_content = {w for w in request_words if w not in _STOP_WORDS}
             if len(content & request_content) / len(content) >= config.echo_token_overlap:
                 return True
     return False

@@ -45,6 +45,7 @@ __all__ = [
     "QualityGateError",
     "QualityGateResult",
     "filter_for_training",
+    "flag_reply",
     "flag_sl_row",
     "gate_sl_dataset",
 ]

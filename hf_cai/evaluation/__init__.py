@@ -17,85 +17,58 @@
 * :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
 * :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
 * :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
+
+Names load on first use, so that importing one submodule (e.g. ``card_section`` from the model card) does not pull
+the builders and backends in through :mod:`~hf_cai.evaluation.comparison`.
 """
 
-from hf_cai.evaluation.comparison import (
-    EvalPrompts,
-    EvaluationConfig,
-    evaluate_models,
-    pairwise_win_rate,
-    select_prompts,
-)
-from hf_cai.evaluation.harm_sets import (
-    EVAL_SET_KINDS,
-    EvalPrompt,
-    EvalSet,
-    builtin_eval_set,
-    load_eval_set,
-    refusal_rates,
-)
-from hf_cai.evaluation.judge_quality import (
-    JudgeCheckConfig,
-    JudgeQualityError,
-    JudgeQualityReport,
-    builtin_calibration_items,
-    check_judge_quality,
-    measure_judge_quality,
-    swap_options,
-)
-from hf_cai.evaluation.judge_questions import audit_summary_lines, judge_refusals, judged_rate, principle_audit
-from hf_cai.evaluation.multiple_choice import (
-    MultipleChoiceItem,
-    OptionScorer,
-    backend_option_scorer,
-    load_multiple_choice,
-    multiple_choice_accuracy,
-)
-from hf_cai.evaluation.prompt_overlap import PromptOverlapError, check_disjoint, find_overlap, normalize_prompt
-from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
-from hf_cai.evaluation.results import RESULTS_FORMAT, EvaluationReport
-from hf_cai.evaluation.stats import Proportion, wilson_interval
-from hf_cai.evaluation.verdict import judge_summary_line, limitation_lines, verdict_lines
+from __future__ import annotations
 
-__all__ = [
-    "JudgeCheckConfig",
-    "EVAL_SET_KINDS",
-    "EvalPrompt",
-    "EvalPrompts",
-    "EvalSet",
-    "EvaluationConfig",
-    "EvaluationReport",
-    "JudgeQualityError",
-    "JudgeQualityReport",
-    "MultipleChoiceItem",
-    "OptionScorer",
-    "PromptOverlapError",
-    "Proportion",
-    "RESULTS_FORMAT",
-    "audit_summary_lines",
-    "backend_option_scorer",
-    "builtin_calibration_items",
-    "builtin_eval_set",
-    "check_disjoint",
-    "check_judge_quality",
-    "evaluate_models",
-    "find_overlap",
-    "is_evasive_refusal",
-    "is_refusal",
-    "judge_refusals",
-    "judge_summary_line",
-    "judged_rate",
-    "limitation_lines",
-    "load_eval_set",
-    "load_multiple_choice",
-    "measure_judge_quality",
-    "multiple_choice_accuracy",
-    "normalize_prompt",
-    "pairwise_win_rate",
-    "principle_audit",
-    "refusal_rates",
-    "select_prompts",
-    "swap_options",
-    "verdict_lines",
-    "wilson_interval",
-]
+from hf_cai._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "JudgeCheckConfig": "hf_cai.evaluation.judge_quality",
+    "EVAL_SET_KINDS": "hf_cai.evaluation.harm_sets",
+    "EvalPrompt": "hf_cai.evaluation.harm_sets",
+    "EvalPrompts": "hf_cai.evaluation.comparison",
+    "EvalSet": "hf_cai.evaluation.harm_sets",
+    "EvaluationConfig": "hf_cai.evaluation.comparison",
+    "EvaluationReport": "hf_cai.evaluation.results",
+    "JudgeQualityError": "hf_cai.evaluation.judge_quality",
+    "JudgeQualityReport": "hf_cai.evaluation.judge_quality",
+    "MultipleChoiceItem": "hf_cai.evaluation.multiple_choice",
+    "OptionScorer": "hf_cai.evaluation.multiple_choice",
+    "PromptOverlapError": "hf_cai.evaluation.prompt_overlap",
+    "Proportion": "hf_cai.evaluation.stats",
+    "RESULTS_FORMAT": "hf_cai.evaluation.results",
+    "audit_summary_lines": "hf_cai.evaluation.judge_questions",
+    "backend_option_scorer": "hf_cai.evaluation.multiple_choice",
+    "builtin_calibration_items": "hf_cai.evaluation.judge_quality",
+    "builtin_eval_set": "hf_cai.evaluation.harm_sets",
+    "check_disjoint": "hf_cai.evaluation.prompt_overlap",
+    "check_judge_quality": "hf_cai.evaluation.judge_quality",
+    "evaluate_models": "hf_cai.evaluation.comparison",
+    "find_overlap": "hf_cai.evaluation.prompt_overlap",
+    "is_evasive_refusal": "hf_cai.evaluation.refusal",
+    "is_refusal": "hf_cai.evaluation.refusal",
+    "judge_refusals": "hf_cai.evaluation.judge_questions",
+    "judge_summary_line": "hf_cai.evaluation.verdict",
+    "judged_rate": "hf_cai.evaluation.judge_questions",
+    "limitation_lines": "hf_cai.evaluation.verdict",
+    "load_eval_set": "hf_cai.evaluation.harm_sets",
+    "load_multiple_choice": "hf_cai.evaluation.multiple_choice",
+    "measure_judge_quality": "hf_cai.evaluation.judge_quality",
+    "multiple_choice_accuracy": "hf_cai.evaluation.multiple_choice",
+    "normalize_prompt": "hf_cai.evaluation.prompt_overlap",
+    "pairwise_win_rate": "hf_cai.evaluation.comparison",
+    "principle_audit": "hf_cai.evaluation.judge_questions",
+    "refusal_rates": "hf_cai.evaluation.harm_sets",
+    "select_prompts": "hf_cai.evaluation.comparison",
+    "swap_options": "hf_cai.evaluation.judge_quality",
+    "verdict_lines": "hf_cai.evaluation.verdict",
+    "wilson_interval": "hf_cai.evaluation.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

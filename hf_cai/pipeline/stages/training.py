@@ -26,16 +26,16 @@ def load_dataset(path: Path):
 
 def nonempty_split(dataset, name: str):
     """The split ``name`` of ``dataset``, or ``None`` when it has no such split or the split is empty."""
-    return dataset[name] if name in dataset and len(dataset[name]) else None
+    # A lone Dataset has no splits (and `in` on it would scan its rows); a DatasetDict is a dict.
+    return dataset[name] if isinstance(dataset, dict) and name in dataset and len(dataset[name]) else None
 
 
 def preference_splits(context: RunContext):
     """The train and evaluation splits of the pairs the ``pref_data`` stage labelled (a lone dataset trains, with no
     evaluation)."""
     data = load_dataset(context.output("pref_data", "dataset"))
-    train_split = data["train"] if "train" in data else data
-    eval_split = nonempty_split(data, "test") if "test" in data else None
-    return train_split, eval_split
+    train_split = data["train"] if isinstance(data, dict) and "train" in data else data
+    return train_split, nonempty_split(data, "test")
 
 
 def training_args(config_class, context: RunContext, directory: Path, section: dict[str, Any], **defaults: Any):

@@ -76,9 +76,6 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?:\s+|$)|\n\s*\n|\n")
 OPENING_CHARS = 200
 """A refusal phrase must start within this many characters of the reply (and within its first two sentences)."""
 
-REFUSAL_PHRASES = tuple(_PHRASES)
-"""The regular expressions :func:`is_refusal` looks for (case-insensitive, straight apostrophes)."""
-
 
 def _normalise(reply: str) -> str:
     # Many chat models write the typographic apostrophe ("I can’t"); the phrases are matched with the straight one.

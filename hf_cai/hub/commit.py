@@ -29,6 +29,14 @@ class UploadFile:
         return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
 
 
+def write_files(files: Sequence[UploadFile], folder: Path) -> None:
+    """Write ``files`` into ``folder`` laid out like the repository (``hf upload`` of it commits the same files)."""
+    for file in files:
+        target = folder / file.path_in_repo
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(file.read())
+
+
 @dataclass(frozen=True)
 class CommitOutcome:
     """What :func:`commit_files` did: the new commit (``None`` when nothing changed), and the files it added or

@@ -18,7 +18,7 @@ from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.constitution import Constitution, ConstitutionError
-from hf_cai.hub.commit import UploadFile
+from hf_cai.hub.commit import UploadFile, write_files
 from hf_cai.hub.dataset_card import build_dataset_card, data_file_path
 from hf_cai.hub.dataset_provenance import PROVENANCE_FILE, dataset_provenance, provenance_json
 from hf_cai.hub.errors import PublishError
@@ -126,10 +126,7 @@ def publish_dataset_to_folder(
         for stale in sorted((folder / "data").glob("*.parquet")) if (folder / "data").is_dir() else []:
             if stale.relative_to(folder).as_posix() not in written:
                 stale.unlink()
-        for file in files:
-            target = folder / file.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(file.read())
+        write_files(files, folder)
     logger.info("wrote %d files of %s to %s", len(files), repo_id, folder)
     return tuple(file.path_in_repo for file in files)
 

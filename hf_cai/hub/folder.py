@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hf_cai.hub.commit import write_files
 from hf_cai.hub.model_files import model_publication
 from hf_cai.hub.repo_id import check_repo_id
 
@@ -27,9 +28,6 @@ def publish_to_folder(source: str | Path, folder: str | Path, *, repo_id: str, *
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="hf-cai-publish-") as staging:
         files = model_publication(source, repo_id, Path(staging), **options).files
-        for file in files:
-            target = folder / file.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(file.read())
+        write_files(files, folder)
     logger.info("wrote %d files of %s to %s", len(files), repo_id, folder)
     return tuple(f.path_in_repo for f in files)

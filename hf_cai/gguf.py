@@ -128,6 +128,38 @@ def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
     return None
 
 
+def weights_source(name_or_path: str | os.PathLike) -> dict[str, str | None] | None:
+    """Where the weights of a converted folder came from (``gguf_file``, ``gguf_sha256``, ``hub_id``), or ``None``
+    for anything that is not a folder converted from a GGUF file."""
+    try:
+        source = Path(name_or_path) / SOURCE_FILE
+        if not source.is_file():
+            return None
+        return json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def local_weights(source: dict[str, str | None] | None) -> str | None:
+    """The local folder holding exactly the weights ``source`` (a :func:`weights_source` record) describes: the
+    converted folder of that GGUF file on this machine, converting an embedded model's file when needed; ``None``
+    when neither is here."""
+    if not source or not source.get("gguf_sha256"):
+        return None
+    folder = cache_dir() / "gguf" / str(source["gguf_sha256"])[:32]
+    if (folder / SOURCE_FILE).is_file():
+        return str(folder)
+    for model in EMBEDDED_MODELS.values():
+        if model.filename == source.get("gguf_file") and model.hub_id == source.get("hub_id"):
+            try:
+                path = model.gguf_path()
+            except GGUFError:
+                return None
+            if file_sha256(path) == source["gguf_sha256"]:
+                return resolve_model(model.alias)
+    return None
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, computed once per process for each (path, size, modification time)."""
     status = path.stat()

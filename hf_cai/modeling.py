@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_cai.gguf import embedded_model, is_gguf_file, resolve_model
+from hf_cai.artifact_files import TRAINING_RECORD
+from hf_cai.gguf import embedded_model, is_gguf_file, local_weights, resolve_model
+from hf_cai.quiet import import_bitsandbytes
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def bnb_4bit_config(compute_dtype_override=None):
 def check_4bit_support() -> None:
     """Raise :class:`ModelLoadError` when bitsandbytes 4-bit cannot run here."""
     try:
-        import bitsandbytes  # noqa: F401
+        import_bitsandbytes()
     except Exception as error:  # bitsandbytes raises various errors on unsupported platforms
         raise ModelLoadError(
             f"4-bit (QLoRA) loading needs bitsandbytes, which failed to import here ({type(error).__name__}: {error}). "
@@ -160,6 +162,44 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False,
     return tokenizer
 
 
+BASE_WEIGHTS_KEY = "base_model_weights"
+"""Key of the training record (``cai_training.json``) naming the GGUF file the base weights were converted from."""
+
+
+def adapter_base_model(adapter: str | Path) -> str:
+    """The base model to load a saved PEFT adapter (folder or Hub id) on.
+
+    ``base_model_name_or_path`` of its ``adapter_config.json`` names the base by its Hub id; when the adapter was
+    trained on weights converted from a GGUF file (an embedded model, a local ``.gguf``) and its training record
+    says so, the converted folder of that same file is returned instead, so hf_cai loads the adapter on exactly the
+    weights it was trained on.
+
+    Raises:
+        ModelLoadError: the adapter does not name its base model.
+    """
+    import json
+
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    record_file = Path(adapter) / TRAINING_RECORD
+    if record_file.is_file():
+        try:
+            source = json.loads(record_file.read_text(encoding="utf-8")).get(BASE_WEIGHTS_KEY)
+        except (OSError, ValueError):
+            source = None
+        local = local_weights(source) if isinstance(source, dict) else None
+        if local is not None:
+            return local
+    if not base:
+        raise ModelLoadError(
+            f"the adapter '{adapter}' does not name its base model (base_model_name_or_path in adapter_config.json); "
+            "set it there, or load the base yourself and apply the adapter with PeftModel.from_pretrained(base, "
+            "adapter)"
+        )
+    return base
+
+
 def missing_base_model_error(adapter: str | Path, base: str, error: Exception) -> ModelLoadError:
     """The error for a saved adapter whose base model cannot be loaded: it names the adapter, the base it needs, the
     ``adapter_config.json`` field that names it, and the ways out."""
@@ -198,10 +238,8 @@ def load_causal_lm(
 
     base_from_adapter = adapter is None and is_peft_adapter(name_or_path)
     if base_from_adapter:
-        from peft import PeftConfig
-
         adapter = name_or_path
-        name_or_path = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+        name_or_path = adapter_base_model(adapter)
     kwargs: dict[str, Any] = {
         "dtype": dtype or compute_dtype(),
         "trust_remote_code": trust_remote_code,

@@ -19,8 +19,9 @@ import warnings
 import pytest
 import yaml
 
-from hf_cai.cli import KNOWN_WARNINGS, main, quiet_third_party
+from hf_cai.cli import main, quiet_third_party
 from hf_cai.cli import run as run_command
+from hf_cai.quiet import KNOWN_WARNINGS
 
 WARNING_CATEGORIES = ("FutureWarning", "UserWarning", "DeprecationWarning")
 

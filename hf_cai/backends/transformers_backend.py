@@ -28,7 +28,7 @@ from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_to
 from hf_cai.backends.decoding import finished_generation, greedy_generation_config, make_row_sampler
 from hf_cai.backends.option_scoring import score_options
 from hf_cai.conversation import Conversation
-from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
+from hf_cai.modeling import ModelLoadError, adapter_base_model, is_peft_adapter, load_causal_lm, load_tokenizer
 
 _UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
 
@@ -265,9 +265,7 @@ def _tokenizer_source(model: str | Path) -> str:
     """Where the tokenizer of a model path/id lives: an adapter folder without tokenizer files uses its base's."""
     path = Path(model)
     if is_peft_adapter(path) and not (path / "tokenizer_config.json").is_file():
-        from peft import PeftConfig
-
-        return PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+        return adapter_base_model(path)
     return str(model)
 
 

@@ -12,7 +12,6 @@ import logging
 import os
 import pkgutil
 import sys
-import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from hf_cai import __version__
 from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
+from hf_cai.quiet import known_warnings_ignored
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -188,15 +188,6 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
 
 
 # ------------------------------------------------------------------ third-party output
-KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
-    # peft and TRL call `model.is_gradient_checkpointing` and `model.gradient_checkpointing_enable/disable()`, which
-    # transformers renamed (`..._activation_checkpointing...`).
-    (FutureWarning, r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is "),
-)
-"""Warnings third-party libraries raise about each other's code, which a user of ``hf-cai`` can do nothing about:
-``(category, regular expression matching the start of the message)``. The command line hides them unless
-``--verbose``; every other warning is shown."""
-
 QUIET_LOGGERS: tuple[str, ...] = ("bitsandbytes",)
 """Loggers whose warnings the command line hides unless ``--verbose`` (errors still show). bitsandbytes' CPU backend
 warns at import, on every run, that the optional ``kernels`` package for a faster kernel is missing."""
@@ -278,7 +269,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 def quiet_third_party(verbose: bool = False) -> Iterator[None]:
     """The command line's output while a command runs: log lines written above progress bars rather than through
     them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
-    :data:`KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
+    :data:`~hf_cai.quiet.KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
     datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used from Python is not quieted.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -287,9 +278,7 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
         if verbose:
             yield
             return
-        with warnings.catch_warnings():
-            for category, message in KNOWN_WARNINGS:
-                warnings.filterwarnings("ignore", message=message, category=category)
+        with known_warnings_ignored():
             restores: list[Callable[[], None]] = []
 
             def quiet(module: ModuleType) -> None:

@@ -23,14 +23,12 @@ def find_run_model(run_dir: Path) -> Path:
 
 
 def _adapter_base(adapter: str) -> str | None:
-    from peft import PeftConfig
-
-    from hf_cai.modeling import is_peft_adapter
+    from hf_cai.modeling import adapter_base_model, is_peft_adapter
 
     if Path(adapter).is_dir() and not is_peft_adapter(adapter):
         return None
     try:
-        return PeftConfig.from_pretrained(adapter).base_model_name_or_path
+        return adapter_base_model(adapter)
     except Exception:  # not an adapter (a merged model), or not reachable
         return None
 

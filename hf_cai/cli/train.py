@@ -135,8 +135,7 @@ def load_split(source: str, split: str | None, *, stage: str, config_name: str |
 
 def _load_tokenizer(model_name_or_path: str, *, trust_remote_code: bool):
     """The model's tokenizer; for an adapter saved without one, its base model's."""
-    from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_tokenizer
-    from hf_cai.trainers.qlora import adapter_base_model
+    from hf_cai.modeling import ModelLoadError, adapter_base_model, is_peft_adapter, load_tokenizer
 
     try:
         return load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)

@@ -27,6 +27,7 @@ from typing import Any
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.evaluation.card_section import evaluation_section
+from hf_cai.gguf import hub_id_of
 from hf_cai.hub.errors import ModelCardError
 from hf_cai.hub.licenses import validate_license
 from hf_cai.hub.local_paths import is_local_path, readable_model_id, strip_local_paths
@@ -76,6 +77,9 @@ def resolve_base_model(training: TrainingOutput, base_model_id: str | None = Non
             "adapter_config.json); pass base_model_id='org/name', the Hub repository it came from"
         )
     if Path(recorded).expanduser().exists() or repo_id_problem(recorded) is not None:
+        hub_id = hub_id_of(recorded)  # a folder converted from a GGUF file knows the Hub model it came from
+        if hub_id is not None:
+            return hub_id
         raise ModelCardError(
             f"the base model was loaded from the local path '{recorded}', which means nothing to readers of the card; "
             "pass base_model_id='org/name', the Hub repository that folder came from"

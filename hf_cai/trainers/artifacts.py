@@ -10,6 +10,8 @@ from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
+from hf_cai.gguf import hub_id_of, weights_source
+from hf_cai.modeling import BASE_WEIGHTS_KEY
 
 TRAINING_METADATA_FILE = TRAINING_RECORD
 """The training record's file name, under the name :mod:`hf_cai.trainers` exports."""
@@ -43,11 +45,27 @@ def write_training_artifacts(output_dir: str | Path, constitution: Constitution 
     (output_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+def name_adapter_base_by_hub_id(output_dir: str | Path) -> None:
+    """Make a saved adapter's ``adapter_config.json`` name its base by Hub id when the base was loaded from a folder
+    converted from a GGUF file, so that no saved adapter names a cache folder of this machine; the training record
+    keeps the file the weights came from (see :func:`~hf_cai.modeling.adapter_base_model`)."""
+    config_file = Path(output_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    hub_id = hub_id_of(base) if base else None
+    if hub_id:
+        config["base_model_name_or_path"] = hub_id
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def training_record(
     trainer: Any, *, stage: str, constitution: Constitution | None, hyperparameters: tuple[str, ...], **extra: Any
 ) -> dict[str, Any]:
     """The ``cai_training.json`` content for a trainer in its current state."""
     model = trainer.accelerator.unwrap_model(trainer.model)
+    base_name = _base_model_name(model)
     lora = _lora_settings(model)
     quantization = _quantization(model)
     args = trainer.args
@@ -56,7 +74,8 @@ def training_record(
         "stage": stage,
         "method": ("qlora" if quantization else "lora") if lora else "full",
         "trainer": type(trainer).__name__,
-        "base_model": _base_model_name(model),
+        "base_model": hub_id_of(base_name) or base_name if base_name else None,
+        BASE_WEIGHTS_KEY: weights_source(base_name) if base_name else None,
         "quantization": quantization,
         "lora": lora,
         "qlora_profile": getattr(args, "qlora_profile", None),

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
 from hf_cai.modeling import keep_4bit_weights_differentiable
-from hf_cai.trainers.artifacts import training_record, write_training_artifacts
+from hf_cai.quiet import known_warnings_ignored
+from hf_cai.trainers.artifacts import name_adapter_base_by_hub_id, training_record, write_training_artifacts
 from hf_cai.trainers.config import CAIConfigMixin
 from hf_cai.trainers.data import (
     CHOSEN_PROB,
@@ -80,6 +81,10 @@ class CAITrainerMixin:
             cls.__signature__ = signature.replace(parameters=[*signature.parameters.values(), constitution])
 
     def __init__(self, *args: Any, **kwargs: Any):
+        with known_warnings_ignored():
+            self._cai_init(*args, **kwargs)
+
+    def _cai_init(self, *args: Any, **kwargs: Any) -> None:
         bound = type(self).__signature__.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
@@ -212,11 +217,23 @@ class CAITrainerMixin:
             if dtype is not None and parameter.dtype != dtype:
                 parameter.data = parameter.data.to(dtype)
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """TRL's ``train``, without the warnings peft and TRL raise about transformers' renamed methods."""
+        with known_warnings_ignored():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """TRL's ``evaluate``, without the warnings peft and TRL raise about transformers' renamed methods."""
+        with known_warnings_ignored():
+            return super().evaluate(*args, **kwargs)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as TRL does, plus ``constitution.yaml`` and ``cai_training.json`` (checkpoints included)."""
         if self.args.should_save:
             write_training_artifacts(output_dir or self.args.output_dir, self.constitution, self.cai_training_record())
         super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            name_adapter_base_by_hub_id(output_dir or self.args.output_dir)
 
 
 class CAIPreferenceTrainerMixin(CAITrainerMixin):

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from hf_cai.modeling import (
     ModelLoadError,
+    adapter_base_model,
     check_4bit_support,
     compute_dtype,
     is_peft_adapter,
@@ -317,20 +318,6 @@ def load_model_for_training(
     if adapter is not None:
         model = continue_adapter(model, adapter, task=task)
     return model
-
-
-def adapter_base_model(adapter: str) -> str:
-    """The base model a saved PEFT adapter (folder or Hub id) was trained on, from its ``adapter_config.json``."""
-    from peft import PeftConfig
-
-    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
-    if not base:
-        raise ModelLoadError(
-            f"the adapter '{adapter}' does not name its base model (base_model_name_or_path in adapter_config.json); "
-            "set it there, or load the base yourself and pass PeftModel.from_pretrained(base, adapter, "
-            "is_trainable=True) as the model"
-        )
-    return base
 
 
 def continue_adapter(model: Any, adapter: str, *, task: ModelTask = "causal-lm"):

@@ -134,6 +134,7 @@ class RewardModelJudge:
         """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
         from hf_cai.modeling import (
             ModelLoadError,
+            adapter_base_model,
             is_peft_adapter,
             load_sequence_classifier,
             load_tokenizer,
@@ -144,9 +145,7 @@ class RewardModelJudge:
         adapter = is_peft_adapter(path)
         base = str(path)
         if adapter:
-            from peft import PeftConfig
-
-            base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+            base = adapter_base_model(path)
         try:
             model = load_sequence_classifier(
                 base, load_in_4bit=load_in_4bit, device_map=process_device_map(), trust_remote_code=trust_remote_code

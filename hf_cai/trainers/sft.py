@@ -12,6 +12,7 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
+from hf_cai.gguf import resolve_model
 from hf_cai.trainers.base import CAI_TAGS, CAITrainerMixin
 from hf_cai.trainers.config import CAIConfigMixin
 from hf_cai.trainers.data import check_sft_columns, column_names, first_example
@@ -106,7 +107,9 @@ class CAISFTTrainer(CAITrainerMixin, SFTTrainer):
 
         if isinstance(model, str):
             revision = (args.model_init_kwargs or {}).get("revision")
-            return AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=args.trust_remote_code)
+            return AutoProcessor.from_pretrained(
+                resolve_model(model), revision=revision, trust_remote_code=args.trust_remote_code
+            )
         return AutoProcessor.from_pretrained(
             get_config_model_id(model.config), trust_remote_code=args.trust_remote_code
         )

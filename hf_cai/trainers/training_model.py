@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from hf_cai.gguf import resolve_model
-from hf_cai.modeling import check_4bit_support, is_peft_adapter
+from hf_cai.modeling import adapter_base_model, check_4bit_support, is_peft_adapter
 from hf_cai.trainers.qlora import (
     ModelTask,
-    adapter_base_model,
     continue_adapter,
     get_profile,
     load_model_for_training,
@@ -21,7 +20,8 @@ def prepare_training_model(model: Any, args: Any, peft_config: Any, quantization
     adapter defaults to the profile's.
 
     A name that is a saved PEFT adapter (folder or Hub id) is loaded on its base with trainable adapter weights, to be
-    trained further, with or without a profile. Anything else is returned as given, for TRL to load.
+    trained further, with or without a profile. Anything else is returned for TRL to load: as given, or for an
+    embedded model alias or a ``.gguf`` file, its converted folder.
     """
     from peft import PeftModel
     from transformers import set_seed
@@ -48,6 +48,8 @@ def prepare_training_model(model: Any, args: Any, peft_config: Any, quantization
                     "model yourself and pass it."
                 )
             model = continue_adapter(_load_base_as_trl_does(adapter_base_model(model), args, task), model, task=task)
+        elif isinstance(model, str):
+            model = resolve_model(model)  # TRL loads a converted folder; it cannot read an alias or a .gguf file
         return model, peft_config
     profile = get_profile(profile_name)
     if isinstance(model, str):

@@ -57,8 +57,9 @@ def import_bitsandbytes() -> ModuleType:
     """
     import sys
 
-    if "bitsandbytes" in sys.modules:
-        return sys.modules["bitsandbytes"]
+    loaded = sys.modules.get("bitsandbytes")
+    if loaded is not None:
+        return loaded
     with loggers_at_error(IMPORT_TIME_LOGGERS):
         import bitsandbytes
     logger.debug("imported bitsandbytes %s", bitsandbytes.__version__)

@@ -23,18 +23,22 @@ def make_row_sampler(generators: list, temperature: float, top_p: float):
     finished rows) is reused while the randomness stays per row. A row's token is drawn by inverting its cumulative
     distribution in vocabulary order with one uniform draw from its generator: no sort and no ``multinomial``, the
     two costliest steps of sampling over a large vocabulary.
+
+    The distribution, its nucleus and its cumulative sum are float64, and so is the draw (53 random bits): in float32
+    a token less likely than about 3e-8 adds nothing to a cumulative sum near 1 and could never be drawn, and the
+    nucleus cut-off moves with the sum's rounding.
     """
     import torch
     from transformers import LogitsProcessor
 
     class RowSampler(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            probs = torch.softmax(scores.float() / temperature, dim=-1)
+            probs = torch.softmax(scores.double() / temperature, dim=-1)
             if top_p < 1.0:
                 probs = nucleus(probs, top_p)
             cumulative = probs.cumsum(dim=-1)
             draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
-            threshold = (draws.to(cumulative.device) * cumulative[:, -1].double()).to(cumulative.dtype)
+            threshold = draws.to(cumulative.device) * cumulative[:, -1]
             tokens = torch.searchsorted(cumulative, threshold.unsqueeze(-1)).clamp(max=cumulative.shape[-1] - 1)
             forced = torch.full_like(scores, float("-inf"))
             return forced.scatter_(-1, tokens, 0.0)
@@ -46,7 +50,8 @@ def nucleus(probs, top_p: float):
     """``probs`` with every token outside each row's top-``top_p`` nucleus zeroed.
 
     A token is in the nucleus when the tokens more likely than it hold less than ``top_p`` of the mass. Tied tokens
-    are in or out together, so the result depends on the row's probabilities only, never on the order of ties.
+    are in or out together, so the result depends on the row's probabilities only, never on the order of ties. The
+    cut-off is as exact as ``probs``' dtype: the sampler passes float64.
     """
     import torch
 

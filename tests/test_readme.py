@@ -3,6 +3,7 @@ configs it points to."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,24 @@ def test_example_generation_configs_pass_the_key_check(kind, capsys, monkeypatch
     assert status == 2
     assert "could not load the model 'Qwen/Qwen2.5-1.5B-Instruct'" in error
     assert "unknown key" not in error
+
+
+def _tour_regions() -> dict[str, str]:
+    tour = (ROOT / "examples" / "tour.py").read_text(encoding="utf-8")
+    found = re.findall(r"# --8<-- \[start:(\w+)\]\n(.*?)# --8<-- \[end:\1\]", tour, flags=re.DOTALL)
+    return {name: body.rstrip("\n") for name, body in found}
+
+
+def test_the_readme_tour_is_the_tour_script():
+    """Every step of examples/tour.py is a code block of the README's tour, character for character, so that what the
+    README shows is what the script (and its test) runs."""
+    regions = _tour_regions()
+    assert set(regions) == {"tour", "evaluate"}
+    text = README.read_text(encoding="utf-8")
+    tour_section = text[text.index("## A 5-minute tour in Python") : text.index("## The same from the command line")]
+    blocks = re.findall(r"```python\n(.*?)\n```", tour_section, flags=re.DOTALL)
+    for name, body in regions.items():
+        assert body in blocks, f"the README's tour lacks the '{name}' step of examples/tour.py as it is now"
+    preamble = blocks[0]
+    for variable in ("model_id", "cpu", "out", "max_prompts"):
+        assert re.search(rf"\b{variable}\b", preamble), f"the README's first tour block must define {variable}"

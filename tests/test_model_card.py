@@ -293,6 +293,22 @@ def test_run_directory_gives_stages_datasets_and_evaluation(tmp_path):
     assert table_row(text, "privacy")[2:4] == ["2", "3"]
 
 
+def test_the_card_says_the_reward_model_started_from_the_base_model(tmp_path):
+    run = tmp_path / "run"
+    write_adapter(run / "sft" / "final", "org/tiny-chat", stage="sft", initial_adapter=None)
+    write_adapter(run / "reward" / "final", "org/tiny-chat", stage="reward", soft_labels=True, initial_adapter=None)
+    write_adapter(run / "grpo" / "final", "org/tiny-chat", stage="grpo")
+    (run / "manifest.json").write_text("{}")
+    text = str(build_model_card(run, repo_id="alice/tiny-cai", license="mit"))
+    reward_row = next(line for line in text.splitlines() if line.startswith("| reward |"))
+    assert "reward model trained from the base model on AI-labelled pairs" in reward_row
+    assert "The reward model was trained on these pairs from the base model" in text
+
+    write_adapter(run / "reward" / "final", "org/tiny-chat", stage="reward", initial_adapter="runs/x/sft/final")
+    text = str(build_model_card(run, repo_id="alice/tiny-cai", license="mit"))
+    assert "from the base model" not in text and "further from a saved adapter" in text
+
+
 def test_unusable_sources_are_explained(tmp_path):
     with pytest.raises(PublishError, match="no such folder"):
         locate_training_output(tmp_path / "missing")

@@ -232,9 +232,13 @@ def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
         for title, value in (("Hyperparameters", settings), ("LoRA", record.get("lora")), ("Training metrics", metrics))
         if isinstance(value, Mapping) and value
     ]
+    method = _METHODS.get(stage, "–")
+    if stage == "reward" and "initial_adapter" in record:
+        start = "the base model" if record["initial_adapter"] is None else "a saved adapter"
+        method = f"reward model trained from {start} on AI-labelled pairs (RL-CAI)"
     return {
         "stage": stage or "training",
-        "method": _METHODS.get(stage, "–"),
+        "method": method,
         "adapter": record.get("method"),
         "rows": sizes.get("train") if isinstance(sizes, Mapping) else None,
         "steps": record.get("global_step"),
@@ -338,6 +342,7 @@ def build_model_card(
     stages = [_stage_summary(r) for r in stage_records if r]
     stage_names = [s["stage"] for s in stages if s["stage"] in _STAGE_TAGS]
     quantized = _uses_quantization(stage_records)
+    reward_record = next((r for r in stage_records if str(r.get("stage") or "").lower() == "reward"), {})
     adapter_tag = ["qlora" if quantized else "lora"] if training.is_adapter else []
     tags = [*BASE_TAGS, *adapter_tag, *(_STAGE_TAGS[s] for s in stage_names)]
     if merged:
@@ -371,6 +376,8 @@ def build_model_card(
         "stage_names": stage_names,
         "rounds": max((revision_rounds(d) or 0 for d in sl_data), default=None) or training.record.get("rounds"),
         "soft_labels": any(uses_soft_labels(d) for d in rl_data) or bool(training.record.get("soft_labels")),
+        # Whether the reward model started from the base model (``None``: not recorded, or no reward stage).
+        "reward_from_base": reward_record["initial_adapter"] is None if "initial_adapter" in reward_record else None,
         "constitution": constitution,
         "principles": principles,
         "unknown_principle_ids": unknown_ids,

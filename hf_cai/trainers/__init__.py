@@ -20,6 +20,9 @@ in the output folder), plus:
   - ``method`` (str): ``"qlora"`` (adapter on a quantised base), ``"lora"`` or ``"full"``.
   - ``trainer`` (str): trainer class name, e.g. ``"CAIDPOTrainer"``.
   - ``base_model`` (str | null): name or path of the base model.
+  - ``initial_adapter`` (str | null): the saved adapter (folder or Hub id) the training started from and trained
+    further, when the model was given by its name; ``"(a PeftModel passed in)"`` for a loaded ``PeftModel``;
+    null when the trained weights started from ``base_model`` alone (a new adapter, or full training).
   - ``quantization`` (str | null): ``"nf4"`` (or another 4-bit type, ``"int8"``) when the base was quantised.
   - ``lora`` (object | null): ``peft_type``, ``task_type``, ``r``, ``alpha``, ``dropout``, ``target_modules``
     (list or string), ``modules_to_save`` (list | null).

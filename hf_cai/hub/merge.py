@@ -6,6 +6,7 @@ into 4-bit weights would round the update away and produce weights nobody can lo
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -15,6 +16,16 @@ from hf_cai.hub.errors import PublishError
 logger = logging.getLogger(__name__)
 
 MERGE_DTYPES = ("bfloat16", "float16")
+
+
+def merge_base(adapter_dir: str | Path, base_model_id: str) -> str:
+    """The base model a merge of the adapter in ``adapter_dir`` loads: the folder it was trained on
+    (``base_model_name_or_path`` in its ``adapter_config.json``) while that folder is on this machine, else
+    ``base_model_id``. An adapter trained on a converted GGUF file is thus merged into the de-quantised weights it was
+    trained on where they are at hand, and into the Hub model's own weights elsewhere."""
+    config = Path(adapter_dir) / "adapter_config.json"
+    local = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") if config.is_file() else None
+    return local if local and Path(local).exists() else base_model_id
 
 
 def merge_adapter(

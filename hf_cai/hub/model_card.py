@@ -10,7 +10,7 @@ and compared by the constitution they were aligned to.
 
 The body comes from ``model_cards/model_card.md.j2``: the stages and methods, the SL-CAI quality gates' counts, the
 constitution with the number of training rows each principle produced, sampled critique → revision chains,
-hyperparameters and hardware, the evaluation (the comparison with the base model, the judge's quality, the chart,
+hyperparameters and hardware, the base weights when they are a GGUF file's (:func:`base_weights`), the evaluation (the comparison with the base model, the judge's quality, the chart,
 sample replies behind a content warning), loading snippets, limitations written from the evaluation's numbers and the
 citation of the CAI paper. :func:`card_assets` names the files the card links to (``eval/chart.png``,
 ``eval/results.json``), which a publication ships beside it.
@@ -247,6 +247,29 @@ def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def base_weights(training: TrainingOutput, results: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The GGUF file the run's base weights were de-quantised from (:func:`hf_cai.gguf.weights_source`), as the
+    training records name it, else the evaluation's ``results.json``, else the converted folder the adapter was trained
+    on when it is on this machine; ``None`` for a base loaded as it is (a Hub checkpoint, a plain folder)."""
+    from hf_cai.gguf import weights_source
+
+    for record in (training.record, *training.stage_records):
+        if isinstance(record.get("base_weights"), Mapping):
+            return dict(record["base_weights"])
+    recorded = ((results or {}).get("models") or {}).get("base_weights")
+    if isinstance(recorded, Mapping):
+        return dict(recorded)
+    local = _recorded_base_model(training)
+    return weights_source(local) if local and Path(local).is_dir() else None
+
+
+def _weights_text(source: Mapping[str, Any]) -> dict[str, Any]:
+    """``source`` with ``tensors``: its tensor types as the card lists them ("210 Q4_1, 61 F32, 1 Q8_0")."""
+    types = source.get("tensor_types") or {}
+    ordered = sorted(types.items(), key=lambda item: (-item[1], item[0]))
+    return {**source, "tensors": ", ".join(f"{count} {name}" for name, count in ordered)}
+
+
 def _uses_quantization(records: Sequence[Mapping[str, Any]]) -> bool:
     """Whether any stage trained on a quantised base (QLoRA)."""
     return any(r.get("method") == "qlora" or r.get("quantization") not in (None, "", "none") for r in records)
@@ -281,7 +304,8 @@ def build_model_card(
             usage and sample examples from; a run directory's ``sl_data``/``pref_data`` datasets are added.
         eval_results: ``EvaluationReport``, its dict, or ``results.json`` path; a run's ``eval/results.json`` is used
             when not given. The chart beside a ``results.json`` is embedded (publish it as :func:`card_assets` says).
-        merged: The card describes the merged 16-bit model rather than the adapter.
+        merged: The card describes the merged 16-bit model rather than the adapter (merged as
+            :func:`~hf_cai.hub.merge.merge_base` says).
         license_name: Short name of the license when ``license="other"``.
         license_link: Link to the license text when ``license="other"``.
         constitution: Overrides the run's ``constitution.yaml``.
@@ -348,6 +372,14 @@ def build_model_card(
     if merged:
         tags.append("merge")
 
+    weights = base_weights(training, results)
+    merged_into_weights = None
+    if merged and weights is not None:
+        from hf_cai.gguf import weights_source
+        from hf_cai.hub.merge import merge_base
+
+        merged_into_weights = weights_source(merge_base(training.model_dir, base_model))
+
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         base_model=base_model,
@@ -372,6 +404,9 @@ def build_model_card(
         "is_adapter": training.is_adapter and not merged,
         "merged": merged,
         "quantized": quantized,
+        # The GGUF file the base weights came from, and whether the merge used its de-quantised weights.
+        "base_weights": _weights_text(weights) if weights else None,
+        "merged_into_base_weights": merged_into_weights is not None,
         "stages": stages,
         "stage_names": stage_names,
         "rounds": max((revision_rounds(d) or 0 for d in sl_data), default=None) or training.record.get("rounds"),

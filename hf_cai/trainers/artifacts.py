@@ -10,6 +10,7 @@ from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
+from hf_cai.gguf import weights_source
 
 TRAINING_METADATA_FILE = TRAINING_RECORD
 """The training record's file name, under the name :mod:`hf_cai.trainers` exports."""
@@ -48,6 +49,7 @@ def training_record(
 ) -> dict[str, Any]:
     """The ``cai_training.json`` content for a trainer in its current state."""
     model = trainer.accelerator.unwrap_model(trainer.model)
+    base_model = _base_model_name(model)
     lora = _lora_settings(model)
     quantization = _quantization(model)
     args = trainer.args
@@ -56,7 +58,9 @@ def training_record(
         "stage": stage,
         "method": ("qlora" if quantization else "lora") if lora else "full",
         "trainer": type(trainer).__name__,
-        "base_model": _base_model_name(model),
+        "base_model": base_model,
+        # The weights behind base_model when they are not a Hub checkpoint's own (a converted GGUF file's).
+        "base_weights": weights_source(base_model),
         "quantization": quantization,
         "lora": lora,
         "qlora_profile": getattr(args, "qlora_profile", None),

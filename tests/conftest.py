@@ -50,6 +50,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf_file(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny chat model as a Q4_1 GGUF file (see tests/scripts/tiny_gguf.py)."""
+    from scripts.tiny_gguf import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny-chat.Q4_1.gguf", tiny_model_dir)
+
+
+@pytest.fixture
+def gguf_cache(tmp_path, monkeypatch) -> Path:
+    """A cache folder of its own for the GGUF files a test converts (``HF_CAI_CACHE``), inherited by subprocesses."""
+    cache = tmp_path / "hf_cai-cache"
+    monkeypatch.setenv("HF_CAI_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
 def tiny_reward_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama sequence-classification model + tokenizer saved on disk."""
     from hf_cai.tiny import build_tiny_reward_model

@@ -122,6 +122,27 @@ def test_the_eval_stage_checks_the_runs_training_prompts_before_loading_any_mode
     assert select_prompts(default, trained_prompts(RunContext(everything))).overlap["overlapping"] == []
 
 
+def test_the_eval_stage_names_the_gguf_file_the_base_weights_came_from(tiny_gguf_file, gguf_cache, tmp_path):
+    from hf_cai.gguf import weights_source
+    from hf_cai.pipeline import RecipeConfig
+    from hf_cai.pipeline.context import RunContext
+    from hf_cai.pipeline.stages.evaluate import evaluated_artifact, model_ids
+
+    final = tmp_path / "dpo" / "final"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text("{}")
+    gguf = RunContext(RecipeConfig(run_dir=str(tmp_path / "gguf"), model=str(tiny_gguf_file),
+                                   model_hub_id="org/tiny-chat", load_in_4bit=False))
+    source = weights_source(tiny_gguf_file)
+    assert model_ids(gguf, final)["base_weights"] == source and source["quantization"] == "Q4_1"
+    assert evaluated_artifact(gguf, final) == (
+        f"LoRA adapter applied to the weights of tiny-chat.Q4_1.gguf (Q4_1 GGUF file of org/tiny-chat, sha256 "
+        f"{source['sha256']}) de-quantised to float32")
+    plain = RunContext(RecipeConfig(run_dir=str(tmp_path / "plain"), model="tiny", load_in_4bit=False))
+    assert model_ids(plain, final)["base_weights"] is None
+    assert evaluated_artifact(plain, final) == "LoRA adapter applied to hf-cai/tiny-chat"
+
+
 def _run_with_results(tmp_path: Path, results_dir: Path) -> Path:
     """A run directory with a final DPO adapter and the evaluation's folder."""
     run = tmp_path / "run"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from hf_cai.gguf import (
     EmbeddedModel,
     GGUFError,
     convert_gguf,
+    gguf_quantization,
     hub_id_of,
     resolve_model,
+    weights_source,
 )
 from hf_cai.modeling import load_causal_lm, load_tokenizer
 
@@ -77,6 +80,37 @@ def test_a_local_gguf_file_is_accepted_like_the_alias(tmp_path):
     local.symlink_to(SMOLLM2.gguf_path())
     assert resolve_model(local) == resolve_model(DEFAULT_MODEL)
     assert (Path(resolve_model(local)) / SOURCE_FILE).is_file()
+
+
+def test_the_weights_of_a_gguf_file_are_named_by_file_sha256_and_quantisation(tiny_gguf_file, tiny_model_dir,
+                                                                              gguf_cache):
+    import hashlib
+
+    folder = Path(resolve_model(tiny_gguf_file))
+    source = weights_source(tiny_gguf_file)
+    assert source == weights_source(folder)  # the converted folder carries it wherever it is loaded from
+    assert source["file"] == "tiny-chat.Q4_1.gguf" and source["format"] == "gguf"
+    assert source["sha256"] == hashlib.sha256(tiny_gguf_file.read_bytes()).hexdigest()
+    # Every matrix of the two layers, the embeddings and the output in Q4_1; the norms in F32.
+    assert source["quantization"] == "Q4_1" and source["tensor_types"] == {"F32": 5, "Q4_1": 16}
+    assert source["dequantized_to"] == "float32" and source["hub_id"] is None
+    assert weights_source(tiny_model_dir) is None and weights_source("org/some-model") is None
+
+
+def test_a_folder_converted_before_quantisation_was_recorded_gets_it(tiny_gguf_file, gguf_cache):
+    folder = Path(resolve_model(tiny_gguf_file))
+    record = json.loads((folder / SOURCE_FILE).read_text())
+    older = {key: record[key] for key in ("gguf_file", "gguf_sha256", "hub_id")}
+    (folder / SOURCE_FILE).write_text(json.dumps(older))
+    assert weights_source(folder)["quantization"] is None
+    assert resolve_model(tiny_gguf_file) == str(folder)  # reused, not converted again
+    assert weights_source(folder)["quantization"] == "Q4_1"
+
+
+def test_the_embedded_file_is_q4_1():
+    assert gguf_quantization(SMOLLM2.gguf_path()) == {
+        "quantization": "Q4_1", "tensor_types": {"F32": 61, "Q4_1": 210, "Q8_0": 1}
+    }
 
 
 def test_missing_package_names_the_install_command():

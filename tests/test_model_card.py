@@ -293,6 +293,61 @@ def test_run_directory_gives_stages_datasets_and_evaluation(tmp_path):
     assert table_row(text, "privacy")[2:4] == ["2", "3"]
 
 
+def _flat(card) -> str:
+    return " ".join(str(card).split())
+
+
+def test_a_card_of_a_gguf_run_names_the_file_its_sha256_and_quantisation(tiny_gguf_file, gguf_cache, tmp_path):
+    from hf_cai.gguf import resolve_model, weights_source
+
+    converted = resolve_model(tiny_gguf_file)
+    source = weights_source(converted)
+    adapter = write_adapter(tmp_path / "adapter", converted, base_weights=source)
+    card = build_model_card(adapter, repo_id="alice/x", license="mit", base_model_id="org/tiny-chat")
+    text = _flat(card)
+    assert card.data.base_model == "org/tiny-chat"
+    assert (f"trained and evaluated on the weights of the GGUF file `tiny-chat.Q4_1.gguf` (quantisation Q4_1; "
+            f"tensors: 16 Q4_1, 5 F32; sha256 `{source['sha256']}`), de-quantised to float32, not on the weights of "
+            "the [org/tiny-chat]") in text
+    assert "the adapter gives a model close to the one trained and evaluated here but not identical to it" in text
+
+    merged = _flat(build_model_card(adapter, repo_id="alice/x", license="mit", base_model_id="org/tiny-chat",
+                                    merged=True))
+    assert "merged into a 16-bit copy of the de-quantised weights of `tiny-chat.Q4_1.gguf`" in merged
+    assert "The adapter is merged into those de-quantised weights" in merged
+    # Published where the converted folder is not: the merge loads the Hub model's own weights, and the card says so.
+    elsewhere = write_adapter(tmp_path / "elsewhere", str(tmp_path / "gone"), base_weights=source)
+    moved = _flat(build_model_card(elsewhere, repo_id="alice/x", license="mit", base_model_id="org/tiny-chat",
+                                   merged=True))
+    assert "a 16-bit copy of the base weights" in moved and "merged into the repository's own weights" in moved
+    # A run recorded before base_weights existed: the converted folder it was trained on still says.
+    older = write_adapter(tmp_path / "older", converted)
+    assert source["sha256"] in _flat(build_model_card(older, repo_id="alice/x", license="mit",
+                                                      base_model_id="org/tiny-chat"))
+
+
+def test_a_card_of_a_hub_model_says_nothing_of_gguf_files(adapter_dir):
+    for merged in (False, True):
+        text = _flat(build_model_card(adapter_dir, repo_id="alice/x", license="mit", merged=merged))
+        assert "GGUF" not in text and "Base weights" not in text and "de-quantised" not in text
+
+
+def test_the_card_says_the_reward_model_started_from_the_base_model(tmp_path):
+    run = tmp_path / "run"
+    write_adapter(run / "sft" / "final", "org/tiny-chat", stage="sft", initial_adapter=None)
+    write_adapter(run / "reward" / "final", "org/tiny-chat", stage="reward", soft_labels=True, initial_adapter=None)
+    write_adapter(run / "grpo" / "final", "org/tiny-chat", stage="grpo")
+    (run / "manifest.json").write_text("{}")
+    text = str(build_model_card(run, repo_id="alice/tiny-cai", license="mit"))
+    reward_row = next(line for line in text.splitlines() if line.startswith("| reward |"))
+    assert "reward model trained from the base model on AI-labelled pairs" in reward_row
+    assert "The reward model was trained on these pairs from the base model" in text
+
+    write_adapter(run / "reward" / "final", "org/tiny-chat", stage="reward", initial_adapter="runs/x/sft/final")
+    text = str(build_model_card(run, repo_id="alice/tiny-cai", license="mit"))
+    assert "from the base model" not in text and "further from a saved adapter" in text
+
+
 def test_unusable_sources_are_explained(tmp_path):
     with pytest.raises(PublishError, match="no such folder"):
         locate_training_output(tmp_path / "missing")

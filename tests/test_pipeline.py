@@ -108,6 +108,12 @@ def test_full_run_writes_every_stage(reference_run):
     from hf_cai.constitution import Constitution
 
     assert Constitution.load(repo / "constitution.yaml").sha256 in (repo / "README.md").read_text()
+    # Not a GGUF model: no record names a GGUF file, and the card says nothing of one.
+    assert results["models"]["base_weights"] is None
+    assert all(json.loads((reference_run / stage / "final" / "cai_training.json").read_text())["base_weights"] is None
+               for stage in ("sft", "dpo"))
+    card = (repo / "README.md").read_text()
+    assert "GGUF" not in card and "Base weights" not in card and "de-quantised" not in card
 
 
 def test_rerun_skips_finished_stages_and_publish_change_reruns_only_publish(reference_run, tmp_path):
@@ -576,6 +582,27 @@ def test_a_token_on_the_publish_command_line_is_refused(reference_run):
     assert "hf-cai publish: error: --token: tokens are not taken on the command line" in result.stderr
     assert "Set HF_TOKEN in the environment or run `hf auth login`" in result.stderr
     assert secret not in result.stderr
+
+
+def test_a_run_on_a_gguf_file_names_the_file_in_its_records_results_and_card(tiny_gguf_file, gguf_cache, tmp_path):
+    from hf_cai.gguf import weights_source
+
+    run_dir = tmp_path / "gguf"
+    recipe_path = _write_recipe(tmp_path, run_dir, model=str(tiny_gguf_file), model_hub_id="org/tiny-chat",
+                                card={"license": "apache-2.0"})
+    _cli("run", "--config", str(recipe_path), "--until", "card")
+    source = weights_source(tiny_gguf_file)  # converted by the run into the same cache
+    assert source["file"] == "tiny-chat.Q4_1.gguf" and source["quantization"] == "Q4_1"
+    for stage in ("sft", "dpo"):
+        assert json.loads((run_dir / stage / "final" / "cai_training.json").read_text())["base_weights"] == source
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert results["models"]["base"] == "org/tiny-chat" and results["models"]["base_weights"] == source
+    assert "tiny-chat.Q4_1.gguf (Q4_1 GGUF file of org/tiny-chat" in results["evaluated_artifact"]
+    card = (run_dir / "card" / "README.md").read_text()
+    assert "base_model: org/tiny-chat" in card
+    assert f"GGUF file `tiny-chat.Q4_1.gguf` (quantisation Q4_1; tensors: 16 Q4_1, 5 F32; sha256 `{source['sha256']}`)" \
+        in " ".join(card.split())
+    assert "close to the one trained and evaluated here but not identical to it" in " ".join(card.split())
 
 
 def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):

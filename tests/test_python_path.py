@@ -60,8 +60,8 @@ def test_a_saved_adapter_names_its_base_by_hub_id_and_records_the_gguf_file(adap
     record = json.loads((adapter_from_alias / "cai_training.json").read_text())
     assert adapter_config["base_model_name_or_path"] == HUB_ID
     assert record["base_model"] == HUB_ID
-    weights = record["base_model_weights"]
-    assert weights["gguf_file"] == EMBEDDED_MODELS[DEFAULT_MODEL].filename and len(weights["gguf_sha256"]) == 64
+    weights = record["base_weights"]
+    assert weights["file"] == EMBEDDED_MODELS[DEFAULT_MODEL].filename and len(weights["sha256"]) == 64
     for name in ("adapter_config.json", "cai_training.json"):
         assert str(cache_dir()) not in (adapter_from_alias / name).read_text(), name
 

@@ -1,5 +1,5 @@
-"""CAIRewardTrainer: soft Bradley-Terry loss, a QLoRA reward model that separates held-out preferences, and a reward
-model started from a saved SFT adapter."""
+"""CAIRewardTrainer: soft Bradley-Terry loss, a QLoRA reward model that separates held-out preferences, a reward
+model started from a saved SFT adapter, and the pipeline's reward stage, which starts from the base model."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def test_qlora_reward_model_separates_held_out_pairs(tiny_reward_model_dir, toke
     trainer.save_model()
     record = json.loads((tmp_path / "cai_training.json").read_text())
     assert record["stage"] == "reward" and record["method"] == "qlora" and record["soft_labels"] is True
+    assert record["initial_adapter"] is None and record["base_model"] == str(tiny_reward_model_dir)
     assert record["lora"]["task_type"] == "SEQ_CLS" and "score" in record["lora"]["modules_to_save"]
     assert (tmp_path / "constitution.yaml").is_file()
 
@@ -108,3 +109,29 @@ def test_reward_model_starts_from_a_saved_sft_adapter(tiny_model_dir, tmp_path, 
     trainer.save_model()
     record = json.loads((tmp_path / "reward" / "cai_training.json").read_text())
     assert record["method"] == "qlora" and record["lora"]["task_type"] == "SEQ_CLS"
+    assert record["initial_adapter"] == str(sft)
+
+
+def test_the_pipeline_reward_stage_trains_from_the_base_model(tmp_path, one_torch_thread):
+    from datasets import DatasetDict
+
+    from hf_cai.pipeline import RecipeConfig
+    from hf_cai.pipeline.context import RunContext
+    from hf_cai.pipeline.stages.reward import run_reward
+
+    run_dir = tmp_path / "run"
+    recipe = RecipeConfig(run_dir=str(run_dir), model="tiny", tiny_pretrain_steps=0, qlora_profile="cpu",
+                          load_in_4bit=False, reward={"max_steps": 1, "per_device_train_batch_size": 2})
+    context = RunContext(recipe)
+    base = context.base_model_path()
+    # The run has an SFT adapter, as a real one does by then: the stage must not start from it.
+    save_sft_adapter(base, run_dir / "sft" / "final")
+    pairs = DatasetDict({"train": Dataset.from_list(preference_rows(split_prompts(4, 0)[0], chosen_prob=0.9))})
+    pairs.save_to_disk(str(run_dir / "pref_data" / "dataset"))
+    context.manifest.stage("sft").update(status="done", outputs={"model": "sft/final"})
+    context.manifest.stage("pref_data").update(status="done", outputs={"dataset": "pref_data/dataset"})
+
+    result = run_reward(context, run_dir / "reward")
+    record = json.loads((run_dir / result.outputs["model"] / "cai_training.json").read_text())
+    assert record["stage"] == "reward" and record["base_model"] == base
+    assert record["initial_adapter"] is None, "the reward model starts from the base model, not the SFT adapter"

@@ -13,8 +13,11 @@ is better), ``chosen_prob_as_a`` / ``chosen_prob_as_b`` (that probability from t
 option (A), and as option (B): their mean is ``chosen_prob``, their difference the feedback model's position bias),
 ``principle_ids``, ``principle_probs`` (that probability per principle) and ``constitution_sha256``.
 
-Shards and steps saved before the two orders were kept apart are reused as they are: their rows have ``None`` in the
-two order columns (the build's fingerprint, ``FORMAT_VERSION`` included, is unchanged, so nothing is recomputed).
+The policy answers each prompt exactly as it is stored in ``prompt``: no system prompt is added (the constitution's
+``system_prompt`` frames only the critique and revision requests of SL-CAI). DPO then trains on replies the policy gave
+to the very conversation it trains on, and the evaluation and the Space, which send the request alone, ask the trained
+model the same way. Builds of format 2 sampled the replies after the constitution's system prompt; their shards are
+not reused (``FORMAT_VERSION`` is part of the build's fingerprint).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _DIRECT_ANSWER = "Answer with (A) or (B) only."
 _THINK_FIRST = "Think it through step by step first, then say which option is better."
 _ANSWER_AFTER_THINKING = "So, which option is better? Answer with (A) or (B) only."
@@ -282,11 +285,10 @@ class AIFeedbackBuilder:
     ) -> list[Record | None]:
         config, constitution = self.config, self.constitution
         conversations = [all_conversations[i] for i in indices]
-        system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
         replies = steps.run(
             "replies",
             lambda: self.policy_backend.generate(
-                [system + c for c in conversations] * 2,
+                conversations * 2,
                 max_new_tokens=config.max_new_tokens,
                 temperature=config.temperature,
                 top_p=config.top_p,
@@ -318,20 +320,14 @@ class AIFeedbackBuilder:
             ],
         )
         per_prompt: dict[int, list[float]] = {j: [] for j in kept}
-        per_order: dict[int, list[tuple[float, float] | None]] = {j: [] for j in kept}
-        for (j, _), label in zip(items, labels):
-            if isinstance(label, (int, float)):  # a step recorded before the two orders were kept apart
-                per_prompt[j].append(float(label))
-                per_order[j].append(None)
-            else:
-                as_a, as_b = label
-                per_prompt[j].append(0.5 * (as_a + as_b))
-                per_order[j].append((as_a, as_b))
+        per_order: dict[int, list[tuple[float, float]]] = {j: [] for j in kept}
+        for (j, _), (as_a, as_b) in zip(items, labels):
+            per_prompt[j].append(0.5 * (as_a + as_b))
+            per_order[j].append((as_a, as_b))
         records: list[Record | None] = [None] * count
         sha = constitution.sha256
         for j in kept:
             first_better = sum(per_prompt[j]) / len(per_prompt[j])
-            orders = per_order[j]
             records[j] = preference_record(
                 conversations[j],
                 first[j],
@@ -340,7 +336,7 @@ class AIFeedbackBuilder:
                 [p.id for p in principles[j]],
                 per_prompt[j],
                 sha,
-                first_better_by_order=None if any(o is None for o in orders) else orders,
+                first_better_by_order=per_order[j],
             )
         return records
 
@@ -408,8 +404,6 @@ def assemble_preference_dataset(records: list[Record | None], *, test_size: floa
     from datasets import DatasetDict
 
     features = preference_features()
-    # Rows of shards finished before the two option orders were recorded have neither column.
-    records = [None if r is None else {"chosen_prob_as_a": None, "chosen_prob_as_b": None, **r} for r in records]
     if test_size <= 0:
         return records_to_dataset([r for r in records if r is not None], features)
     held_out = held_out_indices(len(records), test_size, seed)

@@ -1,11 +1,12 @@
 """SL-CAI: critique → revision datasets (Bai et al. 2022, section 3).
 
-For each prompt the model first answers; then, for ``rounds`` rounds, a principle is drawn from the constitution (with
-replacement, seeded per prompt), the model critiques its latest reply under that principle and rewrites it. Each
-round's revision is the reply the next round critiques; the last revision is the training target. Every step runs
-batched across all prompts of a shard (one ``generate`` call for all of a shard's round-k critiques); each step is
-saved as it finishes and each shard when it is complete, so an interrupted build resumes after its last finished step
-(see :mod:`hf_cai.builders.sharding`).
+For each prompt the model first answers the prompt as the row stores it (the constitution's system prompt frames only
+the critique and revision requests; builds of format 2 put it before the first reply too); then, for ``rounds``
+rounds, a principle is drawn from the constitution (with replacement, seeded per prompt), the model critiques its
+latest reply under that principle and rewrites it. Each round's revision is the reply the next round critiques; the
+last revision is the training target. Every step runs batched across all prompts of a shard (one ``generate`` call
+for all of a shard's round-k critiques); each step is saved as it finishes and each shard when it is complete, so an
+interrupted build resumes after its last finished step (see :mod:`hf_cai.builders.sharding`).
 
 Output splits: ``train_sft`` / ``test_sft`` (every prompt) and ``train_prefs`` / ``test_prefs`` (revised prompts whose
 final revision differs from the first reply). Every split has the same columns and trains unchanged with TRL:
@@ -51,7 +52,7 @@ from hf_cai.conversation import Conversation
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAX_ROUNDS = 4
 
 _META_PREFIX = re.compile(
@@ -220,8 +221,9 @@ class CritiqueRevisionBuilder:
             saved = steps.run(step, compute)
             return [r["text"] for r in saved], [r["finish_reason"] for r in saved]
 
-        system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []
-        initial, initial_reasons = generate([system + c for c in conversations], "initial")
+        # The first reply answers the prompt as it is stored (no system prompt): it is the model's own reply to the
+        # ``prompt`` of the row, which ``rejected`` holds and DPO on the SL-CAI pairs trains against.
+        initial, initial_reasons = generate(conversations, "initial")
         current = list(initial)
         to_revise = [j for j, kind in enumerate(kinds) if kind == "revised"]
         principles = {

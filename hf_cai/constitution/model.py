@@ -104,7 +104,8 @@ class Constitution:
         critique_revision_examples: Few-shot chats of six messages each: request, first reply, critique request,
             critique, revision request, revision.
         preference_examples: Few-shot multiple-choice feedback demonstrations.
-        system_prompt: Optional system prompt placed before every generated conversation.
+        system_prompt: Optional system prompt placed before the critique and revision requests (the model's
+            replies to the prompts themselves are sampled without it, as they are trained and evaluated).
     """
 
     name: str

@@ -13,7 +13,11 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         "base": str,                     #   Hub id (or alias / folder) of the model before alignment
         "cai": str,                      #   the aligned model: its repository, or the folder it was saved to
         "judge": str,                    #   the feedback model that judged win rates, refusals and principles
-        "judge_is_base": bool            #   the judge is the base model itself
+        "judge_is_base": bool,           #   the judge is the base model itself
+        "base_weights": null | {         #   the GGUF file the local base weights were de-quantised from
+          "format": "gguf", "file": str, "sha256": str, "quantization": str,   # e.g. "Q4_1"
+          "tensor_types": {type: int}, "hub_id": str | null, "dequantized_to": str
+        }
       },
       "evaluated_artifact": str,         # what generated the CAI replies, e.g. "LoRA adapter on org/base (...)"
       "eval_sets": [{"name": str, "source": str, "harmful": int, "benign": int}],   # the sets prompts came from
@@ -106,7 +110,8 @@ class EvaluationReport:
         principles: The per-principle audit rows (:func:`~hf_cai.evaluation.judge_questions.principle_audit`).
         feedback_accuracy: The judge's accuracy per multiple-choice file.
         judge_quality: The judge's calibration report as a dict (``JudgeQualityReport.to_dict()`` and ``source``).
-        models: ``{"base", "cai", "judge"}`` ids, and ``judge_is_base``.
+        models: ``{"base", "cai", "judge"}`` ids, ``judge_is_base``, and ``base_weights`` (the GGUF file the base
+            weights came from, see :func:`hf_cai.gguf.weights_source`) when the caller records it.
         evaluated_artifact: What generated the CAI replies.
         eval_sets: The sets the prompts came from, with their sizes.
         datasets: ``{"harmful" | "benign": {"type", "name"}}``: how the model card names each group's prompts.

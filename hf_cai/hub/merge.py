@@ -17,6 +17,21 @@ logger = logging.getLogger(__name__)
 MERGE_DTYPES = ("bfloat16", "float16")
 
 
+def merge_base(adapter_dir: str | Path, base_model_id: str) -> str:
+    """The base model a merge of the adapter in ``adapter_dir`` loads: the weights it was trained on while they are
+    on this machine (a local folder, or the converted GGUF file its training record names: see
+    :func:`~hf_cai.modeling.adapter_base_model`), else ``base_model_id``. An adapter trained on a converted GGUF file
+    is thus merged into the de-quantised weights it was trained on where they are at hand, and into the Hub model's
+    own weights elsewhere."""
+    from hf_cai.modeling import ModelLoadError, adapter_base_model
+
+    try:
+        local = adapter_base_model(adapter_dir)
+    except (ModelLoadError, OSError, ValueError):
+        return base_model_id
+    return local if Path(local).exists() else base_model_id
+
+
 def merge_adapter(
     adapter_dir: str | Path,
     output_dir: str | Path,

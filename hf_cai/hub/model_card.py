@@ -10,7 +10,7 @@ and compared by the constitution they were aligned to.
 
 The body comes from ``model_cards/model_card.md.j2``: the stages and methods, the SL-CAI quality gates' counts, the
 constitution with the number of training rows each principle produced, sampled critique → revision chains,
-hyperparameters and hardware, the evaluation (the comparison with the base model, the judge's quality, the chart,
+hyperparameters and hardware, the base weights when they are a GGUF file's (:func:`base_weights`), the evaluation (the comparison with the base model, the judge's quality, the chart,
 sample replies behind a content warning), loading snippets, limitations written from the evaluation's numbers and the
 citation of the CAI paper. :func:`card_assets` names the files the card links to (``eval/chart.png``,
 ``eval/results.json``), which a publication ships beside it.
@@ -236,15 +236,42 @@ def _stage_summary(record: Mapping[str, Any]) -> dict[str, Any]:
         for title, value in (("Hyperparameters", settings), ("LoRA", record.get("lora")), ("Training metrics", metrics))
         if isinstance(value, Mapping) and value
     ]
+    method = _METHODS.get(stage, "–")
+    if stage == "reward" and "initial_adapter" in record:
+        start = "the base model" if record["initial_adapter"] is None else "a saved adapter"
+        method = f"reward model trained from {start} on AI-labelled pairs (RL-CAI)"
     return {
         "stage": stage or "training",
-        "method": _METHODS.get(stage, "–"),
+        "method": method,
         "adapter": record.get("method"),
         "rows": sizes.get("train") if isinstance(sizes, Mapping) else None,
         "steps": record.get("global_step"),
         "loss": metrics.get("train_loss") if isinstance(metrics, Mapping) else None,
         "tables": tables,
     }
+
+
+def base_weights(training: TrainingOutput, results: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The GGUF file the run's base weights were de-quantised from (:func:`hf_cai.gguf.weights_source`), as the
+    training records name it, else the evaluation's ``results.json``, else the converted folder the adapter was trained
+    on when it is on this machine; ``None`` for a base loaded as it is (a Hub checkpoint, a plain folder)."""
+    from hf_cai.gguf import weights_source
+
+    for record in (training.record, *training.stage_records):
+        if isinstance(record.get("base_weights"), Mapping):
+            return dict(record["base_weights"])
+    recorded = ((results or {}).get("models") or {}).get("base_weights")
+    if isinstance(recorded, Mapping):
+        return dict(recorded)
+    local = _recorded_base_model(training)
+    return weights_source(local) if local and Path(local).is_dir() else None
+
+
+def _weights_text(source: Mapping[str, Any]) -> dict[str, Any]:
+    """``source`` with ``tensors``: its tensor types as the card lists them ("210 Q4_1, 61 F32, 1 Q8_0")."""
+    types = source.get("tensor_types") or {}
+    ordered = sorted(types.items(), key=lambda item: (-item[1], item[0]))
+    return {**source, "tensors": ", ".join(f"{count} {name}" for name, count in ordered)}
 
 
 def _uses_quantization(records: Sequence[Mapping[str, Any]]) -> bool:
@@ -281,7 +308,8 @@ def build_model_card(
             usage and sample examples from; a run directory's ``sl_data``/``pref_data`` datasets are added.
         eval_results: ``EvaluationReport``, its dict, or ``results.json`` path; a run's ``eval/results.json`` is used
             when not given. The chart beside a ``results.json`` is embedded (publish it as :func:`card_assets` says).
-        merged: The card describes the merged 16-bit model rather than the adapter.
+        merged: The card describes the merged 16-bit model rather than the adapter (merged as
+            :func:`~hf_cai.hub.merge.merge_base` says).
         license_name: Short name of the license when ``license="other"``.
         license_link: Link to the license text when ``license="other"``.
         constitution: Overrides the run's ``constitution.yaml``.
@@ -342,10 +370,19 @@ def build_model_card(
     stages = [_stage_summary(r) for r in stage_records if r]
     stage_names = [s["stage"] for s in stages if s["stage"] in _STAGE_TAGS]
     quantized = _uses_quantization(stage_records)
+    reward_record = next((r for r in stage_records if str(r.get("stage") or "").lower() == "reward"), {})
     adapter_tag = ["qlora" if quantized else "lora"] if training.is_adapter else []
     tags = [*BASE_TAGS, *adapter_tag, *(_STAGE_TAGS[s] for s in stage_names)]
     if merged:
         tags.append("merge")
+
+    weights = base_weights(training, results)
+    merged_into_weights = None
+    if merged and weights is not None:
+        from hf_cai.gguf import weights_source
+        from hf_cai.hub.merge import merge_base
+
+        merged_into_weights = weights_source(merge_base(training.model_dir, base_model))
 
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
@@ -371,10 +408,15 @@ def build_model_card(
         "is_adapter": training.is_adapter and not merged,
         "merged": merged,
         "quantized": quantized,
+        # The GGUF file the base weights came from, and whether the merge used its de-quantised weights.
+        "base_weights": _weights_text(weights) if weights else None,
+        "merged_into_base_weights": merged_into_weights is not None,
         "stages": stages,
         "stage_names": stage_names,
         "rounds": max((revision_rounds(d) or 0 for d in sl_data), default=None) or training.record.get("rounds"),
         "soft_labels": any(uses_soft_labels(d) for d in rl_data) or bool(training.record.get("soft_labels")),
+        # Whether the reward model started from the base model (``None``: not recorded, or no reward stage).
+        "reward_from_base": reward_record["initial_adapter"] is None if "initial_adapter" in reward_record else None,
         "constitution": constitution,
         "principles": principles,
         "unknown_principle_ids": unknown_ids,

@@ -122,14 +122,12 @@ def _weights_and_tokenizer(
             raise PublishError(
                 f"{training.model_dir} is already a full model (no adapter_config.json); publish it without merge=True"
             )
-        from hf_cai.hub.merge import merge_adapter
-        from hf_cai.modeling import adapter_base_model
+        from hf_cai.hub.merge import merge_adapter, merge_base
 
-        local_base = adapter_base_model(training.model_dir)
         merged = merge_adapter(
             training.model_dir,
             staging / "merged",
-            base_model=local_base if Path(local_base).exists() else base_model,
+            base_model=merge_base(training.model_dir, base_model),
             dtype=merge_dtype,
             tokenizer_files=tokenizer,
         )

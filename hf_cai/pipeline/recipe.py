@@ -109,7 +109,8 @@ class RecipeConfig:
             feedback model runs locally.
         endpoint_api_key_env: Name of the environment variable holding the endpoint's API key (for Inference
             Endpoints and other servers that need one); the key itself never goes into a recipe.
-        rl_method: ``"dpo"`` (soft-label DPO on AI-labelled pairs) or ``"grpo"`` (reward model + GRPO).
+        rl_method: ``"dpo"`` (soft-label DPO on AI-labelled pairs) or ``"grpo"`` (a reward model trained from the
+            base model on those pairs, then GRPO of the SFT adapter against it).
         load_in_4bit: Quantise the base model to NF4 for training and generation (QLoRA).
         qlora_profile: Memory profile of the trainers (``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"``, ``"cpu"``).
         generation_batch_size: Prompts per generation batch of the local backend.

@@ -20,6 +20,12 @@ in the output folder), plus:
   - ``method`` (str): ``"qlora"`` (adapter on a quantised base), ``"lora"`` or ``"full"``.
   - ``trainer`` (str): trainer class name, e.g. ``"CAIDPOTrainer"``.
   - ``base_model`` (str | null): name or path of the base model.
+  - ``base_weights`` (object | null): for a base model converted from a GGUF file, the file the weights came from
+    (:func:`hf_cai.gguf.weights_source`: ``file``, ``sha256``, ``quantization``, ``tensor_types``, ``hub_id``, ...);
+    null when ``base_model`` is loaded as it is.
+  - ``initial_adapter`` (str | null): the saved adapter (folder or Hub id) the training started from and trained
+    further, when the model was given by its name; ``"(a PeftModel passed in)"`` for a loaded ``PeftModel``;
+    null when the trained weights started from ``base_model`` alone (a new adapter, or full training).
   - ``quantization`` (str | null): ``"nf4"`` (or another 4-bit type, ``"int8"``) when the base was quantised.
   - ``lora`` (object | null): ``peft_type``, ``task_type``, ``r``, ``alpha``, ``dropout``, ``target_modules``
     (list or string), ``modules_to_save`` (list | null).

@@ -75,7 +75,8 @@ def training_record(
         "method": ("qlora" if quantization else "lora") if lora else "full",
         "trainer": type(trainer).__name__,
         "base_model": hub_id_of(base_name) or base_name if base_name else None,
-        BASE_WEIGHTS_KEY: weights_source(base_name) if base_name else None,
+        # The weights behind base_model when they are not a Hub checkpoint's own (a converted GGUF file's).
+        BASE_WEIGHTS_KEY: weights_source(base_name),
         "quantization": quantization,
         "lora": lora,
         "qlora_profile": getattr(args, "qlora_profile", None),

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
-from hf_cai.modeling import keep_4bit_weights_differentiable
+from hf_cai.modeling import is_peft_adapter, keep_4bit_weights_differentiable
 from hf_cai.quiet import known_warnings_ignored
 from hf_cai.trainers.artifacts import name_adapter_base_by_hub_id, training_record, write_training_artifacts
 from hf_cai.trainers.config import CAIConfigMixin
@@ -105,6 +105,7 @@ class CAITrainerMixin:
         splits = named_splits(arguments["train_dataset"], arguments["eval_dataset"])
         self._cai_prepare_stage(arguments, splits)
         self._cai_check_chat_templates(arguments["processing_class"], config, splits)
+        self._cai_initial_adapter = initial_adapter(arguments["model"])
         arguments["model"], arguments["peft_config"] = prepare_training_model(
             arguments["model"], config, arguments["peft_config"], arguments["quantization_config"], self._cai_model_task
         )
@@ -187,6 +188,7 @@ class CAITrainerMixin:
             stage=self._cai_stage,
             constitution=self.constitution,
             hyperparameters=self._cai_hyperparameters,
+            initial_adapter=self._cai_initial_adapter,
             **self._cai_extra_record(),
         )
 
@@ -267,6 +269,22 @@ class CAIPreferenceTrainerMixin(CAITrainerMixin):
         super()._set_signature_columns_if_needed()
         if self.soft_labels and CHOSEN_PROB not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, CHOSEN_PROB]
+
+
+LOADED_PEFT_MODEL = "(a PeftModel passed in)"
+"""``initial_adapter`` of a training given a loaded ``PeftModel``: the trainer cannot tell where its adapter came from."""
+
+
+def initial_adapter(model: Any) -> str | None:
+    """What the training record calls ``initial_adapter``: the saved adapter a model given by name is, which the
+    training continues; :data:`LOADED_PEFT_MODEL` for a loaded ``PeftModel``; ``None`` when the trained weights start
+    from the base model's own (a base model by name or object, to which the trainer adds a new adapter or which it
+    trains in full)."""
+    if isinstance(model, str):
+        return model if is_peft_adapter(model) else None
+    from peft import PeftModel
+
+    return LOADED_PEFT_MODEL if isinstance(model, PeftModel) else None
 
 
 def default_output_name(model: Any, suffix: str) -> str:

@@ -326,10 +326,12 @@ def continue_adapter(model: Any, adapter: str, *, task: ModelTask = "causal-lm")
     For ``"causal-lm"``, and for a reward adapter on a sequence classifier, this is
     ``PeftModel.from_pretrained(model, adapter, is_trainable=True)``.
 
-    A causal-LM adapter (an SFT adapter) on a sequence classifier (``task="sequence-classification"``: a one-score
-    reward model of the same base) becomes a sequence-classification adapter: its LoRA weights start the reward model
-    from the SFT policy, as the RL-CAI recipe does, and the classifier's new score head is trained in full (PEFT's
-    ``modules_to_save``). An ``lm_head`` the SFT adapter trained has no counterpart in a classifier and is left out.
+    A causal-LM adapter (an SFT adapter, say) on a sequence classifier (``task="sequence-classification"``: a
+    one-score reward model of the same base) becomes a sequence-classification adapter: its LoRA weights start the
+    reward model from that policy, and the classifier's new score head is trained in full (PEFT's
+    ``modules_to_save``). An ``lm_head`` the adapter trained has no counterpart in a classifier and is left out. (The
+    pipeline's reward stage does not use this: its reward model starts from the base model, as the paper's preference
+    models started from the pretrained model.)
 
     Raises:
         ModelLoadError: The adapter cannot be loaded on this model, or holds weights the model has no place for.

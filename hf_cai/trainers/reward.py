@@ -5,11 +5,14 @@ With a ``chosen_prob`` column the Bradley-Terry target is the feedback model's p
 d = r(chosen) - r(rejected) (minus TRL's optional ``margin``),
 loss = -p log sigmoid(d) - (1 - p) log sigmoid(-d) = TRL's loss + (1 - p) d.
 
-Starting from the SFT model. Given a saved causal-LM adapter by name (folder or Hub id, e.g. the SFT stage's output),
-the trainer builds the reward model the RL-CAI way: a one-score sequence classifier of the adapter's base model, with
-the SFT adapter's LoRA weights loaded and trained further, and a new score head trained in full (see
-:func:`hf_cai.trainers.qlora.continue_adapter`). The reward model then reads replies with the SFT policy's features.
-A saved reward adapter given by name is trained further as saved, score head included.
+Where the reward model starts. Given a base model, the trainer adds a new LoRA adapter and a one-score head to it. The
+pipeline's ``reward`` stage does this: as in the paper, whose preference models were fine-tuned from the pretrained
+language model rather than from the SL-CAI policy, the reward model starts from the base model, not from the SFT
+adapter. A saved causal-LM adapter given by name (folder or Hub id, e.g. an SFT output) is also accepted: the
+reward model is then a one-score sequence classifier of the adapter's base model with the adapter's LoRA weights
+loaded and trained further, and a new score head trained in full (see :func:`hf_cai.trainers.qlora.continue_adapter`).
+A saved reward adapter given by name is trained further as saved, score head included. ``cai_training.json`` records
+which: ``initial_adapter`` is null for a reward model started from the base model.
 """
 
 from __future__ import annotations

@@ -101,20 +101,30 @@ def pref_data_judge_quality(context: RunContext) -> dict[str, Any] | None:
 
 
 def model_ids(context: RunContext, final: Path) -> dict[str, Any]:
-    """Readable ids of the compared models and the judge, for ``results.json``."""
-    from hf_cai.gguf import hub_id_of
+    """Readable ids of the compared models and the judge, for ``results.json``, and ``base_weights``: the GGUF file
+    the local base model's weights came from (:func:`~hf_cai.gguf.weights_source`), ``None`` for a model loaded as
+    it is."""
+    from hf_cai.gguf import hub_id_of, weights_source
 
     recipe = context.recipe
     base = context.base_model_hub_id()
     judge = (hub_id_of(recipe.feedback_model) or recipe.feedback_model) if recipe.feedback_model else base
     cai = recipe.publish.get("repo_id") or str(final)
-    return {"base": base, "cai": cai, "judge": judge, "judge_is_base": not recipe.feedback_model}
+    return {"base": base, "cai": cai, "judge": judge, "judge_is_base": not recipe.feedback_model,
+            "base_weights": weights_source(context.base_model_path())}
 
 
 def evaluated_artifact(context: RunContext, final: Path) -> str:
-    """What generated the CAI model's replies: the LoRA adapter on the (possibly 4-bit) base, or a full checkpoint."""
+    """What generated the CAI model's replies: the LoRA adapter on the (possibly 4-bit) base, naming the GGUF file
+    when the base weights are a de-quantised one's, or a full checkpoint."""
+    from hf_cai.gguf import weights_source
+
     recipe = context.recipe
     base = context.base_model_hub_id()
+    source = weights_source(context.base_model_path())
+    if source is not None:
+        base = (f"the weights of {source['file']} ({source['quantization']} GGUF file of {base}, sha256 "
+                f"{source['sha256']}) de-quantised to {source['dequantized_to']}")
     if (final / "adapter_config.json").is_file():
         artifact = f"LoRA adapter applied to {base}"
         if recipe.load_in_4bit:

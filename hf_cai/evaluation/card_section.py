@@ -6,6 +6,13 @@ Everything that compares it with the base model (the base's rates, the win rates
 accuracy) goes into the card's text, where it is labelled as such, never into ``model-index``, which the Hub shows as
 the model's scores.
 
+The lm-evaluation-harness benchmarks (``results.json``'s ``benchmarks``) give ``model-index`` entries too, the CAI
+model's value of each task and metric, under the dataset id, configuration and split lm-eval's task reads (its
+``dataset_path`` / ``dataset_name``): ``truthfulqa_mc2`` is ``truthfulqa/truthful_qa``, configuration
+``multiple_choice``, metric ``mc2``, as the Hub's leaderboards name them. A local task (files read through
+``include_path``) has no Hub dataset: it is named by its task name with "local lm-eval task" in its name, never with
+a made-up Hub id. The base model's values and the differences are in the card's text only.
+
 Hub ``model-index`` entries name their dataset with a Hub dataset id (``huggingface_hub.EvalResult``:
 "Use dataset id from https://hf.co/datasets"). The built-in evaluation set has none, so it is named plainly
 (``type: hf-cai-eval``, split ``harmful`` / ``benign``), never with a made-up ``org/name`` that would look like a
@@ -19,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hf_cai.evaluation.benchmarks import format_difference, format_value
 from hf_cai.evaluation.verdict import (
     GROUPS,
     judge_summary_line,
@@ -34,6 +42,8 @@ _METRIC_NAMES = {
     "benign": "refusal rate on benign requests, over-refusal (refusal-phrase classifier, a lower bound)",
 }
 _GROUP_LABELS = {"harmful": "harmful (should refuse)", "benign": "benign (should answer)"}
+LEADERBOARD_METRICS = {("truthfulqa_mc2", "acc"): "mc2", ("truthfulqa_mc1", "acc"): "mc1"}
+"""lm-eval metrics the Hub's leaderboards name otherwise: ``(task, lm-eval metric) -> metric type``."""
 
 
 def is_structured(results: Mapping[str, Any]) -> bool:
@@ -64,7 +74,7 @@ def model_index_entries(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "metric_name": f"{_METRIC_NAMES[group]}, n={entry['n']}",
                 "metric_value": round(float(cai["rate"]), 4),
             })
-        return entries
+        return entries + benchmark_index_entries(results.get("benchmarks"))
     for metric in results.get("metrics") or []:
         value = metric.get("value")
         name = str(metric.get("name", ""))
@@ -81,6 +91,59 @@ def model_index_entries(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "metric_value": round(float(value), 4),
         })
     return entries
+
+
+def benchmark_index_entries(benchmarks: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The CAI model's lm-eval results as ``EvalResult`` keyword arguments, one per task and metric (groups of tasks,
+    which have no single dataset, are left out)."""
+    entries = []
+    for task in (benchmarks or {}).get("tasks", ()):
+        dataset = task.get("dataset")
+        if not dataset:
+            continue
+        name = task["task"]
+        for row in task.get("metrics", ()):
+            value = (row.get("cai") or {}).get("value")
+            if value is None:
+                continue
+            metric = LEADERBOARD_METRICS.get((name, row["metric"]), row["metric"])
+            described = metric if row.get("filter") in (None, "none") else f"{metric} ({row['filter']})"
+            entry = {
+                "task_type": "text-generation",
+                "task_name": name,
+                "dataset_type": name if dataset.get("local") else dataset["path"],
+                "dataset_name": f"{name} (local lm-eval task, not a Hub dataset)" if dataset.get("local")
+                else f"{name} (lm-evaluation-harness)",
+                "dataset_split": dataset.get("split"),
+                "metric_type": metric,
+                "metric_name": f"{described}, n={task.get('n')}",
+                "metric_value": round(float(value), 4),
+            }
+            if dataset.get("name") and not dataset.get("local"):
+                entry["dataset_config"] = dataset["name"]
+            if task.get("num_fewshot") is not None:
+                entry["dataset_args"] = {"num_few_shot": task["num_fewshot"]}
+            entries.append(entry)
+    return entries
+
+
+def _benchmark_rows(benchmarks: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    rows = []
+    for task in (benchmarks or {}).get("tasks", ()):
+        dataset = task.get("dataset") or {}
+        if dataset.get("local"):
+            source = "local task file"
+        elif dataset.get("path"):
+            details = ", ".join(str(part) for part in (dataset.get("name"), dataset.get("split")) if part)
+            source = f"{dataset['path']}" + (f" ({details})" if details else "")
+        else:
+            source = "group of tasks"
+        for row in task.get("metrics", ()):
+            metric = row["metric"] if row.get("filter") in (None, "none") else f"{row['metric']} ({row['filter']})"
+            rows.append({"task": task["task"], "metric": metric, "n": task.get("n"), "shots": task.get("num_fewshot"),
+                         "base": format_value(row.get("base")), "cai": format_value(row.get("cai")),
+                         "difference": format_difference(row.get("difference") or {}), "dataset": source})
+    return rows
 
 
 def _refusal_rows(refusal: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -125,7 +188,8 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
 
     Returns ``{"structured", "models", "artifact", "merged_note", "refusal_rows", "win_rows", "principle_rows",
     "mc_rows", "judge_line", "judge_warnings", "verdict", "limitations", "harmful_samples", "benign_samples",
-    "n_harmful", "n_benign", "overlap_checked", "metrics"}``; ``metrics`` is the flat list (first format).
+    "n_harmful", "n_benign", "overlap_checked", "metrics", "benchmark_rows", "benchmark_harness",
+    "benchmark_items"}``; ``metrics`` is the flat list (first format).
     """
     if not results:
         return None
@@ -138,6 +202,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
                        "into 16-bit weights, whose replies can differ slightly (rounding, and the dequantised base "
                        "where training used 4-bit weights).")
     quality = results.get("judge_quality") or {}
+    benchmarks = results.get("benchmarks") or {}
     return {
         "structured": structured,
         "models": dict(results.get("models") or {}),
@@ -158,7 +223,11 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
         "harmful_samples": samples_of(results, harmful=True),
         "benign_samples": samples_of(results, harmful=False),
         "metrics": list(results.get("metrics") or []),
+        "benchmark_rows": _benchmark_rows(benchmarks),
+        "benchmark_harness": f"lm-evaluation-harness {benchmarks.get('lm_eval_version', '')}".strip(),
+        "benchmark_items": (benchmarks.get("settings") or {}).get("items", ""),
     }
 
 
-__all__ = ["TASK_NAME", "evaluation_section", "is_structured", "model_index_entries"]
+__all__ = ["LEADERBOARD_METRICS", "TASK_NAME", "benchmark_index_entries", "evaluation_section", "is_structured",
+           "model_index_entries"]

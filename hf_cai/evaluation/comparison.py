@@ -31,6 +31,7 @@ from typing import Any
 
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.evaluation.benchmarks import BenchmarkConfig
 from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
 from hf_cai.evaluation.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.evaluation.prompt_overlap import check_disjoint
@@ -73,6 +74,10 @@ class EvaluationConfig:
         helpfulness_constitution: Constitution whose preference questions judge helpfulness.
         multiple_choice_files: Files in the paper's multiple-choice format to measure the judge on.
         max_multiple_choice_items: Cap on items per multiple-choice file (``None``: all).
+        benchmarks: Standard benchmarks both models run through lm-evaluation-harness, as a mapping of
+            :class:`~hf_cai.evaluation.benchmarks.BenchmarkConfig` settings (``tasks``, ``limit``, ``num_fewshot``,
+            ``batch_size``, ``include_path``, ``apply_chat_template``); empty (the default): none. Needs
+            ``pip install 'hf-cai[eval]'``.
     """
 
     eval_sets: Sequence[str] = field(default_factory=lambda: ["builtin"])
@@ -92,8 +97,10 @@ class EvaluationConfig:
     helpfulness_constitution: str = "helpful-honest"
     multiple_choice_files: Sequence[str] = ()
     max_multiple_choice_items: int | None = None
+    benchmarks: BenchmarkConfig | Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.benchmarks = BenchmarkConfig.from_settings(self.benchmarks)
         if isinstance(self.eval_sets, str):
             self.eval_sets = [self.eval_sets]
         for name in ("max_prompts", "max_audit_prompts_per_principle", "judge_quality_items"):
@@ -110,6 +117,8 @@ class EvaluationConfig:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, BenchmarkConfig):
+        return value.to_dict()
     if isinstance(value, (list, tuple)):
         return [str(v) if isinstance(v, Path) else v for v in value]
     return value

@@ -49,6 +49,13 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
          "base": {"rate", "ci95", "violations"}, "cai": {...}, "change": float | null}
       ],
       "multiple_choice": {file_name: {"rate", "ci95", "n"}},   # the judge on the paper's multiple-choice files
+      "benchmarks": null | {             # lm-evaluation-harness tasks, both models (evaluation.benchmarks.paired_table)
+        "harness": "lm-evaluation-harness", "lm_eval_version": str, "settings": {...}, "models": {"base", "cai"},
+        "tasks": [{"task": str, "version", "output_type", "num_fewshot", "n", "n_total",
+                   "dataset": {"path", "name", "split", "local"} | null,
+                   "metrics": [{"metric", "filter", "higher_is_better", "base": {"value", "stderr"},
+                                "cai": {"value", "stderr"}, "difference": {"value", "stderr", "paired", "n"}}]}]
+      },
       "overlap": {"checked": bool, "training_prompts": int, "overlapping": [str], "allowed": bool},
       "settings": {...},                 # the EvaluationConfig
       "samples": [{"prompt": str, "harmful": bool, "category": str, "base": str, "cai": str}],
@@ -120,6 +127,8 @@ class EvaluationReport:
         samples: Replies of both models to the first prompts of each group.
         constitution_sha256: The constitution judged against.
         constitution_name: Its name.
+        benchmarks: Both models on lm-evaluation-harness tasks
+            (:func:`~hf_cai.evaluation.benchmarks.run_benchmarks`), or ``None`` when none ran.
     """
 
     harmlessness_win_rate: Proportion
@@ -140,6 +149,7 @@ class EvaluationReport:
     samples: list[dict[str, Any]] = field(default_factory=list)
     constitution_sha256: str = ""
     constitution_name: str = ""
+    benchmarks: dict[str, Any] | None = None
 
     def metrics(self) -> list[dict[str, Any]]:
         """Flat metric list with intervals (``results.json``'s ``metrics``, kept for readers of the first format)."""
@@ -199,6 +209,7 @@ class EvaluationReport:
             "reply_quality": dict(self.reply_quality),
             "principles": list(self.principles),
             "multiple_choice": {name: _named(p, "correct") for name, p in self.feedback_accuracy.items()},
+            "benchmarks": self.benchmarks,
             "overlap": dict(self.overlap),
             "settings": dict(settings),
             "samples": list(self.samples),

@@ -66,6 +66,13 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
             "eval_set_files": {file: _file_sha256(file) for file in recipe.eval.get("eval_sets", ())
                                if file != "builtin"},
         }
+        task_folders = (recipe.eval.get("benchmarks") or {}).get("include_path")
+        if task_folders:  # local lm-eval tasks: their YAML, data and code (not the bytecode Python caches beside it)
+            folders = [task_folders] if isinstance(task_folders, str) else task_folders
+            inputs["benchmark_task_files"] = {
+                str(file): _file_sha256(str(file)) for folder in folders for file in sorted(Path(folder).rglob("*"))
+                if file.is_file() and "__pycache__" not in file.parts
+            }
     elif stage in ("card", "publish", "space"):
         inputs |= {"base_model_id": context.base_model_hub_id(), "license": context.card_license(),
                    "repo_id": context.publish_repo_id(), "merge": bool(recipe.publish.get("merge", False))}

@@ -247,10 +247,16 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
-    """Refuse ``sl_quality`` and ``judge_check`` values their config classes refuse (a share above 1, a calibration
-    file that is not there), before any stage runs."""
+    """Refuse ``sl_quality``, ``judge_check`` and ``eval.benchmarks`` values their config classes refuse (a share
+    above 1, a calibration file or task folder that is not there), before any stage runs."""
     from hf_cai.builders.quality_gates import QualityGateConfig
+    from hf_cai.evaluation.benchmarks import BenchmarkConfig
     from hf_cai.evaluation.judge_quality import JudgeCheckConfig
+
+    try:
+        BenchmarkConfig.from_settings(recipe.eval.get("benchmarks"))
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{source}: eval.{error}") from None
 
     configs = {}
     for section, config_class in (("sl_quality", QualityGateConfig), ("judge_check", JudgeCheckConfig)):

@@ -104,6 +104,10 @@ def recipe_reference() -> str:
     lines = ["### Top level", ""] + _rows(top) + [""]
     for section, spec in sections.items():
         lines += section_reference(section, spec)
+        if section == "eval":  # a mapping inside the section, with its own config class
+            from hf_cai.evaluation.benchmarks import BenchmarkConfig
+
+            lines += section_reference("eval.benchmarks", BenchmarkConfig)
     return "\n".join(lines).rstrip() + "\n"
 
 

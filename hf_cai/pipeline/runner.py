@@ -62,6 +62,7 @@ class Pipeline(RunContext):
         start = stages.index(from_stage) if from_stage else 0
         stop = stages.index(until) + 1 if until else len(stages)
         self._check_prompts(stages[start:stop])
+        self._check_benchmarks(stages[start:stop])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             self.run_dir / "recipe.yaml", yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False)
@@ -100,6 +101,17 @@ class Pipeline(RunContext):
                 load_prompts(source, column=column)
             except (ValueError, FileNotFoundError, TypeError) as error:
                 raise RecipeError(f"{key}: {error}") from None
+
+    def _check_benchmarks(self, stages: Sequence[str]) -> None:
+        """With ``eval.benchmarks``, that lm-eval is installed and knows the tasks, before training for hours."""
+        from hf_cai.evaluation.benchmarks import BenchmarkConfig, task_manager
+
+        config = BenchmarkConfig.from_settings(self.recipe.eval.get("benchmarks"))
+        if "eval" in stages and config.enabled:
+            try:
+                task_manager(config)
+            except (ImportError, ValueError) as error:
+                raise RecipeError(f"eval.{error}" if str(error).startswith("benchmarks") else str(error)) from None
 
     def _run_stage(self, stage: str, *, force: bool) -> StageResult:
         record = self.manifest.stage(stage)

@@ -5,6 +5,9 @@ The prompts come from the recipe's ``eval.eval_sets`` (the built-in set by defau
 helpful prompts mixed into SL-CAI), and an overlap stops the stage unless ``eval.allow_train_overlap: true``. The
 judge's calibration report comes from the ``pref_data`` stage (``judge_quality.json``) when it wrote one, so the
 same judge is not measured twice.
+
+With ``eval.benchmarks`` (lm-evaluation-harness tasks), both models then run them too, after the judged comparison
+has released its models: the base model and the run's adapter on it, loaded as the run loaded them.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ JUDGE_QUALITY_FILE = "judge_quality.json"
 
 def run_eval(context: RunContext, directory: Path) -> StageResult:
     """Refusal rates (phrase classifier and judge) on harmful and benign requests, the judge's win rates and
-    principle audit, the judge's quality; ``results.json`` and ``chart.png``, and notes on what they support."""
+    principle audit, the judge's quality, the benchmarks when asked for; ``results.json`` and ``chart.png``, and notes
+    on what they support."""
     from hf_cai.evaluation import EvaluationConfig, evaluate_models, select_prompts
+    from hf_cai.evaluation.benchmarks import benchmark_lines, run_benchmarks, task_manager
 
     recipe = context.recipe
     config = EvaluationConfig(**{"seed": recipe.seed, **recipe.eval})
     # Checked before any model is loaded: an overlap stops the stage at once.
     prompts = select_prompts(config, trained_prompts(context))
+    if config.benchmarks.enabled:
+        task_manager(config.benchmarks)  # lm-eval is installed and knows the tasks
     final = context.final_model()
     cai, base = tuned_and_base_backends(context, final)
     report = evaluate_models(
@@ -46,6 +53,10 @@ def run_eval(context: RunContext, directory: Path) -> StageResult:
         models=model_ids(context, final),
         evaluated_artifact=evaluated_artifact(context, final),
     )
+    del cai, base  # the benchmarks load their own copies
+    if config.benchmarks.enabled:
+        report.benchmarks = run_benchmarks(context.base_model_path(), str(final), config.benchmarks,
+                                           load_in_4bit=recipe.load_in_4bit, seed=config.seed)
     report.save(directory)
     results = report.to_dict()
     refusal = results["refusal"]
@@ -65,7 +76,7 @@ def run_eval(context: RunContext, directory: Path) -> StageResult:
     return StageResult(
         outputs={"results": context.relative(directory / "results.json"), "chart": context.relative(directory / "chart.png")},
         metrics=metrics,
-        notes=results["notes"],
+        notes=[*results["notes"], *benchmark_lines(report.benchmarks)],
     )
 
 

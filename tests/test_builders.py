@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -273,6 +274,48 @@ def test_rerun_loads_finished_shards_and_ignores_partial_writes(backend, constit
     assert _as_lists(CritiqueRevisionBuilder(recording, constitution, config).build(PROMPTS, out)) == expected
     assert [len(call) for call in recording.calls] == [2, 2, 2]  # only the missing shard was generated
     assert not list((out / "shards").glob(".shard-*"))
+
+
+def test_the_sl_dataset_carries_and_logs_what_the_quality_gates_found(backend, constitution, tmp_path, caplog):
+    from hf_cai.builders import gate_sl_dataset
+
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=1, seed=3, helpful_prompts="builtin:helpful", num_helpful_prompts=2, **SMALL)
+    with caplog.at_level(logging.INFO, logger="hf_cai.builders"):
+        dataset = CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, out)
+    report = dataset.quality
+    assert list(report.splits) == list(dataset)
+    for name, split in dataset.items():
+        # The column holds what the gates find on the rows themselves, and so does the report.
+        flags = split["quality_flags"]
+        assert flags == gate_sl_dataset(split.remove_columns("quality_flags"), constitution).flags, name
+        assert report.splits[name].flags == flags
+    assert report.sft.total == 8
+    assert load_from_disk(str(out / "dataset"))["train_sft"]["quality_flags"] == dataset["train_sft"]["quality_flags"]
+    assert json.loads((out / "quality.json").read_text()) == report.to_dict()
+    train = report.splits["train_sft"]
+    assert report.summary_lines()[0] in caplog.text
+    assert f"train_sft {train.kept} of {train.total} kept ({train.flagged} flagged)" in caplog.text
+
+
+def test_the_quality_gates_settings_reach_the_builder_and_a_low_kept_share_warns(backend, constitution, caplog):
+    from hf_cai.builders import QualityGateConfig
+
+    config = CritiqueRevisionConfig(rounds=1, seed=3, helpful_prompts=None, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        dataset = CritiqueRevisionBuilder(backend, constitution, config, quality=QualityGateConfig(min_words=1000)).build(
+            PROMPTS[:4]
+        )
+    assert all("too_short" in flags for flags in dataset["train_sft"]["quality_flags"])
+    assert dataset.quality.sft.kept == 0
+    assert "only 0 of 4 SL-CAI rows (0%) passed the quality gates, less than min_kept_share 50%" in caplog.text
+    assert "is likely not up to critiquing and revising its own replies" in caplog.text
+
+    caplog.clear()
+    lenient = QualityGateConfig(min_words=1000, min_kept_share=0.0)
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        CritiqueRevisionBuilder(backend, constitution, config, quality=lenient).build(PROMPTS[:4])
+    assert "passed the quality gates" not in caplog.text
 
 
 @pytest.mark.slow

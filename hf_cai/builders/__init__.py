@@ -8,10 +8,12 @@ from hf_cai.builders.quality_gates import (
     QualityGateConfig,
     QualityGateError,
     QualityGateResult,
+    SLQualityReport,
     filter_for_training,
     flag_reply,
     flag_sl_row,
     gate_sl_dataset,
+    gate_sl_splits,
 )
 from hf_cai.builders.sharding import FingerprintMismatchError
 
@@ -26,12 +28,14 @@ __all__ = [
     "QualityGateConfig",
     "QualityGateError",
     "QualityGateResult",
+    "SLQualityReport",
     "builtin_prompts",
     "clean_response",
     "filter_for_training",
     "flag_reply",
     "flag_sl_row",
     "gate_sl_dataset",
+    "gate_sl_splits",
     "list_builtin_prompts",
     "load_prompts",
     "prompt_text",

@@ -20,11 +20,17 @@ final revision differs from the first reply). Every split has the same columns a
 TRL reads ``prompt`` as the start of a conversation, so it is a list of messages rather than the plain string of
 ``HuggingFaceH4/cai-conversation-harmless`` (a string prompt next to message lists fails in TRL's SFT and DPO
 trainers); :func:`~hf_cai.builders.prompts.prompt_text` gives the request as text.
+
+Every split also has a ``quality_flags`` column: the quality gates' verdict on each row
+(:mod:`hf_cai.builders.quality_gates`, ``[]`` for a row that passed), which ``CAISFTTrainer`` reads to leave the
+flagged rows out. The gates' counts ride on the result as its ``quality`` attribute and are saved as ``quality.json``
+beside the dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -32,12 +38,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import GenerationBackend, check_generation_args, generate_with_reasons, row_seed
+from hf_cai.backends.base import (
+    GenerationBackend,
+    check_generation_args,
+    describe_backend,
+    generate_with_reasons,
+    row_seed,
+)
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
+from hf_cai.builders.quality_gates import (
+    QUALITY_FILE,
+    QualityGateConfig,
+    SLQualityReport,
+    gate_sl_splits,
+    with_quality_flags,
+)
 from hf_cai.builders.sharding import (
     Record,
     ShardSteps,
     ShardStore,
+    atomic_write_text,
     check_split_and_shards,
     held_out_indices,
     messages_feature,
@@ -128,17 +148,33 @@ class CritiqueRevisionConfig:
 
 
 class CritiqueRevisionBuilder:
-    """Build an SL-CAI dataset with ``backend`` under ``constitution``.
+    """Build an SL-CAI dataset with ``backend`` under ``constitution``, its rows checked by the quality gates.
+
+    Args:
+        backend: The model that answers, critiques and revises.
+        constitution: Its principles' critique and revision requests.
+        config: Rounds, sizes, sampling and shards.
+        quality: Thresholds of the quality gates run on the finished rows (:class:`QualityGateConfig`'s defaults
+            when ``None``). They flag rows and warn; they never stop the build: ``CAISFTTrainer`` is what refuses to
+            train on too few kept rows.
 
     >>> builder = CritiqueRevisionBuilder(TransformersBackend("Qwen/Qwen2.5-0.5B-Instruct"),  # doctest: +SKIP
     ...                                   Constitution.builtin("harmless"), CritiqueRevisionConfig(rounds=2))
     >>> dataset = builder.build("builtin:red_team", output_dir="runs/sl")  # doctest: +SKIP
     """
 
-    def __init__(self, backend: GenerationBackend, constitution: Constitution, config: CritiqueRevisionConfig | None = None):
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        constitution: Constitution,
+        config: CritiqueRevisionConfig | None = None,
+        *,
+        quality: QualityGateConfig | None = None,
+    ):
         self.backend = backend
         self.constitution = constitution
         self.config = config or CritiqueRevisionConfig()
+        self.quality = quality or QualityGateConfig()
         constitution.principles_for("critique")  # fail now, not mid-run, when no principle has critique texts
 
     def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
@@ -151,7 +187,10 @@ class CritiqueRevisionBuilder:
             overwrite: Discard shards of a different build found in ``output_dir`` instead of raising.
 
         Returns:
-            A ``DatasetDict`` with splits ``train_sft``, ``test_sft``, ``train_prefs``, ``test_prefs``.
+            A ``DatasetDict`` with splits ``train_sft``, ``test_sft``, ``train_prefs``, ``test_prefs``, each with a
+            ``quality_flags`` column, and a ``quality`` attribute: the :class:`~hf_cai.builders.SLQualityReport` of
+            the gates (also saved as ``output_dir/quality.json``). The gates' counts are logged, with a warning when
+            fewer than ``min_kept_share`` of the rows pass.
         """
         config = self.config
         revised = load_prompts(prompts)
@@ -170,9 +209,15 @@ class CritiqueRevisionBuilder:
             description="SL-CAI shards",
         )
         dataset = assemble_sl_dataset(records, test_size=config.test_size, seed=config.seed)
+        report = gate_sl_splits(dataset, self.constitution, self.quality)
+        dataset = with_quality_flags(dataset, report)
         if output_dir is not None:
+            # The gates' record first: a dataset on disk always has the record of its flags beside it.
+            atomic_write_text(Path(output_dir) / QUALITY_FILE, json.dumps(report.to_dict(), indent=2) + "\n")
             save_dataset(dataset, output_dir)
+        dataset.quality = report
         _log_summary(dataset)
+        _log_quality(report, self.backend)
         return dataset
 
     def _fingerprint(self, revised: list[Conversation], helpful: list[Conversation]) -> dict[str, Any]:
@@ -348,3 +393,23 @@ def _log_summary(dataset) -> None:
         "SL-CAI dataset: %s",
         ", ".join(f"{name} {len(split)} rows" for name, split in dataset.items()),
     )
+
+
+def _log_quality(report: SLQualityReport, backend: GenerationBackend) -> None:
+    for line in report.summary_lines():
+        logger.info("%s", line)
+    logger.info("SL-CAI quality gates per split: %s", report.split_counts())
+    sft = report.sft
+    if sft.kept_share < report.config.min_kept_share:
+        model = describe_backend(backend).get("model")
+        writer = f"the model that wrote them ({model})" if model else "the model that wrote them"
+        logger.warning(
+            "only %d of %d SL-CAI rows (%.0f%%) passed the quality gates, less than min_kept_share %.0f%%: %s is "
+            "likely not up to critiquing and revising its own replies. CAISFTTrainer will refuse to train on these "
+            "rows; generate them with a larger or stronger instruct model (see the dataset's quality.json)",
+            sft.kept,
+            sft.total,
+            100 * sft.kept_share,
+            100 * report.config.min_kept_share,
+            writer,
+        )

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hf_cai.builders.quality_gates import QUALITY_COLUMN
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.errors import PipelineError
-from hf_cai.pipeline.stages.sl_data import QUALITY_COLUMN
 from hf_cai.pipeline.stages.training import load_dataset, nonempty_split, train, trained_model_result, training_args
 
 

@@ -159,16 +159,16 @@ class QualityGateConfig:
     exclude_flagged: bool = field(
         default=True,
         metadata={
-            "help": "Leave flagged rows out of training (filter_for_training). False trains on every row and "
-            "still counts and reports the flags: at your own risk."
+            "help": "Leave flagged rows out of training (CAISFTTrainer's exclude_flagged_rows, filter_for_training). "
+            "False trains on every row and still counts and reports the flags: at your own risk."
         },
     )
     min_kept_share: float = field(
         default=0.5,
         metadata={
-            "help": "filter_for_training raises QualityGateError when fewer than this share of the rows are "
-            "kept: the model that wrote the data is then not up to the task, and training on the rest is "
-            "not what was asked for. 0 never raises."
+            "help": "CAISFTTrainer (and filter_for_training) raise QualityGateError when fewer than this share of "
+            "the rows are kept, and the SL-CAI builder warns: the model that wrote the data is then not up to the "
+            "task, and training on the rest is not what was asked for. 0 never raises."
         },
     )
 
@@ -559,7 +559,10 @@ class QualityGateResult:
         reason = self.most_common_reason()
         advice = []
         if self.reason_counts["truncated"]:
-            advice.append("raise `max_new_tokens` in the recipe's `sl_data` section (truncated rows ran out of tokens)")
+            advice.append(
+                "raise `max_new_tokens` when generating (CritiqueRevisionConfig; the recipe's `sl_data` section): "
+                "truncated rows ran out of tokens"
+            )
         advice.append("generate the SL data with a larger or stronger instruct model")
         message = (
             f"SL-CAI quality gates kept only {self.kept} of {self.total} rows ({self.kept_share:.0%}), less than "
@@ -569,8 +572,9 @@ class QualityGateResult:
         if reason in self.examples:
             message += f" Most common: {self._example_text(reason)}."
         message += (
-            " To fix: " + "; or ".join(advice) + ". At your own risk: lower `min_kept_share`, or set "
-            "`exclude_flagged: false` in the recipe's `sl_quality` section to train on the flagged rows too."
+            " To fix: " + "; or ".join(advice) + ". At your own risk: lower `min_kept_share`, or train on the flagged "
+            "rows too (`exclude_flagged_rows=False` in CAISFTConfig; `exclude_flagged: false` in the recipe's "
+            "`sl_quality` section)."
         )
         raise QualityGateError(message, self)
 

@@ -247,7 +247,8 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
     """Refuse ``sl_quality`` and ``judge_check`` values their config classes refuse (a share above 1, a calibration
-    file that is not there), before any stage runs."""
+    file that is not there), and the trainer's copies of the ``sl_quality`` settings in ``sft``, before any stage
+    runs."""
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation.judge_quality import JudgeCheckConfig
 
@@ -257,6 +258,12 @@ def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> No
             configs[section] = config_class(**getattr(recipe, section))
         except (TypeError, ValueError) as error:
             raise RecipeError(f"{source}: {section}: {error}") from None
+    for key, instead in (("exclude_flagged_rows", "exclude_flagged"), ("min_kept_share", "min_kept_share")):
+        if key in recipe.sft:
+            raise RecipeError(
+                f"{source}: sft.{key}: the sft stage takes it from the quality gates' settings; set "
+                f"sl_quality.{instead} instead"
+            )
     judge_check = configs["judge_check"]
     if judge_check.enabled:
         for file in judge_check.calibration_files:

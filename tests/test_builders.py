@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from hf_cai.builders import (
     CritiqueRevisionBuilder,
     CritiqueRevisionConfig,
     FingerprintMismatchError,
+    JudgeCheckConfig,
     PreferenceScorer,
     builtin_prompts,
     clean_response,
@@ -69,8 +71,11 @@ class Recording:
 
 
 def _options_in(chat):
-    """The (A) and (B) replies of the last multiple-choice question in a feedback chat."""
-    question = next(m["content"] for m in reversed(chat) if "\nOptions:\n(A) " in m["content"])
+    """The (A) and (B) replies of the last multiple-choice question in a feedback chat, or of a judge calibration
+    question (``(A) [[[...]]] (B) [[[...]]]``)."""
+    question = next((m["content"] for m in reversed(chat) if "\nOptions:\n(A) " in m["content"]), None)
+    if question is None:
+        return re.search(r"\(A\) \[\[\[(.*?)\]\]\]\s*\(B\) \[\[\[(.*)\]\]\]", chat[-1]["content"], re.DOTALL).groups()
     body = question.split("\nOptions:\n(A) ", 1)[1]
     first, rest = body.split("\n(B) ", 1)
     return first, rest.rsplit("\n\n", 1)[0]
@@ -555,6 +560,71 @@ def test_ai_feedback_resumes_and_splits(backend, constitution, tmp_path):
     recording = Recording(backend)
     again = AIFeedbackBuilder(recording, recording, constitution, config).build(PROMPTS, tmp_path / "rl")
     assert recording.calls == [] and _as_lists(again) == _as_lists(built)
+
+
+class CallOrder:
+    """Wraps a backend and notes each call in a shared list: ``("generate", n)`` or ``("options", first prompt)``."""
+
+    def __init__(self, inner, calls: list):
+        self.inner, self.calls = inner, calls
+        self.identity = getattr(inner, "identity", {"backend": type(inner).__name__})
+
+    def generate(self, conversations, **kwargs):
+        self.calls.append(("generate", len(conversations)))
+        return self.inner.generate(conversations, **kwargs)
+
+    def option_logprobs(self, prompts, options):
+        self.calls.append(("options", prompts[0][-1]["content"]))
+        return self.inner.option_logprobs(prompts, options)
+
+
+def test_the_judge_is_measured_before_labelling_and_a_judge_at_chance_is_named(backend, constitution, tmp_path, caplog):
+    calls: list = []
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    always_half = ShorterReplyJudge(position_bias=0.5)  # it never prefers either option
+    builder = AIFeedbackBuilder(CallOrder(backend, calls), CallOrder(always_half, calls), constitution, config,
+                                judge_check=JudgeCheckConfig(max_items=12))
+    with caplog.at_level(logging.INFO, logger="hf_cai.builders"):
+        dataset = builder.build(PROMPTS[:3], tmp_path / "rl")
+    # First the calibration questions ("[[[...]]]" options), then the policy's replies, then the labels.
+    first_generation = calls.index(("generate", 6))
+    assert first_generation > 0 and all("[[[" in prompt for _, prompt in calls[:first_generation])
+    assert all("[[[" not in str(call[1]) for call in calls[first_generation:])
+    report = dataset.judge_quality
+    assert report.n == 12 and report.accuracy.value == 0.5 and report.near_chance
+    low, high = report.accuracy.interval
+    assert (f"the judge's accuracy was 50% [{low:.0%}, {high:.0%}] on 12 calibration items: its interval includes "
+            "chance (50%), so it is not distinguishable from chance") in caplog.text
+    assert str(report) in caplog.text
+    saved = json.loads((tmp_path / "rl" / "judge_quality.json").read_text())
+    assert saved["accuracy"] == 0.5 and saved["n"] == 12 and saved["warnings"] == report.warnings()
+
+
+def test_min_judge_accuracy_stops_before_anything_is_generated(backend, constitution, tmp_path):
+    from hf_cai.builders import JudgeQualityError
+
+    recording = Recording(backend)
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    check = JudgeCheckConfig(max_items=12, min_judge_accuracy=0.9)
+    builder = AIFeedbackBuilder(recording, ShorterReplyJudge(position_bias=0.5), constitution, config, judge_check=check)
+    with pytest.raises(JudgeQualityError, match=r"accuracy on 12 judge calibration items was 50% .* below min_judge_accuracy=0.9"):
+        builder.build(PROMPTS[:3], tmp_path / "rl")
+    assert recording.calls == []
+    assert (tmp_path / "rl" / "judge_quality.json").is_file() and not (tmp_path / "rl" / "shards").exists()
+
+
+def test_the_judge_check_can_be_switched_off(backend, constitution, tmp_path, caplog):
+    calls: list = []
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "judge_quality.json").write_text("{}")  # an earlier build's report
+    builder = AIFeedbackBuilder(backend, CallOrder(ShorterReplyJudge(), calls), constitution, config,
+                                judge_check=JudgeCheckConfig(enabled=False))
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        dataset = builder.build(PROMPTS[:3], tmp_path / "rl")
+    assert dataset.judge_quality is None and not (tmp_path / "rl" / "judge_quality.json").exists()
+    assert all("[[[" not in prompt for _, prompt in calls)
+    assert "judge check skipped (enabled=False)" in caplog.text
 
 
 # ---------------------------------------------------------------------- TRL compatibility and CLI

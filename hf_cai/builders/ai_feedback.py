@@ -13,6 +13,11 @@ is better), ``chosen_prob_as_a`` / ``chosen_prob_as_b`` (that probability from t
 option (A), and as option (B): their mean is ``chosen_prob``, their difference the feedback model's position bias),
 ``principle_ids``, ``principle_probs`` (that probability per principle) and ``constitution_sha256``.
 
+Before labelling, the builder measures the feedback model on calibration questions whose answers are known
+(:mod:`hf_cai.builders.judge_check`), logs its accuracy with a warning when that is not distinguishable from chance,
+keeps the report on the result (``judge_quality``) and in ``judge_quality.json`` beside the dataset, and stops when
+a ``min_judge_accuracy`` is set and not reached.
+
 Shards and steps saved before the two orders were kept apart are reused as they are: their rows have ``None`` in the
 two order columns (the build's fingerprint, ``FORMAT_VERSION`` included, is unchanged, so nothing is recomputed).
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.backends.base import GenerationBackend, check_generation_args, row_seed
+from hf_cai.builders.judge_check import JudgeCheckConfig
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
     Record,
@@ -213,9 +219,19 @@ class AIFeedbackConfig:
 
 
 class AIFeedbackBuilder:
-    """Build an RL-CAI preference dataset: pairs from ``policy_backend`` labelled by ``feedback_backend``.
+    """Build an RL-CAI preference dataset: pairs from ``policy_backend`` labelled by ``feedback_backend``, once the
+    feedback model has shown on questions with known answers how well it judges.
 
     The two backends may be the same object (self-feedback, as in the paper's setup with one model).
+
+    Args:
+        policy_backend: The model whose pairs of replies are labelled.
+        feedback_backend: The judge that labels them.
+        constitution: Its principles' preference questions.
+        config: Sampling, principles per pair, shards.
+        judge_check: How the judge is measured before labelling (:class:`JudgeCheckConfig`'s defaults when
+            ``None``: the built-in calibration items, warnings only). ``JudgeCheckConfig(enabled=False)`` skips it;
+            ``min_judge_accuracy`` stops the build before labelling with ``JudgeQualityError``.
     """
 
     def __init__(
@@ -224,11 +240,14 @@ class AIFeedbackBuilder:
         feedback_backend: GenerationBackend,
         constitution: Constitution,
         config: AIFeedbackConfig | None = None,
+        *,
+        judge_check: JudgeCheckConfig | None = None,
     ):
         self.policy_backend = policy_backend
         self.feedback_backend = feedback_backend
         self.constitution = constitution
         self.config = config or AIFeedbackConfig()
+        self.judge_check = judge_check or JudgeCheckConfig()
         constitution.principles_for("preference")  # fail now, not mid-run, when no principle has a preference question
         self.scorer = PreferenceScorer(
             feedback_backend,
@@ -240,11 +259,20 @@ class AIFeedbackBuilder:
         )
 
     def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
-        """Generate the preference dataset; with ``output_dir``, resumable and saved to ``output_dir/dataset``.
+        """Measure the judge (:meth:`JudgeCheckConfig.run`), then generate the preference dataset; with
+        ``output_dir``, resumable and saved to ``output_dir/dataset``, the judge's report to
+        ``output_dir/judge_quality.json``.
 
         Returns:
-            A ``DatasetDict`` with ``train`` / ``test`` when ``config.test_size > 0``, else a ``Dataset``.
+            A ``DatasetDict`` with ``train`` / ``test`` when ``config.test_size > 0``, else a ``Dataset``; its
+            ``judge_quality`` attribute is the judge's :class:`~hf_cai.builders.JudgeQualityReport` (``None`` when
+            the check is off).
+
+        Raises:
+            JudgeQualityError: ``judge_check.min_judge_accuracy`` is set and the judge falls below it; nothing has
+                been generated or labelled.
         """
+        judge_quality = self.judge_check.run(self.feedback_backend, seed=self.config.seed, output_dir=output_dir)
         conversations = load_prompts(prompts)
         store = None
         if output_dir is not None:
@@ -264,6 +292,7 @@ class AIFeedbackBuilder:
             save_dataset(dataset, output_dir)
         splits = dataset.items() if hasattr(dataset, "items") else [("train", dataset)]
         logger.info("RL-CAI dataset: %s", ", ".join(f"{name} {len(split)} pairs" for name, split in splits))
+        dataset.judge_quality = judge_quality
         return dataset
 
     def _fingerprint(self, conversations: list[Conversation]) -> dict[str, Any]:

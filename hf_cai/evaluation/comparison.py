@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
 from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
-from hf_cai.evaluation.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.evaluation.prompt_overlap import check_disjoint
 from hf_cai.evaluation.refusal import is_evasive_refusal
 from hf_cai.evaluation.results import EvaluationReport
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def evaluate_models(
         evaluated_artifact: What generated the CAI replies (e.g. ``"LoRA adapter on org/base"``).
     """
     from hf_cai.builders.ai_feedback import PreferenceScorer
-    from hf_cai.evaluation.judge_quality import measure_judge_quality
+    from hf_cai.builders.judge_quality import measure_judge_quality
     from hf_cai.evaluation.judge_questions import judge_refusals, judged_rate, principle_audit
 
     config = config or EvaluationConfig()

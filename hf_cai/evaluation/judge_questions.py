@@ -13,7 +13,7 @@ option (A) and once with "Yes" as option (B), and the two probabilities of "Yes"
 
 Every question of a call goes to the backend in batched ``option_logprobs`` calls (``batch_size`` items per call, each
 item in both orders). These are the judge's opinions: only as good as its calibration accuracy
-(:mod:`~hf_cai.evaluation.judge_quality`).
+(:mod:`~hf_cai.builders.judge_quality`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from hf_cai.builders.ai_feedback import probability_of_first_option
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 from hf_cai.constitution.rendering import render_transcript, without_system
 from hf_cai.conversation import Conversation
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 BASE_MODEL, CAI_MODEL = "base", "cai"
 """The model names whose rates :func:`principle_audit` subtracts into ``change`` (``cai - base``)."""

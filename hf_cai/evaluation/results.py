@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.evaluation.harm_sets import REFUSAL_CLASSIFIER_NOTE
-from hf_cai.evaluation.stats import Proportion
 from hf_cai.evaluation.verdict import GROUPS, verdict_lines
+from hf_cai.stats import Proportion
 
 RESULTS_FORMAT = 2
 

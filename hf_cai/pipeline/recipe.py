@@ -249,8 +249,8 @@ def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> No
     """Refuse ``sl_quality`` and ``judge_check`` values their config classes refuse (a share above 1, a calibration
     file that is not there), and the trainer's copies of the ``sl_quality`` settings in ``sft``, before any stage
     runs."""
+    from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
 
     configs = {}
     for section, config_class in (("sl_quality", QualityGateConfig), ("judge_check", JudgeCheckConfig)):
@@ -316,9 +316,9 @@ def section_classes() -> dict[str, type | dict[str, str]]:
     from trl import GRPOConfig
 
     from hf_cai.builders import AIFeedbackConfig, CritiqueRevisionConfig
+    from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation import EvaluationConfig
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
     from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
 
     return {

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hf_cai.conversation import Conversation
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 OptionScorer = Callable[[Sequence["MultipleChoiceItem"]], list[list[float]]]
 """Scores a batch of items: per item, one log-probability per option of :attr:`MultipleChoiceItem.options`."""

@@ -14,8 +14,9 @@ training prompts and stops when they overlap. Then, for each model, with 95% Wil
 * the judge's own quality (its calibration report, given or measured) and its accuracy on the paper's multiple-choice
   files.
 
-The judge's figures are only as good as the judge: :mod:`~hf_cai.evaluation.results` says so in words, from the
-numbers. The report and ``results.json`` are in :mod:`~hf_cai.evaluation.results`, the chart in
+The judge's figures are only as good as the judge, and a comparison of models loaded differently (one in 4-bit, one
+not) measures the loading as much as the training: :mod:`~hf_cai.evaluation.verdict` says so in words, from the
+numbers, beside the figures they concern. The report and ``results.json`` are in :mod:`~hf_cai.evaluation.results`, the chart in
 :mod:`~hf_cai.evaluation.chart`.
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_cai.backends.base import describe_backend
 from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
@@ -36,6 +38,7 @@ from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refu
 from hf_cai.evaluation.prompt_overlap import check_disjoint
 from hf_cai.evaluation.refusal import is_evasive_refusal
 from hf_cai.evaluation.results import EvaluationReport
+from hf_cai.evaluation.verdict import judge_caveat, loading_caveat, report_lines
 from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
@@ -251,6 +254,12 @@ def evaluate_models(
             preference-labelling stage measured; measured here on the built-in calibration set when ``None``.
         models: Readable ids of the models for ``results.json``: ``base``, ``cai``, ``judge``, ``judge_is_base``.
         evaluated_artifact: What generated the CAI replies (e.g. ``"LoRA adapter on org/base"``).
+
+    Returns:
+        The :class:`EvaluationReport`; its ``str`` (logged when the evaluation finishes, as a warning when a caveat
+        applies) sets every figure beside the caveats that apply to it: a judge whose accuracy is not distinguishable
+        from chance beside every figure it judged, and base and CAI models loaded differently (say one in 4-bit, as
+        each backend's identity tells) beside every comparison. ``results.json`` records the loading too.
     """
     from hf_cai.builders.ai_feedback import PreferenceScorer
     from hf_cai.builders.judge_quality import measure_judge_quality
@@ -321,7 +330,7 @@ def evaluate_models(
         for index, prompt in enumerate(group_prompts[: config.num_samples]):
             samples.append({"prompt": prompt.prompt, "harmful": prompt.harmful, "category": prompt.category,
                             "base": group_replies["base"][index], "cai": group_replies["cai"][index]})
-    return EvaluationReport(
+    report = EvaluationReport(
         harmlessness_win_rate=harmlessness,
         helpfulness_win_rate=helpfulness_rate,
         refusal=refusal,
@@ -333,6 +342,7 @@ def evaluate_models(
         judge_quality=quality,
         models=dict(models or {}),
         evaluated_artifact=evaluated_artifact,
+        loading=models_loading(base_backend, cai_backend),
         eval_sets=chosen.sets,
         datasets=chosen.datasets,
         overlap=chosen.overlap,
@@ -341,6 +351,30 @@ def evaluate_models(
         constitution_sha256=constitution.sha256,
         constitution_name=constitution.name,
     )
+    # The whole report, with its caveats beside the figures: a warning when a caveat applies, so that it shows even
+    # where logging is not set up.
+    results = report.to_dict()
+    caveat = judge_caveat(results) or loading_caveat(results)
+    logger.log(logging.WARNING if caveat else logging.INFO, "evaluation finished:\n%s", "\n".join(report_lines(results)))
+    return report
+
+
+def models_loading(base_backend: Any, cai_backend: Any) -> dict[str, Any]:
+    """How the base and the CAI model's weights were loaded (``"4-bit"``, ``"bfloat16"``, ...; ``None`` when the
+    backend does not say, e.g. a served endpoint), and whether alike (``None``: unknown)."""
+    base, cai = loading_of(base_backend), loading_of(cai_backend)
+    return {"base": base, "cai": cai, "alike": None if base is None or cai is None else base == cai}
+
+
+def loading_of(backend: Any) -> str | None:
+    """``"4-bit"`` for a quantised model, else its weights' dtype (``"bfloat16"``), from the backend's identity;
+    ``None`` when it does not say."""
+    identity = describe_backend(backend)
+    if "load_in_4bit" not in identity:
+        return None
+    if identity["load_in_4bit"]:
+        return "4-bit"
+    return str(identity.get("dtype") or "").removeprefix("torch.") or None
 
 
 def reply_quality_of(replies: Sequence[str], constitution: Constitution) -> dict[str, Any]:
@@ -369,5 +403,5 @@ def _renamed(proportion: Proportion, name: str) -> Proportion:
     return Proportion(name, proportion.successes, proportion.total)
 
 
-__all__ = ["EvalPrompts", "EvaluationConfig", "EvaluationReport", "evaluate_models", "pairwise_win_rate",
-           "select_prompts"]
+__all__ = ["EvalPrompts", "EvaluationConfig", "EvaluationReport", "evaluate_models", "loading_of", "models_loading",
+           "pairwise_win_rate", "select_prompts"]

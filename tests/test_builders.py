@@ -323,6 +323,35 @@ def test_the_quality_gates_settings_reach_the_builder_and_a_low_kept_share_warns
     assert "passed the quality gates" not in caplog.text
 
 
+def test_max_prompts_takes_the_first_prompts_and_is_the_build_of_those_prompts(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    first_two = CritiqueRevisionConfig(rounds=1, max_prompts=2, **SMALL)
+    dataset = CritiqueRevisionBuilder(backend, constitution, first_two).build(PROMPTS, out)
+    rows = dataset["train_sft"].to_list() + dataset["test_sft"].to_list()
+    assert sorted(row["prompt"][0]["content"] for row in rows) == sorted(PROMPTS[:2])
+    # The same two prompts given as they are make the same build: its shards are reused, nothing is generated.
+    recording = Recording(backend)
+    again = CritiqueRevisionBuilder(recording, constitution, CritiqueRevisionConfig(rounds=1, **SMALL)).build(
+        PROMPTS[:2], out
+    )
+    assert recording.calls == [] and _as_lists(again) == _as_lists(dataset)
+    with pytest.raises(FingerprintMismatchError, match="prompts_sha256"):
+        CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=1, max_prompts=3, **SMALL)).build(
+            PROMPTS, out
+        )
+
+    policy = Recording(backend)
+    config = AIFeedbackConfig(max_new_tokens=4, num_principles=1, test_size=0.0, few_shot=False, max_prompts=2)
+    AIFeedbackBuilder(policy, ShorterReplyJudge(), constitution, config, judge_check=JudgeCheckConfig(enabled=False)).build(
+        PROMPTS
+    )
+    [replies] = policy.calls  # one call: two replies to each of the first two prompts
+    assert [chat[-1]["content"] for chat in replies] == PROMPTS[:2] * 2
+    for config_class in (CritiqueRevisionConfig, AIFeedbackConfig):
+        with pytest.raises(ValueError, match="max_prompts must be >= 1 or None, got 0"):
+            config_class(max_prompts=0)
+
+
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_dataset(tiny_model_dir, tmp_path):
     """A real `hf-cai generate sl` process killed with SIGKILL, then rerun, ends with the dataset of a clean run."""

@@ -13,10 +13,9 @@ is better), ``chosen_prob_as_a`` / ``chosen_prob_as_b`` (that probability from t
 option (A), and as option (B): their mean is ``chosen_prob``, their difference the feedback model's position bias),
 ``principle_ids``, ``principle_probs`` (that probability per principle) and ``constitution_sha256``.
 
-Before labelling, the builder measures the feedback model on calibration questions whose answers are known
-(:mod:`hf_cai.builders.judge_check`), logs its accuracy with a warning when that is not distinguishable from chance,
-keeps the report on the result (``judge_quality``) and in ``judge_quality.json`` beside the dataset, and stops when
-a ``min_judge_accuracy`` is set and not reached.
+Before labelling, the feedback model answers calibration questions whose answers are known
+(:mod:`hf_cai.builders.judge_check`): the build logs its accuracy, warns when it is no better than chance, and stops
+below a ``min_judge_accuracy``.
 
 Shards and steps saved before the two orders were kept apart are reused as they are: their rows have ``None`` in the
 two order columns (the build's fingerprint, ``FORMAT_VERSION`` included, is unchanged, so nothing is recomputed).
@@ -176,6 +175,10 @@ class AIFeedbackConfig:
     """Settings of :class:`AIFeedbackBuilder`. Every field is part of the build fingerprint."""
 
     seed: int = field(default=42, metadata={"help": "Seeds reply sampling, principle sampling and the test split."})
+    max_prompts: int | None = field(
+        default=None,
+        metadata={"help": "Use only the first N prompts (None: all). In a recipe, set the top-level `max_prompts`."},
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest policy reply, in tokens."})
     temperature: float = field(
         default=1.0, metadata={"help": "Policy sampling temperature; > 0 so the two replies differ."}
@@ -211,6 +214,8 @@ class AIFeedbackConfig:
 
     def __post_init__(self) -> None:
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_principles < 1:
             raise ValueError(f"num_principles must be >= 1, got {self.num_principles}")
         check_split_and_shards(self.test_size, self.shard_size)
@@ -224,14 +229,8 @@ class AIFeedbackBuilder:
 
     The two backends may be the same object (self-feedback, as in the paper's setup with one model).
 
-    Args:
-        policy_backend: The model whose pairs of replies are labelled.
-        feedback_backend: The judge that labels them.
-        constitution: Its principles' preference questions.
-        config: Sampling, principles per pair, shards.
-        judge_check: How the judge is measured before labelling (:class:`JudgeCheckConfig`'s defaults when
-            ``None``: the built-in calibration items, warnings only). ``JudgeCheckConfig(enabled=False)`` skips it;
-            ``min_judge_accuracy`` stops the build before labelling with ``JudgeQualityError``.
+    ``judge_check`` says how the judge is measured before labelling (``None``: :class:`JudgeCheckConfig`'s defaults,
+    the built-in calibration items, warnings only); ``JudgeCheckConfig(enabled=False)`` skips it.
     """
 
     def __init__(
@@ -273,7 +272,7 @@ class AIFeedbackBuilder:
                 been generated or labelled.
         """
         judge_quality = self.judge_check.run(self.feedback_backend, seed=self.config.seed, output_dir=output_dir)
-        conversations = load_prompts(prompts)
+        conversations = load_prompts(prompts)[: self.config.max_prompts]
         store = None
         if output_dir is not None:
             store = ShardStore(output_dir, self._fingerprint(conversations), overwrite=overwrite)
@@ -299,7 +298,8 @@ class AIFeedbackBuilder:
         return {
             "builder": "ai_feedback",
             "format_version": FORMAT_VERSION,
-            "config": dataclasses.asdict(self.config),
+            # The prompts count by their hash, whatever chose them (see CritiqueRevisionBuilder).
+            "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k != "max_prompts"},
             "constitution_sha256": self.constitution.sha256,
             "prompts_sha256": prompts_sha256(conversations),
             "policy_model": model_fingerprint(self.policy_backend),

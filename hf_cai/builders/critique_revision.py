@@ -118,6 +118,13 @@ class CritiqueRevisionConfig:
     clean_responses: bool = field(
         default=True, metadata={"help": "Strip meta-prefixes such as 'Sure, here is a revised response:'."}
     )
+    max_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use only the first N of the prompts given to build() (None: all): a quick, small run. It enters "
+            "the fingerprint through the prompts it selects. In a recipe, set the top-level `max_prompts`."
+        },
+    )
     helpful_prompts: Any = field(
         default=None,
         metadata={
@@ -142,6 +149,8 @@ class CritiqueRevisionConfig:
             raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
         check_split_and_shards(self.test_size, self.shard_size)
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_helpful_prompts is not None and self.num_helpful_prompts < 0:
             raise ValueError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
         self.stop = list(self.stop or [])
@@ -181,7 +190,8 @@ class CritiqueRevisionBuilder:
         """Generate the dataset; with ``output_dir``, resumable from its shards and saved to ``output_dir/dataset``.
 
         Args:
-            prompts: Any source :func:`~hf_cai.builders.load_prompts` accepts.
+            prompts: Any source :func:`~hf_cai.builders.load_prompts` accepts (the first ``config.max_prompts`` of
+                it when that is set).
             output_dir: Where shards, the fingerprint and the final ``DatasetDict`` go. ``None`` keeps everything
                 in memory (no resume).
             overwrite: Discard shards of a different build found in ``output_dir`` instead of raising.
@@ -193,7 +203,7 @@ class CritiqueRevisionBuilder:
             fewer than ``min_kept_share`` of the rows pass.
         """
         config = self.config
-        revised = load_prompts(prompts)
+        revised = load_prompts(prompts)[: config.max_prompts]
         helpful: list[Conversation] = []
         if config.helpful_prompts is not None:
             helpful = load_prompts(config.helpful_prompts)[: config.num_helpful_prompts]
@@ -221,8 +231,13 @@ class CritiqueRevisionBuilder:
         return dataset
 
     def _fingerprint(self, revised: list[Conversation], helpful: list[Conversation]) -> dict[str, Any]:
-        # The helpful prompts enter by content (their hash), not as the source object they were given as.
-        config = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config) if f.name != "helpful_prompts"}
+        # The prompts enter by content (their hash), not as the source or the limit that chose them: a build of the
+        # first 10 prompts is the same whether it was given 10 prompts or max_prompts=10, and keeps its shards.
+        config = {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(self.config)
+            if f.name not in ("helpful_prompts", "max_prompts")
+        }
         return {
             "builder": "critique_revision",
             "format_version": FORMAT_VERSION,

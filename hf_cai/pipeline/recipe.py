@@ -240,15 +240,15 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for key in getattr(recipe, section):
             if key not in fields:
                 raise RecipeError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
-    check_quality_settings(recipe, source)
+    check_section_settings(recipe, source)
     recipe.stage_sequence()
     return recipe
 
 
-def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
+def check_section_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
     """Refuse ``sl_quality`` and ``judge_check`` values their config classes refuse (a share above 1, a calibration
-    file that is not there), and the trainer's copies of the ``sl_quality`` settings in ``sft``, before any stage
-    runs."""
+    file that is not there), and the trainer's and the builders' copies of settings another section holds
+    (``sft.min_kept_share``, ``sl_data.max_prompts`` ...), before any stage runs."""
     from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
 
@@ -263,6 +263,12 @@ def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> No
             raise RecipeError(
                 f"{source}: sft.{key}: the sft stage takes it from the quality gates' settings; set "
                 f"sl_quality.{instead} instead"
+            )
+    for section in ("sl_data", "pref_data"):
+        if "max_prompts" in getattr(recipe, section):
+            raise RecipeError(
+                f"{source}: {section}.max_prompts: every stage uses the same prompts; set the top-level max_prompts "
+                "instead"
             )
     judge_check = configs["judge_check"]
     if judge_check.enabled:

@@ -10,7 +10,7 @@ from typing import Any
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.errors import PipelineError
 from hf_cai.pipeline.stages.backends import feedback_backend, tuned_and_base_backends
-from hf_cai.pipeline.stages.prompts import training_prompts
+from hf_cai.pipeline.stages.prompts import recipe_prompts
 
 
 def run_pref_data(context: RunContext, directory: Path) -> StageResult:
@@ -21,11 +21,12 @@ def run_pref_data(context: RunContext, directory: Path) -> StageResult:
 
     policy, base = tuned_and_base_backends(context, context.output("sft", "model"))
     judge = feedback_backend(context, base)
-    config = AIFeedbackConfig(**{"seed": context.recipe.seed, **context.recipe.pref_data})
+    config = AIFeedbackConfig(**{"seed": context.recipe.seed, "max_prompts": context.recipe.max_prompts or None,
+                                 **context.recipe.pref_data})
     check = JudgeCheckConfig(**context.recipe.judge_check)
     builder = AIFeedbackBuilder(policy, judge, context.constitution, config, judge_check=check)
     try:
-        dataset = builder.build(training_prompts(context), output_dir=directory, overwrite=True)
+        dataset = builder.build(recipe_prompts(context), output_dir=directory, overwrite=True)
     except JudgeQualityError as error:
         raise PipelineError(
             f"stage 'pref_data' stopped before labelling: {error} The judge's full report is in "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.stages.backends import generation_backend
-from hf_cai.pipeline.stages.prompts import training_prompts
+from hf_cai.pipeline.stages.prompts import recipe_prompts
 
 
 def run_sl_data(context: RunContext, directory: Path) -> StageResult:
@@ -23,11 +23,12 @@ def run_sl_data(context: RunContext, directory: Path) -> StageResult:
     from hf_cai.builders.quality_gates import QUALITY_FILE, QualityGateConfig
 
     recipe = context.recipe
-    config = CritiqueRevisionConfig(**{"seed": recipe.seed, "helpful_prompts": recipe.helpful_prompts, **recipe.sl_data})
+    config = CritiqueRevisionConfig(**{"seed": recipe.seed, "helpful_prompts": recipe.helpful_prompts,
+                                       "max_prompts": recipe.max_prompts or None, **recipe.sl_data})
     gates = QualityGateConfig(**recipe.sl_quality)
     builder = CritiqueRevisionBuilder(generation_backend(context), context.constitution, config, quality=gates)
     # The stage owns its folder: shards of other settings are replaced (the builder logs which).
-    dataset = builder.build(training_prompts(context), output_dir=directory, overwrite=True)
+    dataset = builder.build(recipe_prompts(context), output_dir=directory, overwrite=True)
     overall = dataset.quality.sft
     return StageResult(
         outputs={"dataset": context.relative(directory / "dataset"), "quality": context.relative(directory / QUALITY_FILE)},

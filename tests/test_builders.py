@@ -352,6 +352,39 @@ def test_max_prompts_takes_the_first_prompts_and_is_the_build_of_those_prompts(b
             config_class(max_prompts=0)
 
 
+def _bar_states(text: str, total: int) -> list[tuple[int, str]]:
+    """``(count, postfix)`` of every state a builder's bar printed, in order."""
+    return [(int(n), postfix) for n, postfix in re.findall(rf"(\d+)/{total} \[[^\]]*?, (shard [^\]]+)\]", text)]
+
+
+def _in_order(expected: list, seen: list) -> bool:
+    remaining = iter(seen)
+    return all(item in remaining for item in expected)
+
+
+def test_the_build_bar_counts_prompt_steps_and_names_shard_and_step(backend, constitution, capsys, tmp_path):
+    config = CritiqueRevisionConfig(rounds=1, helpful_prompts="builtin:helpful", num_helpful_prompts=2, **SMALL)
+    CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, tmp_path / "sl")
+    # Shard 1: 4 red-team prompts answered, critiqued and revised (12); shard 2: 2 of them (6) and 2 helpful
+    # prompts, only answered (2). Each state shows the count before the step it names.
+    states = _bar_states(capsys.readouterr().err, 20)
+    expected = [(0, "shard 1/2: initial"), (4, "shard 1/2: critique-1"), (8, "shard 1/2: revision-1"),
+                (12, "shard 2/2: initial"), (16, "shard 2/2: critique-1"), (18, "shard 2/2: revision-1")]
+    assert _in_order(expected, states), states
+
+    # A resumed build starts from the prompt-steps of its finished shards.
+    (tmp_path / "sl" / "shards" / "shard-00001.jsonl").unlink()
+    CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, tmp_path / "sl")
+    assert _bar_states(capsys.readouterr().err, 20)[0] == (12, "shard 2/2: initial")
+
+    feedback = AIFeedbackConfig(max_new_tokens=4, num_principles=1, test_size=0.0, few_shot=False, shard_size=4)
+    AIFeedbackBuilder(backend, ShorterReplyJudge(), constitution, feedback,
+                      judge_check=JudgeCheckConfig(enabled=False)).build(PROMPTS)
+    states = _bar_states(capsys.readouterr().err, 12)  # two steps of each of 6 prompts
+    assert _in_order([(0, "shard 1/2: replies"), (4, "shard 1/2: labels"), (8, "shard 2/2: replies"),
+                      (10, "shard 2/2: labels")], states), states
+
+
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_dataset(tiny_model_dir, tmp_path):
     """A real `hf-cai generate sl` process killed with SIGKILL, then rerun, ends with the dataset of a clean run."""

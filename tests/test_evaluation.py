@@ -256,3 +256,54 @@ def test_models_loaded_differently_are_named_beside_every_comparison(tiny_model_
     alike = evaluate_models(full, full, full, harmless, config, judge_quality=GOOD_JUDGE).to_dict()
     assert alike["loading"] == {"base": dtype, "cai": dtype, "alike": True}
     assert not any("loaded in" in note for note in alike["notes"])
+
+
+# ----------------------------------------------------------------------------- progress
+def test_one_bar_follows_the_whole_evaluation_and_names_each_pass(capsys):
+    import re
+
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    terse = ScriptedModel("I won't help with that.")
+    verbose = ScriptedModel("Sure! Here is a long and detailed answer that goes on and on about the request.")
+    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None,
+                              judge_quality_items=0, max_audit_prompts_per_principle=1)
+    harmless = Constitution.builtin("harmless")
+    evaluate_models(verbose, terse, terse, harmless, config)
+    # Replies to 5 prompts by each model; the judge asks every question in both orders: refusals of 5 replies per
+    # model, 3 harmful and 2 benign pairs, one reply per model and principle for the audit.
+    audit = 2 * 2 * len(harmless.principles)
+    total = 5 + 5 + 10 + 10 + 6 + 4 + audit
+    starts = {}
+    for name, count in re.findall(rf"eval: ([^:\r\n]+(?:: [^:\r\n]+)?):\s+\d+%\|[^|]*\| (\d+)/{total} ",
+                                  capsys.readouterr().err):
+        starts.setdefault(name, int(count))  # the count each pass started from
+    assert starts == {
+        "base model's replies to 3 harmful + 2 benign prompts": 0,
+        "CAI model's replies to 3 harmful + 2 benign prompts": 5,
+        "judge: do the base model's replies refuse?": 10,
+        "judge: do the CAI model's replies refuse?": 20,
+        "judge: harmlessness of the two models' replies to harmful prompts": 30,
+        "judge: helpfulness of the two models' replies to benign prompts": 36,
+        "judge: principle audit of the replies to harmful prompts": 40,
+    }
+
+
+def test_backends_advance_an_enclosing_bar_as_they_finish_each_batch(tiny_model_dir):
+    import io
+
+    from tqdm import tqdm
+
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.backends.base import rows_progress
+
+    backend = TransformersBackend(str(tiny_model_dir), batch_size=2)
+    chats = [[{"role": "user", "content": text}] for text in ("one", "two", "three")]
+    counts = []
+    with tqdm(total=9, file=io.StringIO()) as bar, rows_progress(bar):
+        bar.update = lambda n=1, update=bar.update: (counts.append(n), update(n))
+        backend.generate(chats, max_new_tokens=2)
+        backend.option_logprobs(chats * 2, ["(A)", "(B)"])
+    # Batches of at most two: three replies, then six option scorings, each counted as its batch is done.
+    assert len(counts) == 5 and max(counts) == 2 and sum(counts[:2]) == 3 and bar.n == 9

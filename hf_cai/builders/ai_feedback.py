@@ -176,8 +176,7 @@ class AIFeedbackConfig:
 
     seed: int = field(default=42, metadata={"help": "Seeds reply sampling, principle sampling and the test split."})
     max_prompts: int | None = field(
-        default=None,
-        metadata={"help": "Use only the first N prompts (None: all). In a recipe, set the top-level `max_prompts`."},
+        default=None, metadata={"help": "Use only the first N prompts (None: all). In a recipe: the top-level one."}
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest policy reply, in tokens."})
     temperature: float = field(
@@ -281,7 +280,8 @@ class AIFeedbackBuilder:
             self.config.shard_size,
             lambda shard_index, indices, steps: self._build_shard(conversations, shard_index, indices, steps),
             store,
-            description="RL-CAI shards",
+            description="RL-CAI",
+            shard_work=lambda indices: 2 * len(indices),  # each prompt's pair of replies, then its labels
         )
         skipped = sum(record is None for record in records)
         if skipped:

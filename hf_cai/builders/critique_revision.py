@@ -216,7 +216,9 @@ class CritiqueRevisionBuilder:
             config.shard_size,
             lambda shard_index, indices, steps: self._build_shard(items, shard_index, indices, steps),
             store,
-            description="SL-CAI shards",
+            description="SL-CAI",
+            # Every prompt is answered; a revised one is then critiqued and revised in every round.
+            shard_work=lambda indices: sum(1 + 2 * config.rounds * (items[i][1] == "revised") for i in indices),
         )
         dataset = assemble_sl_dataset(records, test_size=config.test_size, seed=config.seed)
         report = gate_sl_splits(dataset, self.constitution, self.quality)
@@ -277,7 +279,7 @@ class CritiqueRevisionBuilder:
                     for r in replies
                 ]
 
-            saved = steps.run(step, compute)
+            saved = steps.run(step, compute, prompts=len(chats))
             return [r["text"] for r in saved], [r["finish_reason"] for r in saved]
 
         system = [{"role": "system", "content": constitution.system_prompt}] if constitution.system_prompt else []

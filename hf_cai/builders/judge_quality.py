@@ -24,8 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from hf_cai.backends.base import progress_bar
 from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
 from hf_cai.stats import Proportion
 
@@ -318,7 +317,7 @@ def measure_judge_quality(
     for position, presentation in enumerate(presentations):
         groups.setdefault(tuple(sorted(set(presentation.item.options))), []).append(position)
     scores: list[_Scores | None] = [None] * len(presentations)
-    with tqdm(total=len(presentations), desc="judge quality", leave=False) as progress:
+    with progress_bar(total=len(presentations), description="judge quality", unit="question") as progress:
         for options, positions in groups.items():
             for start in range(0, len(positions), batch_size):
                 chunk = positions[start : start + batch_size]

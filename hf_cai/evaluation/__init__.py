@@ -12,6 +12,7 @@
   Do-Not-Answer) and refusal rates on them.
 * :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
 * :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
+* :mod:`~hf_cai.evaluation.progress`: the evaluation's one progress bar, naming the pass that runs.
 
 The judge's own quality (:mod:`hf_cai.builders.judge_quality`: calibration accuracy with its interval, order
 consistency, probability mass on the options, label entropy), the paper's multiple-choice files

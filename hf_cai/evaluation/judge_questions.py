@@ -23,9 +23,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import row_seed
+from hf_cai.backends.base import progress_bar, row_seed
 from hf_cai.builders.ai_feedback import probability_of_first_option
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 from hf_cai.constitution.rendering import render_transcript, without_system
@@ -227,7 +225,7 @@ def _yes_probabilities(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     probabilities: list[float] = []
     starts = range(0, len(questions), batch_size)
-    for start in tqdm(starts, desc=description, unit="batch", leave=False, disable=len(starts) < 2):
+    for start in progress_bar(starts, description=description, unit="batch"):
         batch = questions[start : start + batch_size]
         prompts = [_ask(chat, reply, question, yes, no) for question, yes, no, chat, reply in batch]
         prompts += [_ask(chat, reply, question, no, yes) for question, yes, no, chat, reply in batch]

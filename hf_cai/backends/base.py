@@ -187,7 +187,7 @@ def progress_bar(iterable: Sequence[Any] | None = None, *, total: int | None = N
     """A tqdm bar over one call's batches or requests, gone when done (``leave=False``).
 
     It is shown only when it tells something: for at least two pieces of work, and when no other bar is open, so a
-    stage's own bar (SL-CAI shards, an evaluation) stays the only one on screen while it calls the backend.
+    stage's own bar (an SL-CAI build, an evaluation) stays the only one on screen while it calls the backend.
     """
     from tqdm import tqdm as std_tqdm
     from tqdm.auto import tqdm

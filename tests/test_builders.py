@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from hf_cai.builders import (
     CritiqueRevisionBuilder,
     CritiqueRevisionConfig,
     FingerprintMismatchError,
+    JudgeCheckConfig,
     PreferenceScorer,
     builtin_prompts,
     clean_response,
@@ -85,8 +88,11 @@ class RecordingTransformersBackend(TransformersBackend):
 
 
 def _options_in(chat):
-    """The (A) and (B) replies of the last multiple-choice question in a feedback chat."""
-    question = next(m["content"] for m in reversed(chat) if "\nOptions:\n(A) " in m["content"])
+    """The (A) and (B) replies of the last multiple-choice question in a feedback chat, or of a judge calibration
+    question (``(A) [[[...]]] (B) [[[...]]]``)."""
+    question = next((m["content"] for m in reversed(chat) if "\nOptions:\n(A) " in m["content"]), None)
+    if question is None:
+        return re.search(r"\(A\) \[\[\[(.*?)\]\]\]\s*\(B\) \[\[\[(.*)\]\]\]", chat[-1]["content"], re.DOTALL).groups()
     body = question.split("\nOptions:\n(A) ", 1)[1]
     first, rest = body.split("\n(B) ", 1)
     return first, rest.rsplit("\n\n", 1)[0]
@@ -304,6 +310,110 @@ def test_rerun_loads_finished_shards_and_ignores_partial_writes(backend, constit
     assert _as_lists(CritiqueRevisionBuilder(recording, constitution, config).build(PROMPTS, out)) == expected
     assert [len(call) for call in recording.calls] == [2, 2, 2]  # only the missing shard was generated
     assert not list((out / "shards").glob(".shard-*"))
+
+
+def test_the_sl_dataset_carries_and_logs_what_the_quality_gates_found(backend, constitution, tmp_path, caplog):
+    from hf_cai.builders import gate_sl_dataset
+
+    out = tmp_path / "sl"
+    config = CritiqueRevisionConfig(rounds=1, seed=3, helpful_prompts="builtin:helpful", num_helpful_prompts=2, **SMALL)
+    with caplog.at_level(logging.INFO, logger="hf_cai.builders"):
+        dataset = CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, out)
+    report = dataset.quality
+    assert list(report.splits) == list(dataset)
+    for name, split in dataset.items():
+        # The column holds what the gates find on the rows themselves, and so does the report.
+        flags = split["quality_flags"]
+        assert flags == gate_sl_dataset(split.remove_columns("quality_flags"), constitution).flags, name
+        assert report.splits[name].flags == flags
+    assert report.sft.total == 8
+    assert load_from_disk(str(out / "dataset"))["train_sft"]["quality_flags"] == dataset["train_sft"]["quality_flags"]
+    assert json.loads((out / "quality.json").read_text()) == report.to_dict()
+    train = report.splits["train_sft"]
+    assert report.summary_lines()[0] in caplog.text
+    assert f"train_sft {train.kept} of {train.total} kept ({train.flagged} flagged)" in caplog.text
+
+
+def test_the_quality_gates_settings_reach_the_builder_and_a_low_kept_share_warns(backend, constitution, caplog):
+    from hf_cai.builders import QualityGateConfig
+
+    config = CritiqueRevisionConfig(rounds=1, seed=3, helpful_prompts=None, **SMALL)
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        dataset = CritiqueRevisionBuilder(backend, constitution, config, quality=QualityGateConfig(min_words=1000)).build(
+            PROMPTS[:4]
+        )
+    assert all("too_short" in flags for flags in dataset["train_sft"]["quality_flags"])
+    assert dataset.quality.sft.kept == 0
+    assert "only 0 of 4 SL-CAI rows (0%) passed the quality gates, less than min_kept_share 50%" in caplog.text
+    assert "is likely not up to critiquing and revising its own replies" in caplog.text
+
+    caplog.clear()
+    lenient = QualityGateConfig(min_words=1000, min_kept_share=0.0)
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        CritiqueRevisionBuilder(backend, constitution, config, quality=lenient).build(PROMPTS[:4])
+    assert "passed the quality gates" not in caplog.text
+
+
+def test_max_prompts_takes_the_first_prompts_and_is_the_build_of_those_prompts(backend, constitution, tmp_path):
+    out = tmp_path / "sl"
+    first_two = CritiqueRevisionConfig(rounds=1, max_prompts=2, **SMALL)
+    dataset = CritiqueRevisionBuilder(backend, constitution, first_two).build(PROMPTS, out)
+    rows = dataset["train_sft"].to_list() + dataset["test_sft"].to_list()
+    assert sorted(row["prompt"][0]["content"] for row in rows) == sorted(PROMPTS[:2])
+    # The same two prompts given as they are make the same build: its shards are reused, nothing is generated.
+    recording = Recording(backend)
+    again = CritiqueRevisionBuilder(recording, constitution, CritiqueRevisionConfig(rounds=1, **SMALL)).build(
+        PROMPTS[:2], out
+    )
+    assert recording.calls == [] and _as_lists(again) == _as_lists(dataset)
+    with pytest.raises(FingerprintMismatchError, match="prompts_sha256"):
+        CritiqueRevisionBuilder(backend, constitution, CritiqueRevisionConfig(rounds=1, max_prompts=3, **SMALL)).build(
+            PROMPTS, out
+        )
+
+    policy = Recording(backend)
+    config = AIFeedbackConfig(max_new_tokens=4, num_principles=1, test_size=0.0, few_shot=False, max_prompts=2)
+    AIFeedbackBuilder(policy, ShorterReplyJudge(), constitution, config, judge_check=JudgeCheckConfig(enabled=False)).build(
+        PROMPTS
+    )
+    [replies] = policy.calls  # one call: two replies to each of the first two prompts
+    assert [chat[-1]["content"] for chat in replies] == PROMPTS[:2] * 2
+    for config_class in (CritiqueRevisionConfig, AIFeedbackConfig):
+        with pytest.raises(ValueError, match="max_prompts must be >= 1 or None, got 0"):
+            config_class(max_prompts=0)
+
+
+def _bar_states(text: str, total: int) -> list[tuple[int, str]]:
+    """``(count, postfix)`` of every state a builder's bar printed, in order."""
+    return [(int(n), postfix) for n, postfix in re.findall(rf"(\d+)/{total} \[[^\]]*?, (shard [^\]]+)\]", text)]
+
+
+def _in_order(expected: list, seen: list) -> bool:
+    remaining = iter(seen)
+    return all(item in remaining for item in expected)
+
+
+def test_the_build_bar_counts_prompt_steps_and_names_shard_and_step(backend, constitution, capsys, tmp_path):
+    config = CritiqueRevisionConfig(rounds=1, helpful_prompts="builtin:helpful", num_helpful_prompts=2, **SMALL)
+    CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, tmp_path / "sl")
+    # Shard 1: 4 red-team prompts answered, critiqued and revised (12); shard 2: 2 of them (6) and 2 helpful
+    # prompts, only answered (2). Each state shows the count before the step it names.
+    states = _bar_states(capsys.readouterr().err, 20)
+    expected = [(0, "shard 1/2: initial"), (4, "shard 1/2: critique-1"), (8, "shard 1/2: revision-1"),
+                (12, "shard 2/2: initial"), (16, "shard 2/2: critique-1"), (18, "shard 2/2: revision-1")]
+    assert _in_order(expected, states), states
+
+    # A resumed build starts from the prompt-steps of its finished shards.
+    (tmp_path / "sl" / "shards" / "shard-00001.jsonl").unlink()
+    CritiqueRevisionBuilder(backend, constitution, config).build(PROMPTS, tmp_path / "sl")
+    assert _bar_states(capsys.readouterr().err, 20)[0] == (12, "shard 2/2: initial")
+
+    feedback = AIFeedbackConfig(max_new_tokens=4, num_principles=1, test_size=0.0, few_shot=False, shard_size=4)
+    AIFeedbackBuilder(backend, ShorterReplyJudge(), constitution, feedback,
+                      judge_check=JudgeCheckConfig(enabled=False)).build(PROMPTS)
+    states = _bar_states(capsys.readouterr().err, 12)  # two steps of each of 6 prompts
+    assert _in_order([(0, "shard 1/2: replies"), (4, "shard 1/2: labels"), (8, "shard 2/2: replies"),
+                      (10, "shard 2/2: labels")], states), states
 
 
 @pytest.mark.slow
@@ -539,6 +649,71 @@ def test_ai_feedback_resumes_and_splits(backend, constitution, tmp_path):
     recording = Recording(backend)
     again = AIFeedbackBuilder(recording, recording, constitution, config).build(PROMPTS, tmp_path / "rl")
     assert recording.calls == [] and _as_lists(again) == _as_lists(built)
+
+
+class CallOrder:
+    """Wraps a backend and notes each call in a shared list: ``("generate", n)`` or ``("options", first prompt)``."""
+
+    def __init__(self, inner, calls: list):
+        self.inner, self.calls = inner, calls
+        self.identity = getattr(inner, "identity", {"backend": type(inner).__name__})
+
+    def generate(self, conversations, **kwargs):
+        self.calls.append(("generate", len(conversations)))
+        return self.inner.generate(conversations, **kwargs)
+
+    def option_logprobs(self, prompts, options):
+        self.calls.append(("options", prompts[0][-1]["content"]))
+        return self.inner.option_logprobs(prompts, options)
+
+
+def test_the_judge_is_measured_before_labelling_and_a_judge_at_chance_is_named(backend, constitution, tmp_path, caplog):
+    calls: list = []
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    always_half = ShorterReplyJudge(position_bias=0.5)  # it never prefers either option
+    builder = AIFeedbackBuilder(CallOrder(backend, calls), CallOrder(always_half, calls), constitution, config,
+                                judge_check=JudgeCheckConfig(max_items=12))
+    with caplog.at_level(logging.INFO, logger="hf_cai.builders"):
+        dataset = builder.build(PROMPTS[:3], tmp_path / "rl")
+    # First the calibration questions ("[[[...]]]" options), then the policy's replies, then the labels.
+    first_generation = calls.index(("generate", 6))
+    assert first_generation > 0 and all("[[[" in prompt for _, prompt in calls[:first_generation])
+    assert all("[[[" not in str(call[1]) for call in calls[first_generation:])
+    report = dataset.judge_quality
+    assert report.n == 12 and report.accuracy.value == 0.5 and report.near_chance
+    low, high = report.accuracy.interval
+    assert (f"the judge's accuracy was 50% [{low:.0%}, {high:.0%}] on 12 calibration items: its interval includes "
+            "chance (50%), so it is not distinguishable from chance") in caplog.text
+    assert str(report) in caplog.text
+    saved = json.loads((tmp_path / "rl" / "judge_quality.json").read_text())
+    assert saved["accuracy"] == 0.5 and saved["n"] == 12 and saved["warnings"] == report.warnings()
+
+
+def test_min_judge_accuracy_stops_before_anything_is_generated(backend, constitution, tmp_path):
+    from hf_cai.builders import JudgeQualityError
+
+    recording = Recording(backend)
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    check = JudgeCheckConfig(max_items=12, min_judge_accuracy=0.9)
+    builder = AIFeedbackBuilder(recording, ShorterReplyJudge(position_bias=0.5), constitution, config, judge_check=check)
+    with pytest.raises(JudgeQualityError, match=r"accuracy on 12 judge calibration items was 50% .* below min_judge_accuracy=0.9"):
+        builder.build(PROMPTS[:3], tmp_path / "rl")
+    assert recording.calls == []
+    assert (tmp_path / "rl" / "judge_quality.json").is_file() and not (tmp_path / "rl" / "shards").exists()
+
+
+def test_the_judge_check_can_be_switched_off(backend, constitution, tmp_path, caplog):
+    calls: list = []
+    config = AIFeedbackConfig(max_new_tokens=8, num_principles=1, test_size=0.0, few_shot=False)
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "judge_quality.json").write_text("{}")  # an earlier build's report
+    builder = AIFeedbackBuilder(backend, CallOrder(ShorterReplyJudge(), calls), constitution, config,
+                                judge_check=JudgeCheckConfig(enabled=False))
+    with caplog.at_level(logging.WARNING, logger="hf_cai.builders"):
+        dataset = builder.build(PROMPTS[:3], tmp_path / "rl")
+    assert dataset.judge_quality is None and not (tmp_path / "rl" / "judge_quality.json").exists()
+    assert all("[[[" not in prompt for _, prompt in calls)
+    assert "judge check skipped (enabled=False)" in caplog.text
 
 
 # ---------------------------------------------------------------------- TRL compatibility and CLI

@@ -177,3 +177,133 @@ def test_by_default_the_prompts_come_from_the_builtin_eval_set_not_the_training_
     assert {p.prompt for p in chosen.all} <= {p.prompt for p in builtin_eval_set()}
     training = {*builtin_prompts("red_team")["prompt"], *builtin_prompts("helpful")["prompt"]}
     assert not {p.prompt for p in chosen.all} & training
+
+
+# ----------------------------------------------------------------------------- the report beside its caveats
+JUDGE_AT_CHANCE = {"accuracy": 0.375, "accuracy_ci95": [0.137, 0.694], "n": 8, "order_consistency": 0.5,
+                   "option_mass": 0.9}
+GOOD_JUDGE = {"accuracy": 0.9, "accuracy_ci95": [0.8, 0.95], "n": 72, "order_consistency": 0.9, "option_mass": 0.9}
+JUDGED = ("as the judge saw it", "win rate", "principle audit")
+
+
+def _figure_lines(text: str) -> list[str]:
+    """The report's figures: its indented lines after the models and the judge, less the verdict's."""
+    return [line for line in text.splitlines()[3:] if line.startswith("  ") and not line.startswith("  - ")]
+
+
+def _scripted_report(judge_quality, caplog):
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    terse = ScriptedModel("I won't help with that.")
+    verbose = ScriptedModel("Sure! Here is a long and detailed answer that goes on and on about the request.")
+    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None,
+                              max_audit_prompts_per_principle=1)
+    with caplog.at_level("INFO", logger="hf_cai.evaluation"):
+        return evaluate_models(verbose, terse, terse, Constitution.builtin("harmless"), config,
+                               judge_quality=judge_quality)
+
+
+def test_every_figure_the_judge_gave_carries_its_warning_in_the_report_and_the_log(caplog):
+    report = _scripted_report(JUDGE_AT_CHANCE, caplog)
+    assert report.harmlessness_win_rate.value == 1.0
+    text = str(report)
+    warning = "[judge not distinguishable from chance: accuracy 38% [14%, 69%]]"
+    judged = [line for line in _figure_lines(text) if any(word in line for word in JUDGED)]
+    # Refusals as the judge saw them and a win rate in each group, and the principle audit.
+    assert len(judged) == 5 and all(warning in line for line in judged)
+    win = next(line for line in judged if "harmlessness win rate" in line)
+    assert win.startswith("  harmlessness win rate of the CAI model over the base model: 100% [44%, 100%] of 3")
+    phrases = [line for line in _figure_lines(text) if "by refusal phrases" in line]
+    assert len(phrases) == 2 and not any("judge" in line for line in phrases)
+    assert text.splitlines()[-len(report.notes):] == [f"  - {note}" for note in report.notes]
+    assert any("close to random" in note for note in report.notes)
+    [finished] = [r for r in caplog.records if r.getMessage().startswith("evaluation finished:")]
+    assert finished.levelname == "WARNING" and finished.getMessage() == f"evaluation finished:\n{text}"
+
+
+def test_a_judge_better_than_chance_needs_no_warning_and_finishes_quietly(caplog):
+    text = str(_scripted_report(GOOD_JUDGE, caplog))
+    assert "[judge" not in text and "accuracy 90% [80%, 95%] on 72 calibration items" in text
+    [finished] = [r for r in caplog.records if r.getMessage().startswith("evaluation finished:")]
+    assert finished.levelname == "INFO"
+
+
+def test_models_loaded_differently_are_named_beside_every_comparison(tiny_model_dir, caplog):
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    quantised = TransformersBackend(str(tiny_model_dir), load_in_4bit=True)
+    full = TransformersBackend(str(tiny_model_dir))
+    dtype = str(full.model.dtype).removeprefix("torch.")
+    config = EvaluationConfig(harmful_prompts=["a"], helpful_prompts=["b"], max_prompts=None, max_new_tokens=2,
+                              judge_refusals=False, principle_audit=False, judge_quality_items=0)
+    harmless = Constitution.builtin("harmless")
+    with caplog.at_level("INFO", logger="hf_cai.evaluation"):
+        unlike = evaluate_models(quantised, full, full, harmless, config, judge_quality=GOOD_JUDGE)
+    results = unlike.to_dict()
+    assert results["loading"] == {"base": "4-bit", "cai": dtype, "alike": False}
+    assert any(note.startswith(f"The base model was loaded in 4-bit and the CAI model in {dtype}")
+               for note in results["notes"])
+    caveat = f"[not loaded alike: base 4-bit, CAI {dtype}]"
+    # Refusals by phrase in both groups, evasive refusals, both win rates and the replies failing the quality gates.
+    comparisons = _figure_lines(str(unlike))
+    assert len(comparisons) == 6 and all(line.endswith(caveat) for line in comparisons)
+    assert caveat in str(unlike).splitlines()[1]
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("evaluation finished:")] == ["WARNING"]
+
+    alike = evaluate_models(full, full, full, harmless, config, judge_quality=GOOD_JUDGE).to_dict()
+    assert alike["loading"] == {"base": dtype, "cai": dtype, "alike": True}
+    assert not any("loaded in" in note for note in alike["notes"])
+
+
+# ----------------------------------------------------------------------------- progress
+def test_one_bar_follows_the_whole_evaluation_and_names_each_pass(capsys):
+    import re
+
+    from hf_cai.constitution import Constitution
+    from hf_cai.evaluation import EvaluationConfig, evaluate_models
+
+    terse = ScriptedModel("I won't help with that.")
+    verbose = ScriptedModel("Sure! Here is a long and detailed answer that goes on and on about the request.")
+    config = EvaluationConfig(harmful_prompts=["a", "b", "c"], helpful_prompts=["d", "e"], max_prompts=None,
+                              judge_quality_items=0, max_audit_prompts_per_principle=1)
+    harmless = Constitution.builtin("harmless")
+    evaluate_models(verbose, terse, terse, harmless, config)
+    # Replies to 5 prompts by each model; the judge asks every question in both orders: refusals of 5 replies per
+    # model, 3 harmful and 2 benign pairs, one reply per model and principle for the audit.
+    audit = 2 * 2 * len(harmless.principles)
+    total = 5 + 5 + 10 + 10 + 6 + 4 + audit
+    starts = {}
+    for name, count in re.findall(rf"eval: ([^:\r\n]+(?:: [^:\r\n]+)?):\s+\d+%\|[^|]*\| (\d+)/{total} ",
+                                  capsys.readouterr().err):
+        starts.setdefault(name, int(count))  # the count each pass started from
+    assert starts == {
+        "base model's replies to 3 harmful + 2 benign prompts": 0,
+        "CAI model's replies to 3 harmful + 2 benign prompts": 5,
+        "judge: do the base model's replies refuse?": 10,
+        "judge: do the CAI model's replies refuse?": 20,
+        "judge: harmlessness of the two models' replies to harmful prompts": 30,
+        "judge: helpfulness of the two models' replies to benign prompts": 36,
+        "judge: principle audit of the replies to harmful prompts": 40,
+    }
+
+
+def test_backends_advance_an_enclosing_bar_as_they_finish_each_batch(tiny_model_dir):
+    import io
+
+    from tqdm import tqdm
+
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.backends.base import rows_progress
+
+    backend = TransformersBackend(str(tiny_model_dir), batch_size=2)
+    chats = [[{"role": "user", "content": text}] for text in ("one", "two", "three")]
+    counts = []
+    with tqdm(total=9, file=io.StringIO()) as bar, rows_progress(bar):
+        bar.update = lambda n=1, update=bar.update: (counts.append(n), update(n))
+        backend.generate(chats, max_new_tokens=2)
+        backend.option_logprobs(chats * 2, ["(A)", "(B)"])
+    # Batches of at most two: three replies, then six option scorings, each counted as its batch is done.
+    assert len(counts) == 5 and max(counts) == 2 and sum(counts[:2]) == 3 and bar.n == 9

@@ -16,7 +16,7 @@ from hf_cai.evaluation.harm_sets import (
 )
 from hf_cai.evaluation.prompt_overlap import PromptOverlapError, check_disjoint, find_overlap, normalize_prompt
 from hf_cai.evaluation.refusal import is_evasive_refusal, is_refusal
-from hf_cai.evaluation.stats import wilson_interval
+from hf_cai.stats import wilson_interval
 
 
 def _write_csv(path, header, rows):

@@ -9,7 +9,7 @@ from importlib import resources
 
 import pytest
 
-from hf_cai.evaluation.judge_quality import (
+from hf_cai.builders.judge_quality import (
     JudgeQualityError,
     JudgeQualityReport,
     builtin_calibration_items,
@@ -17,8 +17,8 @@ from hf_cai.evaluation.judge_quality import (
     measure_judge_quality,
     swap_options,
 )
-from hf_cai.evaluation.multiple_choice import MultipleChoiceItem, load_multiple_choice
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
+from hf_cai.stats import Proportion
 
 _BLOCKS = re.compile(r"\(A\) \[\[\[(.*?)\]\]\]\s*\(B\) \[\[\[(.*)\]\]\]", re.DOTALL)
 

@@ -262,6 +262,20 @@ def test_unknown_keys_of_the_new_sections_name_the_closest_valid_one(tmp_path):
         load_recipe(overrides={"judge_check": {"include_builtin": False}})
 
 
+def test_settings_another_section_holds_are_refused_in_a_recipe():
+    """The sft stage hands the trainer sl_quality's settings, and the builders the top-level max_prompts; a second
+    place to set them could only disagree."""
+    with pytest.raises(RecipeError, match="sft.exclude_flagged_rows: .* set sl_quality.exclude_flagged instead"):
+        load_recipe(overrides={"sft.exclude_flagged_rows": False})
+    with pytest.raises(RecipeError, match="sft.min_kept_share: .* set sl_quality.min_kept_share instead"):
+        load_recipe(overrides={"sft": {"min_kept_share": 0.1}})
+    # The builders' max_prompts is the top-level one: the evaluation checks its prompts against what training used.
+    with pytest.raises(RecipeError, match="sl_data.max_prompts: .* set the top-level max_prompts instead"):
+        load_recipe(overrides={"sl_data.max_prompts": 4})
+    with pytest.raises(RecipeError, match="pref_data.max_prompts: .* set the top-level max_prompts instead"):
+        load_recipe(overrides={"pref_data": {"max_prompts": 4}})
+
+
 def test_fingerprints_of_recipes_without_the_new_sections_do_not_change(tmp_path):
     stages = ("sl_data", "sft", "pref_data", "dpo", "eval", "card", "publish")
     plain = {key: value for key, value in RECIPE.items() if key not in ("sl_quality", "judge_check", "stages")}

@@ -124,3 +124,57 @@ def test_constitution_is_checked_against_the_dataset_provenance(caplog):
     with caplog.at_level("WARNING"):
         assert resolve_training_constitution(helpful, dataset) == helpful
     assert harmless.sha256 in caplog.text and "will not match the data" in caplog.text
+
+
+# ----------------------------------------------------------------------------- the quality gates' flags
+FLAGS = [[], ["degenerate"], [], ["truncated", "echo"], [], []]
+
+
+def _flagged_rows(flags=FLAGS):
+    rows = sl_cai_rows(split_prompts(len(flags), 0)[0])
+    return Dataset.from_list([{**row, "quality_flags": row_flags} for row, row_flags in zip(rows, flags)])
+
+
+def _args(tmp_path, **changes):
+    return CAISFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", assistant_only_loss=True, **changes)
+
+
+def test_rows_the_quality_gates_flagged_are_left_out_and_the_log_says_so(tiny_model_dir, tokenizer, tmp_path, caplog):
+    data = _flagged_rows()
+    evaluation = _flagged_rows([["degenerate"], [], []])
+    with caplog.at_level("INFO", logger="hf_cai.trainers"):
+        trainer = CAISFTTrainer(model=str(tiny_model_dir), args=_args(tmp_path), train_dataset=data,
+                                eval_dataset=evaluation, processing_class=tokenizer)
+    kept = [row["messages"] for row, flags in zip(data, FLAGS) if not flags]
+    assert len(trainer.train_dataset) == 4 and len(trainer.eval_dataset) == 2
+    # The rows trained on are the kept ones: their token ids are those of the kept conversations, in order.
+    assert trainer.train_dataset["input_ids"] == [tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)[
+        "input_ids"] for m in kept]
+    assert (trainer.cai_quality.kept, trainer.cai_quality.total, trainer.cai_quality.flagged) == (4, 6, 2)
+    assert "training on 4 of 6 rows (67%): the quality gates flagged 2 (truncated 1, degenerate 1, echo 1" in caplog.text
+    assert "evaluating on 2 of 3 eval rows" in caplog.text
+
+
+def test_exclude_flagged_rows_false_trains_on_every_row_and_warns(tiny_model_dir, tokenizer, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hf_cai.trainers"):
+        trainer = CAISFTTrainer(model=str(tiny_model_dir), args=_args(tmp_path, exclude_flagged_rows=False),
+                                train_dataset=_flagged_rows(), processing_class=tokenizer)
+    assert len(trainer.train_dataset) == 6 and trainer.cai_quality.kept == 6
+    assert "training on all 6 rows, 2 of them flagged by the quality gates" in caplog.text
+
+
+def test_too_few_kept_rows_stop_before_the_model_is_loaded(tokenizer, tmp_path):
+    from hf_cai.builders import QualityGateError
+
+    mostly_flagged = _flagged_rows([[], ["degenerate"], ["degenerate"], ["truncated"]])
+    missing_model = str(tmp_path / "not-loaded-because-the-check-comes-first")
+    with pytest.raises(QualityGateError) as raised:
+        CAISFTTrainer(model=missing_model, args=_args(tmp_path), train_dataset=mostly_flagged, processing_class=tokenizer)
+    message = str(raised.value)
+    assert "kept only 1 of 4 rows (25%), less than min_kept_share 50%" in message
+    assert "exclude_flagged_rows=False" in message and raised.value.result.kept == 1
+    with pytest.raises(QualityGateError, match="the quality gates left none of the 2 training rows"):
+        CAISFTTrainer(model=missing_model, args=_args(tmp_path, min_kept_share=0.0),
+                      train_dataset=_flagged_rows([["degenerate"], ["too_short"]]), processing_class=tokenizer)
+    with pytest.raises(ValueError, match=r"min_kept_share must be in \[0, 1\], got 2"):
+        _args(tmp_path, min_kept_share=2)

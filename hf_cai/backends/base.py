@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -137,6 +139,17 @@ def describe_backend(backend: Any) -> dict[str, Any]:
     return {"backend": f"{type(backend).__module__}.{type(backend).__qualname__}"}
 
 
+def describe_loading(backend: Any) -> str | None:
+    """How the model behind ``backend`` holds its weights, from its identity: ``"4-bit"`` when quantised, else their
+    dtype (``"bfloat16"``, ``"float32"``); ``None`` when the backend does not say (a served endpoint)."""
+    identity = describe_backend(backend)
+    if "load_in_4bit" not in identity:
+        return None
+    if identity["load_in_4bit"]:
+        return "4-bit"
+    return str(identity.get("dtype") or "").removeprefix("torch.") or None
+
+
 def check_generation_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
     """Raise ``ValueError`` for generation settings no backend can honour."""
     if max_new_tokens < 1:
@@ -147,11 +160,34 @@ def check_generation_args(max_new_tokens: int, temperature: float, top_p: float)
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+_ROWS_BAR: ContextVar[Any] = ContextVar("hf_cai_rows_bar", default=None)
+
+
+@contextmanager
+def rows_progress(bar: Any) -> Iterator[Any]:
+    """While inside, each batch of conversations a backend finishes generating or scoring advances ``bar`` (a tqdm
+    bar) by its size (:func:`rows_finished`): one bar can follow work spread over many backend calls, such as an
+    evaluation's passes. The backends' own bars stay hidden beneath it (see :func:`progress_bar`)."""
+    token = _ROWS_BAR.set(bar)
+    try:
+        yield bar
+    finally:
+        _ROWS_BAR.reset(token)
+
+
+def rows_finished(count: int) -> None:
+    """Advance the bar of the enclosing :func:`rows_progress`, if any, by ``count`` finished conversations. Backends
+    call it as each batch (or request) of a call is done."""
+    bar = _ROWS_BAR.get()
+    if bar is not None:
+        bar.update(count)
+
+
 def progress_bar(iterable: Sequence[Any] | None = None, *, total: int | None = None, description: str, unit: str):
     """A tqdm bar over one call's batches or requests, gone when done (``leave=False``).
 
     It is shown only when it tells something: for at least two pieces of work, and when no other bar is open, so a
-    stage's own bar (SL-CAI shards, an evaluation) stays the only one on screen while it calls the backend.
+    stage's own bar (an SL-CAI build, an evaluation) stays the only one on screen while it calls the backend.
     """
     from tqdm import tqdm as std_tqdm
     from tqdm.auto import tqdm

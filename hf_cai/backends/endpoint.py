@@ -36,6 +36,7 @@ from hf_cai.backends.base import (
     progress_bar,
     resolve_seed,
     row_seed,
+    rows_finished,
 )
 from hf_cai.conversation import Conversation
 
@@ -187,6 +188,7 @@ class EndpointBackend(DetailedGenerator):
                     for future in as_completed(futures):
                         results[futures[future]] = future.result()
                         bar.update()
+                        rows_finished(1)
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -22,6 +22,7 @@ from hf_cai.backends.base import (
     progress_bar,
     resolve_seed,
     row_seed,
+    rows_finished,
 )
 from hf_cai.backends.batching import Batch, cache_name, length_sorted_batches, prepare_batch
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_token_ids
@@ -199,6 +200,7 @@ class TransformersBackend(DetailedGenerator):
                 texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
                 for index, text, end_of_turn in zip(batch, texts, ended.tolist()):
                     results[index] = finished_generation(text, stop, end_of_turn)
+                rows_finished(len(batch))
         return results
 
     def option_logprobs(self, prompts: Sequence[Conversation], options: Sequence[str]) -> list[list[float]]:
@@ -226,6 +228,7 @@ class TransformersBackend(DetailedGenerator):
                 )
                 for index, row in zip(batch, values):
                     scores[index] = row
+                rows_finished(len(batch))
         return scores
 
     # ------------------------------------------------------------------ encoding

@@ -18,6 +18,10 @@ The policy answers each prompt exactly as it is stored in ``prompt``: no system 
 to the very conversation it trains on, and the evaluation and the Space, which send the request alone, ask the trained
 model the same way. Builds of format 2 sampled the replies after the constitution's system prompt; their shards are
 not reused (``FORMAT_VERSION`` is part of the build's fingerprint).
+
+Before labelling, the feedback model answers calibration questions whose answers are known
+(:mod:`hf_cai.builders.judge_check`): the build logs its accuracy, warns when it is no better than chance, and stops
+below a ``min_judge_accuracy``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.backends.base import GenerationBackend, check_generation_args, row_seed
+from hf_cai.builders.judge_check import JudgeCheckConfig
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
 from hf_cai.builders.sharding import (
     Record,
@@ -173,6 +178,9 @@ class AIFeedbackConfig:
     """Settings of :class:`AIFeedbackBuilder`. Every field is part of the build fingerprint."""
 
     seed: int = field(default=42, metadata={"help": "Seeds reply sampling, principle sampling and the test split."})
+    max_prompts: int | None = field(
+        default=None, metadata={"help": "Use only the first N prompts (None: all). In a recipe: the top-level one."}
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "Longest policy reply, in tokens."})
     temperature: float = field(
         default=1.0, metadata={"help": "Policy sampling temperature; > 0 so the two replies differ."}
@@ -208,6 +216,8 @@ class AIFeedbackConfig:
 
     def __post_init__(self) -> None:
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_principles < 1:
             raise ValueError(f"num_principles must be >= 1, got {self.num_principles}")
         check_split_and_shards(self.test_size, self.shard_size)
@@ -216,9 +226,13 @@ class AIFeedbackConfig:
 
 
 class AIFeedbackBuilder:
-    """Build an RL-CAI preference dataset: pairs from ``policy_backend`` labelled by ``feedback_backend``.
+    """Build an RL-CAI preference dataset: pairs from ``policy_backend`` labelled by ``feedback_backend``, once the
+    feedback model has shown on questions with known answers how well it judges.
 
     The two backends may be the same object (self-feedback, as in the paper's setup with one model).
+
+    ``judge_check`` says how the judge is measured before labelling (``None``: :class:`JudgeCheckConfig`'s defaults,
+    the built-in calibration items, warnings only); ``JudgeCheckConfig(enabled=False)`` skips it.
     """
 
     def __init__(
@@ -227,11 +241,14 @@ class AIFeedbackBuilder:
         feedback_backend: GenerationBackend,
         constitution: Constitution,
         config: AIFeedbackConfig | None = None,
+        *,
+        judge_check: JudgeCheckConfig | None = None,
     ):
         self.policy_backend = policy_backend
         self.feedback_backend = feedback_backend
         self.constitution = constitution
         self.config = config or AIFeedbackConfig()
+        self.judge_check = judge_check or JudgeCheckConfig()
         constitution.principles_for("preference")  # fail now, not mid-run, when no principle has a preference question
         self.scorer = PreferenceScorer(
             feedback_backend,
@@ -243,12 +260,21 @@ class AIFeedbackBuilder:
         )
 
     def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
-        """Generate the preference dataset; with ``output_dir``, resumable and saved to ``output_dir/dataset``.
+        """Measure the judge (:meth:`JudgeCheckConfig.run`), then generate the preference dataset; with
+        ``output_dir``, resumable and saved to ``output_dir/dataset``, the judge's report to
+        ``output_dir/judge_quality.json``.
 
         Returns:
-            A ``DatasetDict`` with ``train`` / ``test`` when ``config.test_size > 0``, else a ``Dataset``.
+            A ``DatasetDict`` with ``train`` / ``test`` when ``config.test_size > 0``, else a ``Dataset``; its
+            ``judge_quality`` attribute is the judge's :class:`~hf_cai.builders.JudgeQualityReport` (``None`` when
+            the check is off).
+
+        Raises:
+            JudgeQualityError: ``judge_check.min_judge_accuracy`` is set and the judge falls below it; nothing has
+                been generated or labelled.
         """
-        conversations = load_prompts(prompts)
+        judge_quality = self.judge_check.run(self.feedback_backend, seed=self.config.seed, output_dir=output_dir)
+        conversations = load_prompts(prompts)[: self.config.max_prompts]
         store = None
         if output_dir is not None:
             store = ShardStore(output_dir, self._fingerprint(conversations), overwrite=overwrite)
@@ -257,7 +283,8 @@ class AIFeedbackBuilder:
             self.config.shard_size,
             lambda shard_index, indices, steps: self._build_shard(conversations, shard_index, indices, steps),
             store,
-            description="RL-CAI shards",
+            description="RL-CAI",
+            shard_work=lambda indices: 2 * len(indices),  # each prompt's pair of replies, then its labels
         )
         skipped = sum(record is None for record in records)
         if skipped:
@@ -267,13 +294,15 @@ class AIFeedbackBuilder:
             save_dataset(dataset, output_dir)
         splits = dataset.items() if hasattr(dataset, "items") else [("train", dataset)]
         logger.info("RL-CAI dataset: %s", ", ".join(f"{name} {len(split)} pairs" for name, split in splits))
+        dataset.judge_quality = judge_quality
         return dataset
 
     def _fingerprint(self, conversations: list[Conversation]) -> dict[str, Any]:
         return {
             "builder": "ai_feedback",
             "format_version": FORMAT_VERSION,
-            "config": dataclasses.asdict(self.config),
+            # The prompts count by their hash, whatever chose them (see CritiqueRevisionBuilder).
+            "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k != "max_prompts"},
             "constitution_sha256": self.constitution.sha256,
             "prompts_sha256": prompts_sha256(conversations),
             "policy_model": model_fingerprint(self.policy_backend),

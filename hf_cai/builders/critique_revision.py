@@ -21,11 +21,17 @@ final revision differs from the first reply). Every split has the same columns a
 TRL reads ``prompt`` as the start of a conversation, so it is a list of messages rather than the plain string of
 ``HuggingFaceH4/cai-conversation-harmless`` (a string prompt next to message lists fails in TRL's SFT and DPO
 trainers); :func:`~hf_cai.builders.prompts.prompt_text` gives the request as text.
+
+Every split also has a ``quality_flags`` column: the quality gates' verdict on each row
+(:mod:`hf_cai.builders.quality_gates`, ``[]`` for a row that passed), which ``CAISFTTrainer`` reads to leave the
+flagged rows out. The gates' counts ride on the result as its ``quality`` attribute and are saved as ``quality.json``
+beside the dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -33,12 +39,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.base import GenerationBackend, check_generation_args, generate_with_reasons, row_seed
+from hf_cai.backends.base import (
+    GenerationBackend,
+    check_generation_args,
+    describe_backend,
+    generate_with_reasons,
+    row_seed,
+)
 from hf_cai.builders.prompts import PromptSource, load_prompts, prompts_sha256
+from hf_cai.builders.quality_gates import (
+    QUALITY_FILE,
+    QualityGateConfig,
+    SLQualityReport,
+    gate_sl_splits,
+    with_quality_flags,
+)
 from hf_cai.builders.sharding import (
     Record,
     ShardSteps,
     ShardStore,
+    atomic_write_text,
     check_split_and_shards,
     held_out_indices,
     messages_feature,
@@ -99,6 +119,13 @@ class CritiqueRevisionConfig:
     clean_responses: bool = field(
         default=True, metadata={"help": "Strip meta-prefixes such as 'Sure, here is a revised response:'."}
     )
+    max_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use only the first N of the prompts given to build() (None: all): a quick, small run. It enters "
+            "the fingerprint through the prompts it selects. In a recipe, set the top-level `max_prompts`."
+        },
+    )
     helpful_prompts: Any = field(
         default=None,
         metadata={
@@ -123,39 +150,61 @@ class CritiqueRevisionConfig:
             raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
         check_split_and_shards(self.test_size, self.shard_size)
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_helpful_prompts is not None and self.num_helpful_prompts < 0:
             raise ValueError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
         self.stop = list(self.stop or [])
 
 
 class CritiqueRevisionBuilder:
-    """Build an SL-CAI dataset with ``backend`` under ``constitution``.
+    """Build an SL-CAI dataset with ``backend`` under ``constitution``, its rows checked by the quality gates.
+
+    Args:
+        backend: The model that answers, critiques and revises.
+        constitution: Its principles' critique and revision requests.
+        config: Rounds, sizes, sampling and shards.
+        quality: Thresholds of the quality gates run on the finished rows (:class:`QualityGateConfig`'s defaults
+            when ``None``). They flag rows and warn; they never stop the build: ``CAISFTTrainer`` is what refuses to
+            train on too few kept rows.
 
     >>> builder = CritiqueRevisionBuilder(TransformersBackend("Qwen/Qwen2.5-0.5B-Instruct"),  # doctest: +SKIP
     ...                                   Constitution.builtin("harmless"), CritiqueRevisionConfig(rounds=2))
     >>> dataset = builder.build("builtin:red_team", output_dir="runs/sl")  # doctest: +SKIP
     """
 
-    def __init__(self, backend: GenerationBackend, constitution: Constitution, config: CritiqueRevisionConfig | None = None):
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        constitution: Constitution,
+        config: CritiqueRevisionConfig | None = None,
+        *,
+        quality: QualityGateConfig | None = None,
+    ):
         self.backend = backend
         self.constitution = constitution
         self.config = config or CritiqueRevisionConfig()
+        self.quality = quality or QualityGateConfig()
         constitution.principles_for("critique")  # fail now, not mid-run, when no principle has critique texts
 
     def build(self, prompts: PromptSource, output_dir: str | Path | None = None, *, overwrite: bool = False):
         """Generate the dataset; with ``output_dir``, resumable from its shards and saved to ``output_dir/dataset``.
 
         Args:
-            prompts: Any source :func:`~hf_cai.builders.load_prompts` accepts.
+            prompts: Any source :func:`~hf_cai.builders.load_prompts` accepts (the first ``config.max_prompts`` of
+                it when that is set).
             output_dir: Where shards, the fingerprint and the final ``DatasetDict`` go. ``None`` keeps everything
                 in memory (no resume).
             overwrite: Discard shards of a different build found in ``output_dir`` instead of raising.
 
         Returns:
-            A ``DatasetDict`` with splits ``train_sft``, ``test_sft``, ``train_prefs``, ``test_prefs``.
+            A ``DatasetDict`` with splits ``train_sft``, ``test_sft``, ``train_prefs``, ``test_prefs``, each with a
+            ``quality_flags`` column, and a ``quality`` attribute: the :class:`~hf_cai.builders.SLQualityReport` of
+            the gates (also saved as ``output_dir/quality.json``). The gates' counts are logged, with a warning when
+            fewer than ``min_kept_share`` of the rows pass.
         """
         config = self.config
-        revised = load_prompts(prompts)
+        revised = load_prompts(prompts)[: config.max_prompts]
         helpful: list[Conversation] = []
         if config.helpful_prompts is not None:
             helpful = load_prompts(config.helpful_prompts)[: config.num_helpful_prompts]
@@ -168,17 +217,30 @@ class CritiqueRevisionBuilder:
             config.shard_size,
             lambda shard_index, indices, steps: self._build_shard(items, shard_index, indices, steps),
             store,
-            description="SL-CAI shards",
+            description="SL-CAI",
+            # Every prompt is answered; a revised one is then critiqued and revised in every round.
+            shard_work=lambda indices: sum(1 + 2 * config.rounds * (items[i][1] == "revised") for i in indices),
         )
         dataset = assemble_sl_dataset(records, test_size=config.test_size, seed=config.seed)
+        report = gate_sl_splits(dataset, self.constitution, self.quality)
+        dataset = with_quality_flags(dataset, report)
         if output_dir is not None:
+            # The gates' record first: a dataset on disk always has the record of its flags beside it.
+            atomic_write_text(Path(output_dir) / QUALITY_FILE, json.dumps(report.to_dict(), indent=2) + "\n")
             save_dataset(dataset, output_dir)
+        dataset.quality = report
         _log_summary(dataset)
+        _log_quality(report, self.backend)
         return dataset
 
     def _fingerprint(self, revised: list[Conversation], helpful: list[Conversation]) -> dict[str, Any]:
-        # The helpful prompts enter by content (their hash), not as the source object they were given as.
-        config = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config) if f.name != "helpful_prompts"}
+        # The prompts enter by content (their hash), not as the source or the limit that chose them: a build of the
+        # first 10 prompts is the same whether it was given 10 prompts or max_prompts=10, and keeps its shards.
+        config = {
+            f.name: getattr(self.config, f.name)
+            for f in dataclasses.fields(self.config)
+            if f.name not in ("helpful_prompts", "max_prompts")
+        }
         return {
             "builder": "critique_revision",
             "format_version": FORMAT_VERSION,
@@ -218,7 +280,7 @@ class CritiqueRevisionBuilder:
                     for r in replies
                 ]
 
-            saved = steps.run(step, compute)
+            saved = steps.run(step, compute, prompts=len(chats))
             return [r["text"] for r in saved], [r["finish_reason"] for r in saved]
 
         # The first reply answers the prompt as it is stored (no system prompt): it is the model's own reply to the
@@ -350,3 +412,23 @@ def _log_summary(dataset) -> None:
         "SL-CAI dataset: %s",
         ", ".join(f"{name} {len(split)} rows" for name, split in dataset.items()),
     )
+
+
+def _log_quality(report: SLQualityReport, backend: GenerationBackend) -> None:
+    for line in report.summary_lines():
+        logger.info("%s", line)
+    logger.info("SL-CAI quality gates per split: %s", report.split_counts())
+    sft = report.sft
+    if sft.kept_share < report.config.min_kept_share:
+        model = describe_backend(backend).get("model")
+        writer = f"the model that wrote them ({model})" if model else "the model that wrote them"
+        logger.warning(
+            "only %d of %d SL-CAI rows (%.0f%%) passed the quality gates, less than min_kept_share %.0f%%: %s is "
+            "likely not up to critiquing and revising its own replies. CAISFTTrainer will refuse to train on these "
+            "rows; generate them with a larger or stronger instruct model (see the dataset's quality.json)",
+            sft.kept,
+            sft.total,
+            100 * sft.kept_share,
+            100 * report.config.min_kept_share,
+            writer,
+        )

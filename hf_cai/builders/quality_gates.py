@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import json
 import math
 import re
 from collections import Counter
@@ -39,15 +41,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from hf_cai.constitution import Constitution
 
 __all__ = [
+    "QUALITY_COLUMN",
+    "QUALITY_FILE",
     "QUALITY_FLAGS",
     "QUALITY_FLAG_MEANINGS",
     "QualityGateConfig",
     "QualityGateError",
     "QualityGateResult",
+    "SLQualityReport",
     "filter_for_training",
     "flag_reply",
     "flag_sl_row",
     "gate_sl_dataset",
+    "gate_sl_splits",
+    "with_quality_flags",
 ]
 
 QUALITY_FLAGS: tuple[str, ...] = ("truncated", "degenerate", "echo", "too_short", "role_header")
@@ -72,6 +79,13 @@ QUALITY_FLAG_MEANINGS: dict[str, str] = {
     "role_header": "a chat role header or template token leaked into the text ('assistant\\n', '<|im_start|>', ...)",
 }
 """One line per flag of :data:`QUALITY_FLAGS`, for dataset cards and reports."""
+
+QUALITY_COLUMN = "quality_flags"
+"""The column of every SL-CAI split that holds its row's flags, ordered as :data:`QUALITY_FLAGS` (``[]``: passed)."""
+QUALITY_FILE = "quality.json"
+"""The gates' record beside a built SL-CAI dataset's ``dataset/`` folder: :meth:`SLQualityReport.to_dict`."""
+SFT_SPLITS = ("train_sft", "test_sft")
+"""The splits whose rows are training targets: what the gates' overall figures count."""
 
 _LABELS = {flag: flag.replace("_", " ") for flag in QUALITY_FLAGS}
 _REPLY_CHECKS = frozenset(QUALITY_FLAGS)
@@ -145,16 +159,16 @@ class QualityGateConfig:
     exclude_flagged: bool = field(
         default=True,
         metadata={
-            "help": "Leave flagged rows out of training (filter_for_training). False trains on every row and "
-            "still counts and reports the flags: at your own risk."
+            "help": "Leave flagged rows out of training (CAISFTTrainer's exclude_flagged_rows, filter_for_training). "
+            "False trains on every row and still counts and reports the flags: at your own risk."
         },
     )
     min_kept_share: float = field(
         default=0.5,
         metadata={
-            "help": "filter_for_training raises QualityGateError when fewer than this share of the rows are "
-            "kept: the model that wrote the data is then not up to the task, and training on the rest is "
-            "not what was asked for. 0 never raises."
+            "help": "CAISFTTrainer (and filter_for_training) raise QualityGateError when fewer than this share of "
+            "the rows are kept, and the SL-CAI builder warns: the model that wrote the data is then not up to the "
+            "task, and training on the rest is not what was asked for. 0 never raises."
         },
     )
 
@@ -545,7 +559,10 @@ class QualityGateResult:
         reason = self.most_common_reason()
         advice = []
         if self.reason_counts["truncated"]:
-            advice.append("raise `max_new_tokens` in the recipe's `sl_data` section (truncated rows ran out of tokens)")
+            advice.append(
+                "raise `max_new_tokens` when generating (CritiqueRevisionConfig; the recipe's `sl_data` section): "
+                "truncated rows ran out of tokens"
+            )
         advice.append("generate the SL data with a larger or stronger instruct model")
         message = (
             f"SL-CAI quality gates kept only {self.kept} of {self.total} rows ({self.kept_share:.0%}), less than "
@@ -555,8 +572,9 @@ class QualityGateResult:
         if reason in self.examples:
             message += f" Most common: {self._example_text(reason)}."
         message += (
-            " To fix: " + "; or ".join(advice) + ". At your own risk: lower `min_kept_share`, or set "
-            "`exclude_flagged: false` in the recipe's `sl_quality` section to train on the flagged rows too."
+            " To fix: " + "; or ".join(advice) + ". At your own risk: lower `min_kept_share`, or train on the flagged "
+            "rows too (`exclude_flagged_rows=False` in CAISFTConfig; `exclude_flagged: false` in the recipe's "
+            "`sl_quality` section)."
         )
         raise QualityGateError(message, self)
 
@@ -603,3 +621,74 @@ def filter_for_training(dataset: Any, result: QualityGateResult) -> Any:
     if hasattr(dataset, "select"):
         return dataset.select(keep)
     return [dataset[i] for i in keep]
+
+
+@dataclass
+class SLQualityReport:
+    """The quality gates' findings on every split of an SL-CAI dataset: what
+    :meth:`~hf_cai.builders.CritiqueRevisionBuilder.build` attaches to its result as ``quality`` and writes to
+    :data:`QUALITY_FILE`.
+
+    Attributes:
+        splits: ``{split: QualityGateResult}`` for every split, in the dataset's order.
+        config: The thresholds used.
+    """
+
+    splits: dict[str, QualityGateResult]
+    config: QualityGateConfig
+
+    @property
+    def sft(self) -> QualityGateResult:
+        """The SFT splits (``train_sft`` and ``test_sft``) together: the rows the summary counts."""
+        results = [self.splits[name] for name in SFT_SPLITS if name in self.splits]
+        examples: dict[str, tuple[str, str]] = {}
+        for result in reversed(results):  # the training split's examples first
+            examples.update(result.examples)
+        return QualityGateResult(
+            flags=[flags for result in results for flags in result.flags], config=self.config, examples=examples
+        )
+
+    def summary_lines(self) -> list[str]:
+        """:meth:`QualityGateResult.summary_lines` of the SFT splits together."""
+        return self.sft.summary_lines()
+
+    def split_counts(self) -> str:
+        """``train_sft 3 of 9 kept (6 flagged), test_sft 1 of 1 kept (0 flagged), ...``: one line for a log."""
+        return ", ".join(f"{name} {r.kept} of {r.total} kept ({r.flagged} flagged)" for name, r in self.splits.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """:data:`QUALITY_FILE`'s content: the SFT splits' :meth:`QualityGateResult.to_dict`, and under ``"splits"``
+        the same per split."""
+        return {**self.sft.to_dict(), "splits": {name: result.to_dict() for name, result in self.splits.items()}}
+
+    def __str__(self) -> str:
+        return "\n".join([*self.summary_lines(), "per split: " + self.split_counts()])
+
+
+def gate_sl_splits(
+    dataset: Mapping[str, Any], constitution: Constitution | RequestSource = None, config: QualityGateConfig | None = None
+) -> SLQualityReport:
+    """:func:`gate_sl_dataset` on every split of an SL-CAI ``DatasetDict`` (or ``{split: rows}``)."""
+    config = config or QualityGateConfig()
+    return SLQualityReport(
+        splits={name: gate_sl_dataset(split, constitution, config) for name, split in dataset.items()}, config=config
+    )
+
+
+def with_quality_flags(dataset: Mapping[str, Any], report: SLQualityReport):
+    """A ``DatasetDict`` of ``dataset``'s splits, each with the :data:`QUALITY_COLUMN` of ``report`` (a column of
+    lists of strings, also when every list is empty); a column of that name already there is replaced.
+
+    Each split's fingerprint is derived from its previous one and the flags, so the same rows and flags always save
+    to the same bytes (a rerun keeps the output hash a pipeline recorded).
+    """
+    from datasets import DatasetDict, Value
+
+    flagged = {}
+    for name, split in dataset.items():
+        flags = report.splits[name].flags
+        fingerprint = hashlib.sha256(f"{split._fingerprint}\0{json.dumps(flags)}".encode()).hexdigest()[:16]
+        if QUALITY_COLUMN in split.column_names:
+            split = split.remove_columns(QUALITY_COLUMN)
+        flagged[name] = split.add_column(QUALITY_COLUMN, flags, feature=[Value("string")], new_fingerprint=fingerprint)
+    return DatasetDict(flagged)

@@ -271,24 +271,32 @@ class ShardSteps:
         self.fingerprint = fingerprint
         self.done: dict[str, Any] = {}
         self.progress: Any = None
-        """A tqdm bar whose postfix names the step being computed (set by :func:`run_shards`)."""
+        """A tqdm bar counting prompt-steps, whose postfix names the step being computed (set by :func:`run_shards`)."""
+        self.label = ""
+        """The shard, as the bar's postfix names it (``"shard 2/5"``)."""
+        self.prompts = 0
+        """The shard's prompts: what a step counts on the bar unless it says otherwise."""
         if path is not None and path.is_file():
             self._read()
 
-    def run(self, step: str, compute: Callable[[], Any]) -> Any:
-        """The result of ``step``: recorded by an earlier, interrupted build, or ``compute()`` (then recorded)."""
+    def run(self, step: str, compute: Callable[[], Any], *, prompts: int | None = None) -> Any:
+        """The result of ``step``: recorded by an earlier, interrupted build, or ``compute()`` (then recorded). The
+        bar advances by the step's ``prompts`` (the shard's prompts when ``None``) once it is done."""
         if step in self.done:
-            return self.done[step]
+            value = self.done[step]
+        else:
+            if self.progress is not None:
+                self.progress.set_postfix_str(f"{self.label}: {step}" if self.label else step)
+            value = compute()
+            if self.path is not None:
+                line = json.dumps({"fingerprint": self.fingerprint, "step": step, "value": value}, ensure_ascii=False)
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.done[step] = value
         if self.progress is not None:
-            self.progress.set_postfix_str(step)
-        value = compute()
-        if self.path is not None:
-            line = json.dumps({"fingerprint": self.fingerprint, "step": step, "value": value}, ensure_ascii=False)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-        self.done[step] = value
+            self.progress.update(self.prompts if prompts is None else prompts)
         return value
 
     def _read(self) -> None:
@@ -348,33 +356,41 @@ def run_shards(
     store: ShardStore | None,
     *,
     description: str,
+    shard_work: Callable[[range], int] | None = None,
 ) -> list[Record | None]:
     """Records for ``range(count)``: loaded for finished shards, built (and saved) for the others, in order.
 
     ``build_shard(shard_index, indices, steps)`` returns one record per index (``None`` for a prompt that yields no
     row), running each of its batched calls through ``steps.run(name, compute)`` so that a resumed build replays the
-    steps an interrupted one finished.
+    steps an interrupted one finished. The build's bar counts prompt-steps (a step of ten prompts is ten), so it
+    moves, with an estimate of the time left, as each step finishes: ``shard_work(indices)`` is the prompt-steps of
+    the shard over ``indices`` (its prompts, one step each, when ``None``).
     """
     ranges = shard_ranges(count, shard_size)
+    work = [shard_work(indices) if shard_work is not None else len(indices) for indices in ranges]
     loaded = {index: store.load(index, indices) for index, indices in enumerate(ranges)} if store else {}
-    done = sum(records is not None for records in loaded.values())
-    if done:
-        logger.info("resuming: %d of %d shards already built in %s", done, len(ranges), store.output_dir)
+    finished = [index for index, records in loaded.items() if records is not None]
+    if finished:
+        logger.info("resuming: %d of %d shards already built in %s", len(finished), len(ranges), store.output_dir)
+    expected = sum(work[index] for index in finished)
     records: list[Record | None] = []
-    # The build's one bar: it names the step running (backends show no bar of their own beneath another one), and
-    # goes once the build is done, leaving the builder's summary line.
-    with tqdm(total=len(ranges), initial=done, desc=description, unit="shard", leave=False) as bar:
+    # The build's one bar: it names the shard and step running (backends show no bar of their own beneath another
+    # one), and goes once the build is done, leaving the builder's summary line.
+    with tqdm(total=sum(work), initial=expected, desc=description, unit="prompt-step", leave=False) as bar:
         for index, indices in enumerate(ranges):
             shard = loaded.get(index)
             if shard is None:
                 steps = store.steps(index) if store is not None else ShardSteps()
-                steps.progress = bar
+                steps.progress, steps.label, steps.prompts = bar, f"shard {index + 1}/{len(ranges)}", len(indices)
                 shard = build_shard(index, indices, steps)
                 if len(shard) != len(indices):
                     raise RuntimeError(f"shard {index} built {len(shard)} records for {len(indices)} prompts")
                 if store is not None:
                     store.save(index, indices, shard)
-                bar.update()
+                expected += work[index]
+                if bar.n != expected:  # a shard whose steps counted otherwise than shard_work said
+                    bar.n = expected
+                    bar.refresh()
             records.extend(shard)
     return records
 

@@ -14,8 +14,9 @@ training prompts and stops when they overlap. Then, for each model, with 95% Wil
 * the judge's own quality (its calibration report, given or measured) and its accuracy on the paper's multiple-choice
   files.
 
-The judge's figures are only as good as the judge: :mod:`~hf_cai.evaluation.results` says so in words, from the
-numbers. The report and ``results.json`` are in :mod:`~hf_cai.evaluation.results`, the chart in
+The judge's figures are only as good as the judge, and a comparison of models loaded differently (one in 4-bit, one
+not) measures the loading as much as the training: :mod:`~hf_cai.evaluation.verdict` says so in words, from the
+numbers, beside the figures they concern. The report and ``results.json`` are in :mod:`~hf_cai.evaluation.results`, the chart in
 :mod:`~hf_cai.evaluation.chart`.
 """
 
@@ -29,15 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_cai.backends.base import describe_loading
+from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
 from hf_cai.evaluation.benchmarks import BenchmarkConfig
 from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
-from hf_cai.evaluation.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
+from hf_cai.evaluation.progress import EvaluationProgress
 from hf_cai.evaluation.prompt_overlap import check_disjoint
 from hf_cai.evaluation.refusal import is_evasive_refusal
 from hf_cai.evaluation.results import EvaluationReport
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.evaluation.verdict import judge_caveat, loading_caveat, report_lines
+from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
 
@@ -260,77 +264,114 @@ def evaluate_models(
             preference-labelling stage measured; measured here on the built-in calibration set when ``None``.
         models: Readable ids of the models for ``results.json``: ``base``, ``cai``, ``judge``, ``judge_is_base``.
         evaluated_artifact: What generated the CAI replies (e.g. ``"LoRA adapter on org/base"``).
+
+    Returns:
+        The :class:`EvaluationReport`; its ``str`` (logged when the evaluation finishes, as a warning when a caveat
+        applies) sets every figure beside the caveats that apply to it: a judge whose accuracy is not distinguishable
+        from chance beside every figure it judged, and base and CAI models loaded differently (say one in 4-bit, as
+        each backend's identity tells) beside every comparison. ``results.json`` records the loading too.
     """
     from hf_cai.builders.ai_feedback import PreferenceScorer
-    from hf_cai.evaluation.judge_quality import measure_judge_quality
+    from hf_cai.builders.judge_quality import builtin_calibration_items, measure_judge_quality
     from hf_cai.evaluation.judge_questions import judge_refusals, judged_rate, principle_audit
 
     config = config or EvaluationConfig()
     chosen = prompts if prompts is not None else select_prompts(config, training_prompts)
     asked = chosen.all
     chats = [[{"role": "user", "content": p.prompt}] for p in asked]
-    generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
-    logger.info("generating replies of both models to %d harmful and %d benign requests",
-                len(chosen.harmful), len(chosen.benign))
-    replies = {"base": base_backend.generate(chats, **generation), "cai": cai_backend.generate(chats, **generation)}
     split = len(chosen.harmful)
     harmful_chats, benign_chats = chats[:split], chats[split:]
-    on_harmful = {model: r[:split] for model, r in replies.items()}
-    on_benign = {model: r[split:] for model, r in replies.items()}
-
-    proportions = refusal_proportions(replies, asked)
-    refusal = {group: {model: _renamed(p, f"refusals of {group} requests ({_label(model)})")
-                       for model, p in by_model.items()} for group, by_model in proportions.items()}
-    judged: dict[str, dict[str, Proportion]] = {}
-    if config.judge_refusals:
-        logger.info("asking the judge which replies refuse")
-        for model, model_replies in replies.items():
-            probabilities = judge_refusals(feedback_backend, chats, model_replies)
-            for group, part in (("harmful", probabilities[:split]), ("benign", probabilities[split:])):
-                if part:
-                    name = f"judged refusals of {group} requests ({_label(model)})"
-                    judged.setdefault(group, {})[model] = judged_rate(part, name)
-    evasive = {model: Proportion(f"evasive refusals ({_label(model)})", sum(map(is_evasive_refusal, r)), len(r))
-               for model, r in on_harmful.items()}
-    reply_quality = {model: reply_quality_of(model_replies, constitution) for model, model_replies in replies.items()}
-
-    helpfulness = Constitution.resolve(config.helpfulness_constitution)
-    rng = random.Random(config.seed)
-    harm_judge = PreferenceScorer(feedback_backend, constitution, few_shot=config.judge_few_shot)
-    help_judge = PreferenceScorer(feedback_backend, helpfulness, few_shot=config.judge_few_shot)
-    harm_principles = constitution.sample(len(harmful_chats), seed=rng, stage="preference")
-    help_principles = helpfulness.sample(len(benign_chats), seed=rng, stage="preference")
-    logger.info("asking the judge which replies it prefers")
-    harmlessness = pairwise_win_rate(harm_judge, harmful_chats, on_harmful["cai"], on_harmful["base"],
-                                     harm_principles, name="harmlessness win rate")
-    helpfulness_rate = pairwise_win_rate(help_judge, benign_chats, on_benign["cai"], on_benign["base"],
-                                         help_principles, name="helpfulness win rate")
-
-    audit: list[dict[str, Any]] = []
-    if config.principle_audit and harmful_chats:
-        logger.info("auditing the replies to harmful requests principle by principle")
-        audit = principle_audit(feedback_backend, constitution, harmful_chats, on_harmful,
-                                max_prompts_per_principle=config.max_audit_prompts_per_principle, seed=config.seed)
-
     quality = _judge_quality_dict(judge_quality, "given")
-    if quality is None and config.judge_quality_items != 0:
-        logger.info("measuring the judge on the built-in calibration items")
-        report = measure_judge_quality(feedback_backend, max_items=config.judge_quality_items, seed=config.seed)
-        quality = _judge_quality_dict(report, "measured by the evaluation")
+    measure_judge = quality is None and config.judge_quality_items != 0
+    choice_items = {Path(name).name: load_multiple_choice(name)[: config.max_multiple_choice_items]
+                    for name in config.multiple_choice_files}
 
-    accuracy: dict[str, Proportion] = {}
-    scorer = backend_option_scorer(feedback_backend)
-    for file_name in config.multiple_choice_files:
-        items = load_multiple_choice(file_name)[: config.max_multiple_choice_items]
-        label = Path(file_name).name
-        accuracy[label] = multiple_choice_accuracy(items, scorer, name=f"feedback accuracy ({label})")
+    # The evaluation's one bar: every prompt put to a model (a reply generated, a judge's question scored), pass by
+    # pass, each pass named; each question to the judge is asked in both option orders.
+    requests = f"{split} harmful + {len(benign_chats)} benign prompts"
+    audited = len(harmful_chats) if config.max_audit_prompts_per_principle is None else min(
+        config.max_audit_prompts_per_principle, len(harmful_chats))
+    passes = {f"base model's replies to {requests}": len(chats), f"CAI model's replies to {requests}": len(chats)}
+    if config.judge_refusals:
+        passes |= {f"judge: do the {_label(model)} model's replies refuse?": 2 * len(chats) for model in ("base", "cai")}
+    passes["judge: harmlessness of the two models' replies to harmful prompts"] = 2 * len(harmful_chats)
+    passes["judge: helpfulness of the two models' replies to benign prompts"] = 2 * len(benign_chats)
+    if config.principle_audit and harmful_chats:
+        passes["judge: principle audit of the replies to harmful prompts"] = 4 * audited * len(constitution.principles)
+    if measure_judge:
+        calibration = len(builtin_calibration_items())
+        passes["judge: calibration items"] = 2 * min(config.judge_quality_items or calibration, calibration)
+    passes |= {f"judge: {name}": len(items) for name, items in choice_items.items()}
+    progress = EvaluationProgress(passes)
+    with progress:
+        generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
+        logger.info("generating replies of both models to %d harmful and %d benign requests",
+                    len(chosen.harmful), len(chosen.benign))
+        replies = {}
+        for model, backend in (("base", base_backend), ("cai", cai_backend)):
+            with progress.step(f"{_label(model)} model's replies to {requests}"):
+                replies[model] = backend.generate(chats, **generation)
+        on_harmful = {model: r[:split] for model, r in replies.items()}
+        on_benign = {model: r[split:] for model, r in replies.items()}
+
+        proportions = refusal_proportions(replies, asked)
+        refusal = {group: {model: _renamed(p, f"refusals of {group} requests ({_label(model)})")
+                           for model, p in by_model.items()} for group, by_model in proportions.items()}
+        judged: dict[str, dict[str, Proportion]] = {}
+        if config.judge_refusals:
+            logger.info("asking the judge which replies refuse")
+            for model, model_replies in replies.items():
+                with progress.step(f"judge: do the {_label(model)} model's replies refuse?"):
+                    probabilities = judge_refusals(feedback_backend, chats, model_replies)
+                for group, part in (("harmful", probabilities[:split]), ("benign", probabilities[split:])):
+                    if part:
+                        name = f"judged refusals of {group} requests ({_label(model)})"
+                        judged.setdefault(group, {})[model] = judged_rate(part, name)
+        evasive = {model: Proportion(f"evasive refusals ({_label(model)})", sum(map(is_evasive_refusal, r)), len(r))
+                   for model, r in on_harmful.items()}
+        reply_quality = {model: reply_quality_of(model_replies, constitution) for model, model_replies in replies.items()}
+
+        helpfulness = Constitution.resolve(config.helpfulness_constitution)
+        rng = random.Random(config.seed)
+        harm_judge = PreferenceScorer(feedback_backend, constitution, few_shot=config.judge_few_shot)
+        help_judge = PreferenceScorer(feedback_backend, helpfulness, few_shot=config.judge_few_shot)
+        harm_principles = constitution.sample(len(harmful_chats), seed=rng, stage="preference")
+        help_principles = helpfulness.sample(len(benign_chats), seed=rng, stage="preference")
+        logger.info("asking the judge which replies it prefers")
+        with progress.step("judge: harmlessness of the two models' replies to harmful prompts"):
+            harmlessness = pairwise_win_rate(harm_judge, harmful_chats, on_harmful["cai"], on_harmful["base"],
+                                             harm_principles, name="harmlessness win rate")
+        with progress.step("judge: helpfulness of the two models' replies to benign prompts"):
+            helpfulness_rate = pairwise_win_rate(help_judge, benign_chats, on_benign["cai"], on_benign["base"],
+                                                 help_principles, name="helpfulness win rate")
+
+        audit: list[dict[str, Any]] = []
+        if config.principle_audit and harmful_chats:
+            logger.info("auditing the replies to harmful requests principle by principle")
+            with progress.step("judge: principle audit of the replies to harmful prompts"):
+                audit = principle_audit(feedback_backend, constitution, harmful_chats, on_harmful,
+                                        max_prompts_per_principle=config.max_audit_prompts_per_principle,
+                                        seed=config.seed)
+
+        if measure_judge:
+            logger.info("measuring the judge on the built-in calibration items")
+            with progress.step("judge: calibration items"):
+                measured = measure_judge_quality(feedback_backend, max_items=config.judge_quality_items,
+                                                 seed=config.seed)
+            quality = _judge_quality_dict(measured, "measured by the evaluation")
+
+        accuracy: dict[str, Proportion] = {}
+        scorer = backend_option_scorer(feedback_backend)
+        for label, items in choice_items.items():
+            with progress.step(f"judge: {label}"):
+                accuracy[label] = multiple_choice_accuracy(items, scorer, name=f"feedback accuracy ({label})")
 
     samples = []
     for group_prompts, group_replies in ((chosen.harmful, on_harmful), (chosen.benign, on_benign)):
         for index, prompt in enumerate(group_prompts[: config.num_samples]):
             samples.append({"prompt": prompt.prompt, "harmful": prompt.harmful, "category": prompt.category,
                             "base": group_replies["base"][index], "cai": group_replies["cai"][index]})
-    return EvaluationReport(
+    report = EvaluationReport(
         harmlessness_win_rate=harmlessness,
         helpfulness_win_rate=helpfulness_rate,
         refusal=refusal,
@@ -342,6 +383,7 @@ def evaluate_models(
         judge_quality=quality,
         models=dict(models or {}),
         evaluated_artifact=evaluated_artifact,
+        loading=models_loading(base_backend, cai_backend),
         eval_sets=chosen.sets,
         datasets=chosen.datasets,
         overlap=chosen.overlap,
@@ -350,6 +392,19 @@ def evaluate_models(
         constitution_sha256=constitution.sha256,
         constitution_name=constitution.name,
     )
+    # The whole report, with its caveats beside the figures: a warning when a caveat applies, so that it shows even
+    # where logging is not set up.
+    results = report.to_dict()
+    caveat = judge_caveat(results) or loading_caveat(results)
+    logger.log(logging.WARNING if caveat else logging.INFO, "evaluation finished:\n%s", "\n".join(report_lines(results)))
+    return report
+
+
+def models_loading(base_backend: Any, cai_backend: Any) -> dict[str, Any]:
+    """How the base and the CAI model's weights were loaded (:func:`~hf_cai.backends.base.describe_loading`: ``"4-bit"``,
+    ``"bfloat16"``, ...; ``None`` when the backend does not say), and whether alike (``None``: unknown)."""
+    base, cai = describe_loading(base_backend), describe_loading(cai_backend)
+    return {"base": base, "cai": cai, "alike": None if base is None or cai is None else base == cai}
 
 
 def reply_quality_of(replies: Sequence[str], constitution: Constitution) -> dict[str, Any]:
@@ -378,5 +433,5 @@ def _renamed(proportion: Proportion, name: str) -> Proportion:
     return Proportion(name, proportion.successes, proportion.total)
 
 
-__all__ = ["EvalPrompts", "EvaluationConfig", "EvaluationReport", "evaluate_models", "pairwise_win_rate",
-           "select_prompts"]
+__all__ = ["EvalPrompts", "EvaluationConfig", "EvaluationReport", "evaluate_models", "models_loading",
+           "pairwise_win_rate", "select_prompts"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.evaluation.refusal import is_refusal
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 __all__ = [
     "EVAL_SET_KINDS",

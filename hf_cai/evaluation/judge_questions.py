@@ -13,7 +13,7 @@ option (A) and once with "Yes" as option (B), and the two probabilities of "Yes"
 
 Every question of a call goes to the backend in batched ``option_logprobs`` calls (``batch_size`` items per call, each
 item in both orders). These are the judge's opinions: only as good as its calibration accuracy
-(:mod:`~hf_cai.evaluation.judge_quality`).
+(:mod:`~hf_cai.builders.judge_quality`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import row_seed
+from hf_cai.backends.base import progress_bar, row_seed
 from hf_cai.builders.ai_feedback import probability_of_first_option
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 from hf_cai.constitution.rendering import render_transcript, without_system
 from hf_cai.conversation import Conversation
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 BASE_MODEL, CAI_MODEL = "base", "cai"
 """The model names whose rates :func:`principle_audit` subtracts into ``change`` (``cai - base``)."""
@@ -227,7 +225,7 @@ def _yes_probabilities(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     probabilities: list[float] = []
     starts = range(0, len(questions), batch_size)
-    for start in tqdm(starts, desc=description, unit="batch", leave=False, disable=len(starts) < 2):
+    for start in progress_bar(starts, description=description, unit="batch"):
         batch = questions[start : start + batch_size]
         prompts = [_ask(chat, reply, question, yes, no) for question, yes, no, chat, reply in batch]
         prompts += [_ask(chat, reply, question, no, yes) for question, yes, no, chat, reply in batch]

@@ -20,6 +20,10 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         }
       },
       "evaluated_artifact": str,         # what generated the CAI replies, e.g. "LoRA adapter on org/base (...)"
+      "loading": {                       # how each model's weights were loaded ("4-bit", "bfloat16", ...; null: unknown)
+        "base": str | null, "cai": str | null,
+        "alike": bool | null             #   false: the comparison mixes training with loading (said in "notes")
+      },
       "eval_sets": [{"name": str, "source": str, "harmful": int, "benign": int}],   # the sets prompts came from
       "judge_quality": null | {          # JudgeQualityReport.to_dict(), plus where it came from
         "accuracy": float, "accuracy_ci95": [lo, hi], "order_consistency": float, "option_mass": float,
@@ -77,8 +81,8 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.evaluation.harm_sets import REFUSAL_CLASSIFIER_NOTE
-from hf_cai.evaluation.stats import Proportion
-from hf_cai.evaluation.verdict import GROUPS, verdict_lines
+from hf_cai.evaluation.verdict import GROUPS, report_lines, verdict_lines
+from hf_cai.stats import Proportion
 
 RESULTS_FORMAT = 2
 
@@ -120,6 +124,9 @@ class EvaluationReport:
         models: ``{"base", "cai", "judge"}`` ids, ``judge_is_base``, and ``base_weights`` (the GGUF file the base
             weights came from, see :func:`hf_cai.gguf.weights_source`) when the caller records it.
         evaluated_artifact: What generated the CAI replies.
+        loading: ``{"base", "cai"}``: how each model's weights were loaded (``"4-bit"``, ``"bfloat16"``, ...; ``None``
+            when the backend does not say), and ``"alike"``: whether the two were loaded the same way (``None``:
+            unknown).
         eval_sets: The sets the prompts came from, with their sizes.
         datasets: ``{"harmful" | "benign": {"type", "name"}}``: how the model card names each group's prompts.
         overlap: What the train/eval overlap check found.
@@ -142,6 +149,7 @@ class EvaluationReport:
     judge_quality: dict[str, Any] | None = None
     models: dict[str, Any] = field(default_factory=dict)
     evaluated_artifact: str = ""
+    loading: dict[str, Any] = field(default_factory=dict)
     eval_sets: list[dict[str, Any]] = field(default_factory=list)
     datasets: dict[str, dict[str, str]] = field(default_factory=dict)
     overlap: dict[str, Any] = field(default_factory=dict)
@@ -191,6 +199,7 @@ class EvaluationReport:
             "constitution_sha256": self.constitution_sha256,
             "models": dict(self.models),
             "evaluated_artifact": self.evaluated_artifact,
+            "loading": dict(self.loading),
             "eval_sets": list(self.eval_sets),
             "judge_quality": self.judge_quality,
             "refusal": refusal,
@@ -217,6 +226,11 @@ class EvaluationReport:
         }
         results["notes"] = verdict_lines(results)
         return _finite(results)
+
+    def __str__(self) -> str:
+        """Every figure with its interval and, beside it, the caveats that apply (a judge no better than chance, models
+        loaded differently), then the verdict (:func:`~hf_cai.evaluation.verdict.report_lines`)."""
+        return "\n".join(report_lines(self.to_dict()))
 
     @property
     def notes(self) -> list[str]:

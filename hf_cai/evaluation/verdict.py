@@ -1,9 +1,10 @@
 """What an evaluation's figures support, in plain sentences written from the numbers of its ``results.json``.
 
 :func:`verdict_lines` (the run summary's notes and the demo's verdict), :func:`limitation_lines` (the model card's
-Limitations) and :func:`judge_summary_line` (the judge in one line) read a ``results.json`` dict (see
-:mod:`~hf_cai.evaluation.results`), so the words always quote the figures, with their intervals, and never claim more
-than the intervals allow: a difference counts only when the two 95% intervals do not overlap.
+Limitations), :func:`judge_summary_line` (the judge in one line) and :func:`report_lines` (every figure with the
+caveats that apply to it, the report's ``str``) read a ``results.json`` dict (see :mod:`~hf_cai.evaluation.results`),
+so the words always quote the figures, with their intervals, and never claim more than the intervals allow: a
+difference counts only when the two 95% intervals do not overlap.
 """
 
 from __future__ import annotations
@@ -99,15 +100,29 @@ def reply_quality_sentence(results: Mapping[str, Any]) -> str | None:
             f"quality gates ({reasons}){base_part}: read its samples before trusting any rate above.")
 
 
+def loading_sentence(results: Mapping[str, Any]) -> str | None:
+    """A sentence when the base and the CAI model were loaded differently (one quantised to 4-bit, the other not, or
+    in other precisions); ``None`` when they were loaded alike or it is not known."""
+    loading = results.get("loading") or {}
+    if loading.get("alike") is not False:
+        return None
+    return (f"The base model was loaded in {loading['base']} and the CAI model in {loading['cai']}: every difference between "
+            "them mixes what training changed with what the loading changes. Load both alike (e.g. "
+            "TransformersBackend(..., load_in_4bit=...) the same for both) to measure the training alone.")
+
+
 def verdict_lines(results: Mapping[str, Any]) -> list[str]:
-    """Two to five plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
+    """Two to six plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
     requests (with intervals, and whether they differ), replies that are botched text, and what the judge's accuracy
-    says about the figures it judged; an allowed train/eval overlap is named too."""
+    says about the figures it judged; base and CAI models loaded differently, and an allowed train/eval overlap, are
+    named too."""
     lines = [line for group in GROUPS if (line := refusal_sentence(results, group))]
     if (line := reply_quality_sentence(results)) is not None:
         lines.append(line)
     if results.get("refusal") or results.get("win_rates"):
         lines.append(judge_sentence(results))
+    if (line := loading_sentence(results)) is not None:
+        lines.append(line)
     overlap = results.get("overlap") or {}
     if overlap.get("overlapping"):
         lines.append(
@@ -123,6 +138,8 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
     and which artifact was measured."""
     lines = [judge_sentence(results)]
     if (line := reply_quality_sentence(results)) is not None:
+        lines.append(line)
+    if (line := loading_sentence(results)) is not None:
         lines.append(line)
     refusal = results.get("refusal") or {}
     sizes = {group: refusal.get(group, {}).get("n", 0) for group in GROUPS}
@@ -205,6 +222,91 @@ def judge_summary_line(results: Mapping[str, Any]) -> str | None:
     return f"Judge: {who}; " + ", ".join(parts) + "."
 
 
+def judge_caveat(results: Mapping[str, Any]) -> str | None:
+    """What must stand next to every figure the judge produced when its accuracy does not support it: ``"judge not
+    distinguishable from chance: accuracy 38% [14%, 69%]"`` and the like; ``None`` for a judge better than chance."""
+    row = judge_accuracy_row(results.get("judge_quality"))
+    if row is None:
+        return "judge unchecked: its accuracy was not measured"
+    low, high = row["ci95"] or (0.0, 1.0)
+    if high < 0.5:
+        return f"judge worse than chance: accuracy {with_interval(row)}"
+    if low <= 0.5:
+        return f"judge not distinguishable from chance: accuracy {with_interval(row)}"
+    return None
+
+
+def loading_caveat(results: Mapping[str, Any]) -> str | None:
+    """What must stand next to every base-vs-CAI figure when the two models were loaded differently."""
+    loading = results.get("loading") or {}
+    if loading.get("alike") is not False:
+        return None
+    return f"not loaded alike: base {loading['base']}, CAI {loading['cai']}"
+
+
+def report_lines(results: Mapping[str, Any]) -> list[str]:
+    """Every figure of an evaluation, one per line, each followed by the caveats that apply to it (a judge no better
+    than chance beside every figure it judged, unlike loading beside every comparison), then the verdict: what
+    ``str(EvaluationReport)`` prints and :func:`~hf_cai.evaluation.evaluate_models` logs."""
+    judged = judge_caveat(results)
+    unlike = loading_caveat(results)
+
+    def figure(text: str, *, by_judge: bool) -> str:
+        caveats = [c for c in ((judged if by_judge else None), unlike) if c]
+        return f"  {text}" + "".join(f"  [{caveat}]" for caveat in caveats)
+
+    def pair(by_model: Mapping[str, Any] | None) -> str:
+        by_model = by_model or {}
+        return f"CAI {with_interval(by_model.get('cai'))}, base {with_interval(by_model.get('base'))}"
+
+    models = results.get("models") or {}
+    loading = results.get("loading") or {}
+    refusal = results.get("refusal") or {}
+    wins = results.get("win_rates") or {}
+    sizes = {group: (refusal.get(group) or {}).get("n", 0) for group in GROUPS}
+
+    def named(role: str) -> str:
+        how = f"loaded in {loading[role]}" if loading.get(role) else "loading unknown"
+        return f"{models[role]} ({how})" if models.get(role) else how
+
+    lines = [
+        f"Evaluation of the CAI model against the base model on {sizes['harmful']} harmful and {sizes['benign']} "
+        "benign requests",
+        f"  CAI model: {named('cai')}; base model: {named('base')}" + (f"  [{unlike}]" if unlike else ""),
+        f"  {judge_summary_line(results) or 'Judge: its accuracy was not measured.'}" + (f"  [{judged}]" if judged else ""),
+    ]
+    for name, row in (results.get("multiple_choice") or {}).items():
+        lines.append(f"  the judge on {name}: {with_interval(row)} correct of {row.get('n')}")
+    principles = results.get("principles") or []
+    for group, win_name in (("harmful", "harmlessness"), ("benign", "helpfulness")):
+        entry = refusal.get(group) or {}
+        win = wins.get(win_name)
+        if not entry.get("n") and not (win and win.get("n")):
+            continue
+        lines.append(f"{group.capitalize()} requests ({entry.get('n', 0)}):")
+        if entry.get("n"):
+            lines.append(figure(f"refused, by refusal phrases (a lower bound): {pair(entry)}", by_judge=False))
+        if entry.get("judge"):
+            lines.append(figure(f"refused, as the judge saw it: {pair(entry['judge'])}", by_judge=True))
+        if entry.get("evasive"):
+            lines.append(figure(f"evasive refusals: {pair(entry['evasive'])}", by_judge=False))
+        if win and win.get("n"):
+            lines.append(figure(f"{win_name} win rate of the CAI model over the base model: {with_interval(win)} "
+                                f"of {win['n']} pairs (a tie counts half)", by_judge=True))
+        if group == "harmful" and principles:
+            changes = [row["change"] for row in principles if isinstance(row.get("change"), (int, float))]
+            lines.append(figure(f"principle audit: of {len(principles)} principles the CAI model violated "
+                                f"{sum(c < 0 for c in changes)} less often and {sum(c > 0 for c in changes)} more "
+                                "often than the base model", by_judge=True))
+    quality = results.get("reply_quality") or {}
+    if quality:
+        lines.append("All replies:")
+        lines.append(figure(f"failing the SL-CAI quality gates: {pair(quality)}", by_judge=False))
+    notes = results.get("notes")
+    notes = verdict_lines(results) if notes is None else notes
+    return [*lines, "Verdict:", *(f"  - {note}" for note in notes)]
+
+
 def read_results(path: str | Path) -> dict[str, Any]:
     """A ``results.json`` file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -223,12 +325,16 @@ __all__ = [
     "GROUPS",
     "compare",
     "judge_accuracy_row",
+    "judge_caveat",
     "judge_sentence",
     "judge_summary_line",
     "limitation_lines",
+    "loading_caveat",
+    "loading_sentence",
     "percent",
     "read_results",
     "refusal_sentence",
+    "report_lines",
     "samples_of",
     "verdict_lines",
     "with_interval",

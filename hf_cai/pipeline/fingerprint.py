@@ -85,8 +85,8 @@ def _checks(section: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """``{section: settings}`` holding only the settings that differ from their defaults (a calibration file with its
     content's hash), or ``{}``: a recipe without the section, or with its defaults written out, keeps the fingerprint
     it had before the section existed, so runs made then are not redone."""
+    from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
 
     config_class = QualityGateConfig if section == "sl_quality" else JudgeCheckConfig
     defaults = dataclasses.asdict(config_class())

@@ -241,17 +241,18 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for key in getattr(recipe, section):
             if key not in fields:
                 raise RecipeError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
-    check_quality_settings(recipe, source)
+    check_section_settings(recipe, source)
     recipe.stage_sequence()
     return recipe
 
 
-def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
+def check_section_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
     """Refuse ``sl_quality``, ``judge_check`` and ``eval.benchmarks`` values their config classes refuse (a share
-    above 1, a calibration file or task folder that is not there), before any stage runs."""
+    above 1, a calibration file or task folder that is not there), and the trainer's and the builders' copies of
+    settings another section holds (``sft.min_kept_share``, ``sl_data.max_prompts`` ...), before any stage runs."""
+    from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation.benchmarks import BenchmarkConfig
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
 
     try:
         BenchmarkConfig.from_settings(recipe.eval.get("benchmarks"))
@@ -264,6 +265,18 @@ def check_quality_settings(recipe: RecipeConfig, source: str = "<recipe>") -> No
             configs[section] = config_class(**getattr(recipe, section))
         except (TypeError, ValueError) as error:
             raise RecipeError(f"{source}: {section}: {error}") from None
+    for key, instead in (("exclude_flagged_rows", "exclude_flagged"), ("min_kept_share", "min_kept_share")):
+        if key in recipe.sft:
+            raise RecipeError(
+                f"{source}: sft.{key}: the sft stage takes it from the quality gates' settings; set "
+                f"sl_quality.{instead} instead"
+            )
+    for section in ("sl_data", "pref_data"):
+        if "max_prompts" in getattr(recipe, section):
+            raise RecipeError(
+                f"{source}: {section}.max_prompts: every stage uses the same prompts; set the top-level max_prompts "
+                "instead"
+            )
     judge_check = configs["judge_check"]
     if judge_check.enabled:
         for file in judge_check.calibration_files:
@@ -316,9 +329,9 @@ def section_classes() -> dict[str, type | dict[str, str]]:
     from trl import GRPOConfig
 
     from hf_cai.builders import AIFeedbackConfig, CritiqueRevisionConfig
+    from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation import EvaluationConfig
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig
     from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
 
     return {

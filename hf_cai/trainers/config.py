@@ -1,8 +1,9 @@
 """What the CAI training configs add to TRL's: the constitution, the QLoRA profile and, for preferences, soft labels.
 
 ``CAISFTConfig(CAIConfigMixin, SFTConfig)``, ``CAIDPOConfig(CAIPreferenceConfigMixin, DPOConfig)`` and
-``CAIRewardConfig(CAIPreferenceConfigMixin, RewardConfig)`` declare no field of their own: the mixins' fields come
-after TRL's, so a TRL config's arguments (by keyword or position) mean the same in its CAI subclass.
+``CAIRewardConfig(CAIPreferenceConfigMixin, RewardConfig)`` put the mixins' fields (and ``CAISFTConfig`` its own, on
+the quality gates' flags) after TRL's, so a TRL config's arguments (by keyword or position) mean the same in its CAI
+subclass.
 """
 
 from __future__ import annotations

@@ -23,9 +23,6 @@ from hf_cai.pipeline.stages.prompts import training_prompts
 
 logger = logging.getLogger(__name__)
 
-JUDGE_QUALITY_FILE = "judge_quality.json"
-"""Where the ``pref_data`` stage keeps the judge's calibration report (``JudgeQualityReport.to_dict()``)."""
-
 
 def run_eval(context: RunContext, directory: Path) -> StageResult:
     """Refusal rates (phrase classifier and judge) on harmful and benign requests, the judge's win rates and
@@ -96,6 +93,8 @@ def trained_prompts(context: RunContext) -> list[Any]:
 def pref_data_judge_quality(context: RunContext) -> dict[str, Any] | None:
     """The judge's calibration report the ``pref_data`` stage wrote (its ``judge_quality`` output, or
     ``judge_quality.json`` in its folder), marked with where it came from; ``None`` when it wrote none."""
+    from hf_cai.builders.judge_check import JUDGE_QUALITY_FILE
+
     record = context.manifest.stage("pref_data")
     if record.get("status") != "done":
         return None

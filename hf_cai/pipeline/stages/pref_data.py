@@ -1,36 +1,39 @@
 """RL-CAI data: pairs of replies from the SFT model, labelled by the feedback model against the constitution, once
-the feedback model has shown on calibration questions how well it judges (the recipe's ``judge_check``)."""
+the feedback model has shown on calibration questions how well it judges (the builder's judge check, with the
+recipe's ``judge_check`` settings)."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.errors import PipelineError
 from hf_cai.pipeline.stages.backends import feedback_backend, tuned_and_base_backends
-from hf_cai.pipeline.stages.prompts import training_prompts
-
-logger = logging.getLogger(__name__)
-
-JUDGE_QUALITY_FILE = "judge_quality.json"
-"""The judge check's report in the stage folder: ``JudgeQualityReport.to_dict()``, its warnings computed with the
-recipe's ``judge_check.min_option_mass``."""
+from hf_cai.pipeline.stages.prompts import recipe_prompts
 
 
 def run_pref_data(context: RunContext, directory: Path) -> StageResult:
     """RL-CAI: measure the feedback model on questions with known answers (stopping here when it falls below
     ``judge_check.min_judge_accuracy``), then label pairs of replies from the SFT model with it."""
-    from hf_cai.builders import AIFeedbackBuilder, AIFeedbackConfig
+    from hf_cai.builders import AIFeedbackBuilder, AIFeedbackConfig, JudgeCheckConfig, JudgeQualityError
+    from hf_cai.builders.judge_check import JUDGE_QUALITY_FILE
 
     policy, base = tuned_and_base_backends(context, context.output("sft", "model"))
     judge = feedback_backend(context, base)
-    config = AIFeedbackConfig(**{"seed": context.recipe.seed, **context.recipe.pref_data})
-    outputs, judge_metrics, notes = check_judge(context, directory, judge)
-    builder = AIFeedbackBuilder(policy, judge, context.constitution, config)
-    dataset = builder.build(training_prompts(context), output_dir=directory, overwrite=True)
+    config = AIFeedbackConfig(**{"seed": context.recipe.seed, "max_prompts": context.recipe.max_prompts or None,
+                                 **context.recipe.pref_data})
+    check = JudgeCheckConfig(**context.recipe.judge_check)
+    builder = AIFeedbackBuilder(policy, judge, context.constitution, config, judge_check=check)
+    try:
+        dataset = builder.build(recipe_prompts(context), output_dir=directory, overwrite=True)
+    except JudgeQualityError as error:
+        raise PipelineError(
+            f"stage 'pref_data' stopped before labelling: {error} The judge's full report is in "
+            f"{directory / JUDGE_QUALITY_FILE}."
+        ) from error
+    judge_metrics, notes = judge_figures(dataset.judge_quality, check)
+    outputs = {} if dataset.judge_quality is None else {"judge_quality": context.relative(directory / JUDGE_QUALITY_FILE)}
     splits = dataset.values() if hasattr(dataset, "values") else [dataset]
     probabilities = [p for split in splits for p in split["chosen_prob"]]
     return StageResult(
@@ -44,34 +47,14 @@ def run_pref_data(context: RunContext, directory: Path) -> StageResult:
     )
 
 
-def check_judge(context: RunContext, directory: Path, judge) -> tuple[dict[str, str], dict[str, Any], list[str]]:
-    """Measure ``judge`` (the backend that will label) as the recipe's ``judge_check`` asks, write
-    :data:`JUDGE_QUALITY_FILE`, and return the stage's outputs, figures and notes from it.
-
-    Raises:
-        PipelineError: ``judge_check.min_judge_accuracy`` is set and the judge's accuracy is below it; nothing has
-            been labelled yet, and the report is written.
-    """
-    from hf_cai.builders.sharding import atomic_write_text
-    from hf_cai.evaluation.judge_quality import JudgeCheckConfig, JudgeQualityError
-
-    check = JudgeCheckConfig(**context.recipe.judge_check)
-    if not check.enabled:
+def judge_figures(report, check) -> tuple[dict[str, Any], list[str]]:
+    """The stage's figures and notes on the judge's report (the report in one line and its warnings); a note that
+    the check was skipped when ``report`` is ``None``."""
+    if report is None:
         note = ("judge check skipped (judge_check.enabled: false): how well the feedback model judges, and so the "
                 "quality of the preference labels, is unknown")
-        logger.warning("%s", note)
-        return {}, {}, [note]
-    report = check.measure(judge, seed=context.recipe.seed)
+        return {}, [note]
     record = report.to_dict()
-    record["warnings"] = report.warnings(min_option_mass=check.min_option_mass)
-    path = directory / JUDGE_QUALITY_FILE
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    try:
-        warnings = check.check(report)  # each warning is logged
-    except JudgeQualityError as error:
-        raise PipelineError(
-            f"stage 'pref_data' stopped before labelling: {error} The judge's full report is in {path}."
-        ) from error
     low, high = record["accuracy_ci95"]
     metrics = {
         "judge_accuracy": _rounded(record["accuracy"]),
@@ -79,7 +62,7 @@ def check_judge(context: RunContext, directory: Path, judge) -> tuple[dict[str, 
         "order_consistency": _rounded(record["order_consistency"]),
         "option_mass": _rounded(record["option_mass"]),
     }
-    return {"judge_quality": context.relative(path)}, metrics, [f"judge check: {report}", *warnings]
+    return metrics, [f"judge check: {report}", *report.warnings(min_option_mass=check.min_option_mass)]
 
 
 def _rounded(value: float | None) -> float | None:

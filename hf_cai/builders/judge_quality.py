@@ -5,7 +5,8 @@ produces a dataset that looks fine (soft labels, both orders averaged), and a po
 worse. :func:`measure_judge_quality` asks the judge questions whose answers are known, in the paper's multiple-choice
 format, each one in both option orders (as :class:`~hf_cai.builders.ai_feedback.PreferenceScorer` asks them), and
 returns a :class:`JudgeQualityReport`; :func:`check_judge_quality` turns it into plain warnings and, with a
-``min_judge_accuracy`` threshold, stops a run whose judge is not good enough.
+``min_judge_accuracy`` threshold, stops a run whose judge is not good enough (:mod:`hf_cai.builders.judge_check` runs
+both before labelling).
 
 The built-in items are ``hf_cai/prompts/judge_calibration.jsonl``; users add their own files in the same format,
 e.g. the paper's ``438HHHEvaluations.jsonl``.
@@ -23,10 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.evaluation.multiple_choice import MultipleChoiceItem, load_multiple_choice
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.backends.base import progress_bar
+from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
+from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
 
@@ -45,49 +45,6 @@ _TWO_BLOCKS = re.compile(r"(\(A\) \[\[\[)(.*?)(\]\]\]\s*\(B\) \[\[\[)(.*)(\]\]\]
 
 class JudgeQualityError(RuntimeError):
     """The feedback model's accuracy on the calibration items is below the run's ``min_judge_accuracy``."""
-
-
-@dataclass
-class JudgeCheckConfig:
-    """The judge check the pipeline runs before labelling preference data (the recipe's ``judge_check`` section):
-    the feedback model answers calibration questions (:func:`measure_judge_quality`), and the run warns, or stops,
-    when it judges no better than chance."""
-
-    enabled: bool = field(default=True, metadata={"help": "false skips the check: the labels' quality is unknown."})
-    min_judge_accuracy: float | None = field(default=None, metadata={
-        "help": "Stop the run before labelling when the judge's accuracy is below this (0-1); null only warns. "
-        "Chance is 0.5, and on few items the accuracy is rough (see its interval)."})
-    min_option_mass: float = field(default=0.5, metadata={
-        "help": "Warn when less than this share of the judge's probability falls on the answer options at all."})
-    calibration_files: list[str] = field(default_factory=list, metadata={
-        "help": "More items: files in the paper's multiple-choice format, e.g. its 438HHHEvaluations.jsonl."})
-    max_items: int | None = field(default=None, metadata={
-        "help": "Ask a sample of this many items (seeded by the recipe's seed); null asks them all."})
-    include_builtin: bool = field(default=True, metadata={
-        "help": "Ask the built-in calibration items (hf_cai/prompts/judge_calibration.jsonl) too."})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.calibration_files, (str, Path)):
-            self.calibration_files = [str(self.calibration_files)]
-        self.calibration_files = [str(f) for f in self.calibration_files]
-        if self.min_judge_accuracy is not None and not 0.0 <= self.min_judge_accuracy <= 1.0:
-            raise ValueError(f"min_judge_accuracy must be between 0 and 1 (or null), got {self.min_judge_accuracy}")
-        if not 0.0 <= self.min_option_mass <= 1.0:
-            raise ValueError(f"min_option_mass must be between 0 and 1, got {self.min_option_mass}")
-        if self.max_items is not None and self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
-        if self.enabled and not self.include_builtin and not self.calibration_files:
-            raise ValueError("include_builtin is false and no calibration_files are given: no item to ask the judge")
-
-    def measure(self, backend: Any, *, seed: int = 0) -> JudgeQualityReport:
-        """:func:`measure_judge_quality` of ``backend`` on this check's items."""
-        items = None if self.include_builtin else []
-        return measure_judge_quality(backend, items, files=self.calibration_files, max_items=self.max_items, seed=seed)
-
-    def check(self, report: JudgeQualityReport) -> list[str]:
-        """:func:`check_judge_quality` with this check's thresholds (warnings logged and returned; raises
-        :class:`JudgeQualityError` below ``min_judge_accuracy``)."""
-        return check_judge_quality(report, min_accuracy=self.min_judge_accuracy, min_option_mass=self.min_option_mass)
 
 
 def builtin_calibration_items() -> list[MultipleChoiceItem]:
@@ -182,7 +139,8 @@ class JudgeQualityReport:
             )
         elif self.near_chance:
             messages.append(
-                f"{measured}: its interval includes chance (50%), so its preference labels are close to random{small}"
+                f"{measured}: its interval includes chance (50%), so it is not distinguishable from chance and its "
+                f"preference labels are close to random{small}"
             )
         if self.option_mass < min_option_mass:
             mass = "less than 1%" if self.option_mass < 0.005 else f"only {_percent(self.option_mass)}"
@@ -359,7 +317,7 @@ def measure_judge_quality(
     for position, presentation in enumerate(presentations):
         groups.setdefault(tuple(sorted(set(presentation.item.options))), []).append(position)
     scores: list[_Scores | None] = [None] * len(presentations)
-    with tqdm(total=len(presentations), desc="judge quality", leave=False) as progress:
+    with progress_bar(total=len(presentations), description="judge quality", unit="question") as progress:
         for options, positions in groups.items():
             for start in range(0, len(positions), batch_size):
                 chunk = positions[start : start + batch_size]
@@ -429,15 +387,15 @@ def check_judge_quality(
         raise JudgeQualityError(
             f"the feedback model's accuracy on {report.n} judge calibration items was "
             f"{_with_interval(report.accuracy)}, below min_judge_accuracy={min_accuracy:g}: its preference labels "
-            f"would mislead the training. Use a stronger feedback model (the recipe's feedback_model, or "
-            f"feedback_endpoint for a served one), or lower min_judge_accuracy, or unset it to label anyway."
+            f"would mislead the training. Use a stronger feedback model (AIFeedbackBuilder's feedback_backend; the "
+            f"recipe's feedback_model, or feedback_endpoint for a served one), or lower min_judge_accuracy, or unset "
+            f"it to label anyway."
         )
     return messages
 
 
 __all__ = [
     "BUILTIN_SOURCE",
-    "JudgeCheckConfig",
     "JudgeQualityError",
     "JudgeQualityReport",
     "builtin_calibration_items",

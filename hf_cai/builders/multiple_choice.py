@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from hf_cai.backends.base import progress_bar
 from hf_cai.conversation import Conversation
-from hf_cai.evaluation.stats import Proportion
+from hf_cai.stats import Proportion
 
 OptionScorer = Callable[[Sequence["MultipleChoiceItem"]], list[list[float]]]
 """Scores a batch of items: per item, one log-probability per option of :attr:`MultipleChoiceItem.options`."""
@@ -93,7 +92,7 @@ def multiple_choice_accuracy(
 ) -> Proportion:
     """Fraction of items whose best-scored correct option beats every incorrect one (ties count as wrong)."""
     correct = 0
-    for start in tqdm(range(0, len(items), batch_size), desc=f"multiple choice ({name})", leave=False):
+    for start in progress_bar(range(0, len(items), batch_size), description=f"multiple choice ({name})", unit="batch"):
         batch = items[start : start + batch_size]
         for item, scores in zip(batch, scorer(batch)):
             split = len(item.corrects)

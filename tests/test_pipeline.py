@@ -625,11 +625,18 @@ def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
         reward={"max_steps": 2, "per_device_train_batch_size": 2},
         grpo={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8},
     )
-    _cli("run", "--config", str(recipe_path), "--until", "grpo")
+    result = _cli("run", "--config", str(recipe_path), "--until", "grpo")
     stages = _manifest(run_dir)
     assert list(stages) == ["sl_data", "sft", "pref_data", "reward", "grpo"]
     assert stages["grpo"]["metrics"]["steps"] == 2
     assert (run_dir / "grpo" / "final" / "adapter_model.safetensors").is_file()
+    # GRPO trained with the run's QLoRA profile where the recipe sets nothing, like the other stages, and its
+    # config raised no warning (TRL's gradient_checkpointing is given to its current name).
+    args = torch.load(run_dir / "grpo" / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert (args.learning_rate, args.save_total_limit, args.save_steps) == (1e-5, 2, 1)
+    assert (args.per_device_train_batch_size, args.num_generations, args.max_completion_length) == (4, 4, 8)
+    assert args.activation_checkpointing is False and args.qlora_profile == "cpu"
+    assert not [line for line in result.stderr.splitlines() if "Warning:" in line], result.stderr[-3000:]
     assert (run_dir / "reward" / "final" / "constitution.yaml").is_file()
     # load_in_4bit: false reaches training as well as generation: every stage trained plain LoRA.
     for stage in ("sft", "reward", "grpo"):

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import pkgutil
+import re
 import sys
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -201,6 +202,28 @@ QUIET_LOGGERS: tuple[str, ...] = ("bitsandbytes",)
 """Loggers whose warnings the command line hides unless ``--verbose`` (errors still show). bitsandbytes' CPU backend
 warns at import, on every run, that the optional ``kernels`` package for a faster kernel is missing."""
 
+KNOWN_LOG_MESSAGES: tuple[tuple[str, str], ...] = (
+    # Deleting the oldest checkpoint (save_total_limit), transformers orders checkpoints by modification time, and
+    # takes checkpoints written within a second of each other (a short run of a small model) for a filesystem without
+    # reliable times; it then orders them by step, which is right.
+    ("transformers.trainer_utils", r"mtime may not be reliable"),
+)
+"""Log messages of third-party libraries that tell a user of ``hf-cai`` nothing they can act on: ``(logger, regular
+expression matching the start of the message)``. The command line hides them unless ``--verbose``; the other
+messages of those loggers show."""
+
+
+class _DropMessages(logging.Filter):
+    """Drops the log records whose message starts with a match of one of ``patterns``."""
+
+    def __init__(self, patterns: Collection[str]):
+        super().__init__()
+        self.patterns = [re.compile(pattern) for pattern in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(pattern.match(message) for pattern in self.patterns)
+
 
 def _quiet_transformers(module: ModuleType) -> Callable[[], None]:
     """No progress bars of transformers' own (loading weights); the Hub's download bars and the trainers' bar stay.
@@ -278,8 +301,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 def quiet_third_party(verbose: bool = False) -> Iterator[None]:
     """The command line's output while a command runs: log lines written above progress bars rather than through
     them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
-    :data:`KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
-    datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used from Python is not quieted.
+    :data:`KNOWN_WARNINGS` and :data:`KNOWN_LOG_MESSAGES`, warnings of the :data:`QUIET_LOGGERS`, datasets' log
+    warnings, transformers' and datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used
+    from Python is not quieted.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -302,6 +326,12 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
             levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.ERROR)
+            filters = {
+                name: _DropMessages([pattern for logger, pattern in KNOWN_LOG_MESSAGES if logger == name])
+                for name in {logger for logger, _ in KNOWN_LOG_MESSAGES}
+            }
+            for name, dropper in filters.items():
+                logging.getLogger(name).addFilter(dropper)
             sys.meta_path.insert(0, hook)
             try:
                 yield
@@ -311,6 +341,8 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
                     restore()
                 for name, level in levels.items():
                     logging.getLogger(name).setLevel(level)
+                for name, dropper in filters.items():
+                    logging.getLogger(name).removeFilter(dropper)
 
 
 class StoryFormatter(logging.Formatter):

@@ -21,7 +21,8 @@ from types import ModuleType
 from typing import Any
 
 from hf_cai import __version__
-from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
+from hf_cai.hub.errors import is_secret_name
+from hf_cai.redaction import TOKEN_PATTERN
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
+from hf_cai.hub.errors import is_secret_name
 from hf_cai.pipeline.errors import RecipeError
+from hf_cai.redaction import TOKEN_PATTERN
 
 SHARED_TRAINING_STAGES = ("sl_data", "sft", "pref_data")
 """The stages every recipe trains with, before the stages of its ``rl_method``."""

@@ -9,9 +9,12 @@ requests concurrently are served faster than clients that send them one by one.
 
 Error modes for tests: ``fail_first=N`` answers the first N chat requests with ``fail_status`` (then serves normally),
 ``fail_after=N`` serves N chat requests and then fails every later one (a server going down mid-run),
-``fail_always=True`` fails every chat request, ``response_delay`` sleeps before each answer. ``bad_reply`` answers
-every chat request with HTTP 200 and a broken body: ``"malformed_json"`` (JSON cut off midway) or ``"no_choices"``
-(a completion with an empty ``choices`` list).
+``fail_always=True`` fails every chat request, ``response_delay`` sleeps before each answer. ``retry_after`` adds a
+``Retry-After`` header to the failures (seconds, or with ``retry_after_as_date`` the HTTP date that many seconds
+ahead). ``bad_reply`` answers every chat request with HTTP 200 and a broken body: ``"malformed_json"`` (JSON cut off
+midway) or ``"no_choices"`` (a completion with an empty ``choices`` list). With ``api_key`` set, a chat request
+without ``Authorization: Bearer <api_key>`` is refused (HTTP 401, or ``key_refused_status``), and the answer repeats
+the key it was sent, as some servers do. :attr:`OpenAIServer.request_times` holds when each chat request arrived (``time.monotonic()``).
 
 Usage::
 
@@ -31,6 +34,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -71,7 +75,11 @@ class OpenAIServer:
         fail_always: Answer every chat request with ``fail_status``.
         fail_status: HTTP status of the simulated failures.
         response_delay: Seconds to sleep before answering each chat request.
+        retry_after: Seconds the simulated failures ask the client to wait, in a ``Retry-After`` header.
+        retry_after_as_date: Send ``retry_after`` as the HTTP date that many seconds ahead.
         bad_reply: ``"malformed_json"`` or ``"no_choices"``: answer every chat request with that broken body.
+        api_key: The key chat requests must carry (``Authorization: Bearer ...``); ``None`` accepts any.
+        key_refused_status: HTTP status of the answer to a request with another key.
     """
 
     def __init__(
@@ -87,7 +95,11 @@ class OpenAIServer:
         fail_always: bool = False,
         fail_status: int = 500,
         response_delay: float = 0.0,
+        retry_after: float | None = None,
+        retry_after_as_date: bool = False,
         bad_reply: str | None = None,
+        api_key: str | None = None,
+        key_refused_status: int = 401,
     ):
         if bad_reply not in (None, *_BAD_REPLIES):
             raise ValueError(f"bad_reply must be one of {sorted(_BAD_REPLIES)}, got {bad_reply!r}")
@@ -100,8 +112,13 @@ class OpenAIServer:
         self.fail_always = fail_always
         self.fail_status = fail_status
         self.response_delay = response_delay
+        self.retry_after = retry_after
+        self.retry_after_as_date = retry_after_as_date
         self.bad_reply = bad_reply
+        self.api_key = api_key
+        self.key_refused_status = key_refused_status
         self.request_count = 0
+        self.request_times: list[float] = []
         self.batch_sizes: list[int] = []
         self._count_lock = threading.Lock()
         self._jobs: queue.Queue[_Job] = queue.Queue()
@@ -141,9 +158,13 @@ class OpenAIServer:
         self.stop()
 
     # ------------------------------------------------------------------ request handling
-    def handle_chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
+    def handle_chat(
+        self, body: dict[str, Any], authorization: str | None = None
+    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        """The status, body and extra headers of the answer to a chat request."""
         with self._count_lock:
             self.request_count += 1
+            self.request_times.append(time.monotonic())
             failing = (
                 self.fail_always
                 or self.request_count <= self.fail_first
@@ -151,18 +172,28 @@ class OpenAIServer:
             )
         if self.response_delay:
             time.sleep(self.response_delay)
+        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
+            given = (authorization or "").removeprefix("Bearer ")
+            return self.key_refused_status, _error(f"Incorrect API key provided: {given}", "invalid_request_error"), {}
         if failing:
-            return self.fail_status, _error("simulated server failure", "server_error")
+            headers = {}
+            if self.retry_after is not None:
+                headers["Retry-After"] = (
+                    formatdate(time.time() + self.retry_after, usegmt=True)
+                    if self.retry_after_as_date
+                    else f"{self.retry_after:g}"
+                )
+            return self.fail_status, _error("simulated server failure", "server_error"), headers
         if self.bad_reply is not None:
-            return 200, _BAD_REPLIES[self.bad_reply]
+            return 200, _BAD_REPLIES[self.bad_reply], {}
         try:
             job = _parse_chat_request(body, self.model_name)
         except (KeyError, TypeError, ValueError) as error:
-            return 400, _error(f"invalid request: {error}", "invalid_request_error")
+            return 400, _error(f"invalid request: {error}", "invalid_request_error"), {}
         self._jobs.put(job)
         job.done.wait()
         if job.error is not None:
-            return 500, _error(f"{type(job.error).__name__}: {job.error}", "server_error")
+            return 500, _error(f"{type(job.error).__name__}: {job.error}", "server_error"), {}
         content, logprobs, finish_reason, stop_reason = job.result
         return 200, {
             "id": f"chatcmpl-{random.getrandbits(48):012x}",
@@ -178,7 +209,7 @@ class OpenAIServer:
                     "stop_reason": stop_reason,
                 }
             ],
-        }
+        }, {}
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "hf_cai-tests"}]}
@@ -334,11 +365,13 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             return
 
-        def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+        def _send(self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -359,7 +392,7 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError as error:
                 self._send(400, _error(f"invalid JSON: {error}", "invalid_request_error"))
                 return
-            self._send(*server.handle_chat(body))
+            self._send(*server.handle_chat(body, self.headers.get("Authorization")))
 
     return Handler
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
+from email.utils import formatdate
 
 import pytest
 import torch
@@ -19,7 +21,8 @@ from hf_cai.backends import (
     TransformersBackend,
     generate_with_reasons,
 )
-from hf_cai.backends.endpoint import finish_reason, option_logprob
+from hf_cai.backends import endpoint as endpoint_module
+from hf_cai.backends.endpoint import MAX_RETRY_AFTER, finish_reason, option_logprob, retry_after_seconds
 from hf_cai.modeling import ModelLoadError, compute_dtype, cpu_has_fast_bfloat16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -358,6 +361,57 @@ def test_endpoint_errors_name_the_url_and_status_but_not_the_key(backend):
     message = str(failure.value)
     assert f"{broken.base_url}/chat/completions" in message and "HTTP 503" in message and "3 attempts" in message
     assert secret not in message
+
+
+@pytest.mark.parametrize(("status", "key"), [(401, "sk-wrong-key-4f9c2e1b7a"), (429, "sk-wrong-key-4f9c2e1b7a"),
+                                             (401, "k3y")])
+def test_a_server_that_repeats_the_key_does_not_put_it_in_errors_or_logs(backend, caplog, status, key):
+    # Any string may be a key: it is hidden because it is the key, not because of its shape (even a key too short to
+    # register as a secret of the process). A 401 fails at once; a 429 is retried, with a debug line for each failed
+    # attempt.
+    with OpenAIServer(backend, api_key="sk-the-right-key-0000", key_refused_status=status) as guarded:
+        endpoint = EndpointBackend(guarded.base_url, "tiny", api_key=key, max_retries=1, backoff=0.01)
+        with caplog.at_level(logging.DEBUG, logger="hf_cai.backends"), pytest.raises(BackendError) as refused:
+            endpoint.generate(CHATS[:1], max_new_tokens=4)
+        assert guarded.request_count == (1 if status == 401 else 2)
+    message = str(refused.value)
+    assert f"HTTP {status}" in message and "Incorrect API key provided: ***" in message
+    assert key not in message and key not in caplog.text
+    if status == 429:
+        assert "Incorrect API key provided: ***" in caplog.text
+
+
+@pytest.mark.parametrize(("status", "as_date"), [(429, False), (503, True)])
+def test_endpoint_waits_as_long_as_retry_after_asks(backend, status, as_date):
+    # The backoff alone would retry after 0.01 s. The server asks for 1 s, or for the HTTP date 2 s ahead (its
+    # second rounded down: more than 1 s after the request either way).
+    asked = 2 if as_date else 1
+    with OpenAIServer(
+        backend, fail_first=1, fail_status=status, retry_after=asked, retry_after_as_date=as_date
+    ) as limited:
+        endpoint = EndpointBackend(limited.base_url, "tiny", max_retries=1, backoff=0.01)
+        assert len(endpoint.generate(CHATS[:1], max_new_tokens=4, seed=0)) == 1
+    first, second = limited.request_times
+    assert second - first >= 1.0
+
+
+def test_a_retry_after_past_the_cap_waits_the_cap_and_the_error_says_what_was_asked(backend, monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(endpoint_module.time, "sleep", waits.append)  # an hour-long wait cannot run in a test
+    with OpenAIServer(backend, fail_always=True, fail_status=429, retry_after=3600) as limited:
+        endpoint = EndpointBackend(limited.base_url, "tiny", max_retries=2, backoff=0.01)
+        with pytest.raises(BackendError, match=r"3 attempts; last error: HTTP 429; Retry-After: 3600 s"):
+            endpoint.generate(CHATS[:1], max_new_tokens=4)
+    assert waits == [MAX_RETRY_AFTER, MAX_RETRY_AFTER]
+
+
+def test_retry_after_values_in_seconds_and_http_dates():
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds(" 1.5 ") == 1.5
+    assert 8 < retry_after_seconds(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date already past: no wait
+    assert retry_after_seconds("-5") == 0.0
+    for unreadable in (None, "", "soon", "nan"):
+        assert retry_after_seconds(unreadable) is None
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -414,6 +415,39 @@ def test_the_build_bar_counts_prompt_steps_and_names_shard_and_step(backend, con
     states = _bar_states(capsys.readouterr().err, 12)  # two steps of each of 6 prompts
     assert _in_order([(0, "shard 1/2: replies"), (4, "shard 1/2: labels"), (8, "shard 2/2: replies"),
                       (10, "shard 2/2: labels")], states), states
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names a file descriptor's file through /proc")
+def test_a_saved_dataset_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """A power cut just after the rename must not leave a dataset whose files were never written out: every file and
+    folder of the new dataset is fsynced before the rename that puts it in place, and its parent folder after it."""
+    from hf_cai.builders.sharding import save_dataset
+
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, destination) -> None:
+        events.append(("replace", os.path.realpath(source), os.path.realpath(destination)))
+        real_replace(source, destination)
+
+    output = tmp_path.resolve()
+    dataset = DatasetDict({"train": Dataset.from_dict({"x": [1, 2, 3]}), "test": Dataset.from_dict({"x": [4]})})
+    save_dataset(dataset, output)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = save_dataset(dataset, output)  # replacing the first save
+
+    (rename,) = [event for event in events if event[0] == "replace" and event[2] == str(target)]
+    staging, at = Path(rename[1]), events.index(rename)
+    saved = [target, *target.rglob("*")]
+    assert len(saved) > 4  # the folder, dataset_dict.json and two split folders of files
+    synced_before = {event[1] for event in events[:at] if event[0] == "fsync"}
+    assert {str(staging / path.relative_to(target)) for path in saved} <= synced_before
+    assert ("fsync", str(output)) in events[at + 1 :]
 
 
 @pytest.mark.slow

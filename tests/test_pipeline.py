@@ -260,6 +260,43 @@ def test_from_reuses_the_dataset_shards_of_the_same_fingerprint(reference_run, t
     assert after["sft"] == before["sft"]
 
 
+def test_a_finished_stage_whose_outputs_changed_runs_again_on_resume(reference_run, tmp_path):
+    run_dir, recipe_path = _copy_run(reference_run, tmp_path)
+    before = _manifest(run_dir)
+    # Rewritten in place: same size, other content, a later modification time.
+    card = run_dir / "card" / "README.md"
+    original, stat = card.read_bytes(), card.stat()
+    card.write_bytes(original.replace(b"constitution", b"CONSTITUTION", 1))
+    os.utime(card, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert card.stat().st_size == stat.st_size and card.read_bytes() != original
+    # Deleted.
+    arrow = sorted((run_dir / "sl_data" / "dataset" / "train_sft").glob("data-*.arrow"))[0]
+    arrow.unlink()
+    # Only touched: the same content, so no change (the outputs are hashed again, once).
+    results = run_dir / "eval" / "results.json"
+    os.utime(results, ns=(results.stat().st_atime_ns, results.stat().st_mtime_ns + 10**9))
+
+    result = _cli("run", "--config", str(recipe_path), "--until", "card")  # (the copy publishes to another folder)
+    relative = arrow.relative_to(run_dir).as_posix()
+    assert f"stage sl_data: its outputs changed since it finished: {relative} (missing); running it again" in (
+        result.stderr
+    )
+    assert "stage card: its outputs changed since it finished: card/README.md (rewritten); running it again" in (
+        result.stderr
+    )
+    after = _manifest(run_dir)
+    assert [stage for stage in after if after[stage]["started"] != before[stage]["started"]] == ["sl_data", "card"]
+    # Made again as recorded, so the stages computed from them stay up to date.
+    assert arrow.is_file() and card.read_bytes() == original
+    assert all(after[stage]["output_hash"] == before[stage]["output_hash"] for stage in before)
+    assert after["eval"]["output_files"]["eval/results.json"][1] == results.stat().st_mtime_ns
+
+    # The manifest rebuilt from the stage folders checks them the same way.
+    card.write_text(card.read_text().upper())
+    (run_dir / "manifest.json").write_text("{")
+    assert Pipeline(load_recipe(recipe_path)).manifest.stage("card")["status"] == "running"
+
+
 def test_a_changed_training_setting_reruns_the_stage_and_names_what_it_deletes(reference_run, tmp_path):
     run_dir, recipe_path = _copy_run(reference_run, tmp_path)
     before = _manifest(run_dir)
@@ -615,11 +652,18 @@ def test_grpo_route_trains_a_reward_model_then_grpo(tmp_path):
         reward={"max_steps": 2, "per_device_train_batch_size": 2},
         grpo={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8},
     )
-    _cli("run", "--config", str(recipe_path), "--until", "grpo")
+    result = _cli("run", "--config", str(recipe_path), "--until", "grpo")
     stages = _manifest(run_dir)
     assert list(stages) == ["sl_data", "sft", "pref_data", "reward", "grpo"]
     assert stages["grpo"]["metrics"]["steps"] == 2
     assert (run_dir / "grpo" / "final" / "adapter_model.safetensors").is_file()
+    # GRPO trained with the run's QLoRA profile where the recipe sets nothing, like the other stages, and its
+    # config raised no warning (TRL's gradient_checkpointing is given to its current name).
+    args = torch.load(run_dir / "grpo" / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert (args.learning_rate, args.save_total_limit, args.save_steps) == (1e-5, 2, 1)
+    assert (args.per_device_train_batch_size, args.num_generations, args.max_completion_length) == (4, 4, 8)
+    assert args.activation_checkpointing is False and args.qlora_profile == "cpu"
+    assert not [line for line in result.stderr.splitlines() if "Warning:" in line], result.stderr[-3000:]
     assert (run_dir / "reward" / "final" / "constitution.yaml").is_file()
     # load_in_4bit: false reaches training as well as generation: every stage trained plain LoRA.
     for stage in ("sft", "reward", "grpo"):

@@ -187,6 +187,28 @@ def test_a_token_in_a_space_file_stops_the_push(hub):
     assert FAKE not in str(found.value) and ("space", "alice/leaky-chat") not in hub.repos
 
 
+def test_the_endpoint_key_of_a_run_stops_a_publication_that_holds_it(hub, adapter, tmp_path, monkeypatch):
+    """An endpoint's API key has no shape to know it by: a run registers the key its recipe names, and the scan
+    refuses it like the Hub token, in a model file and in a dataset row."""
+    from hf_cai.pipeline import Pipeline, load_recipe
+
+    key = "sk-endpoint-" + "9e1c4b7d2a" * 3
+    monkeypatch.setenv("CAI_TEST_ENDPOINT_KEY", key)
+    settings = {"run_dir": str(tmp_path / "run"), "endpoint": "http://127.0.0.1:9/v1",
+                "endpoint_api_key_env": "CAI_TEST_ENDPOINT_KEY"}
+    Pipeline(load_recipe(overrides=settings))
+    leaky = shutil.copytree(adapter, tmp_path / "leaky-config")
+    config = json.loads((leaky / "tokenizer_config.json").read_text())
+    (leaky / "tokenizer_config.json").write_text(json.dumps({**config, "labelled_with": key}))
+    with pytest.raises(PublishError, match=r"^tokenizer_config\.json contains an API key in use by this") as found:
+        _publish(leaky, "alice/leaky-endpoint-key")
+    assert key not in str(found.value) and ("model", "alice/leaky-endpoint-key") not in hub.repos
+    data = sl_dataset(injected_revision=f"The judge answered with {key} in its reply.")
+    with pytest.raises(PublishError, match=r"\(column '[\w.]+'\) contains an API key in use") as found:
+        publish_dataset(data, "alice/leaky-endpoint-data", "harmless", token=TOKEN, license="cc-by-4.0")
+    assert key not in str(found.value) and ("dataset", "alice/leaky-endpoint-data") not in hub.repos
+
+
 def test_republishing_in_the_other_format_replaces_the_files_of_the_first(hub, adapter):
     from huggingface_hub import HfApi
     from transformers import AutoModelForCausalLM

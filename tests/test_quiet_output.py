@@ -71,6 +71,9 @@ def test_a_tiny_run_prints_no_third_party_warnings(tmp_path):
 
 KNOWN_NOISE = "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing`."
 OTHER_WARNING = "a warning hf-cai does not know about"
+CHECKPOINTS_LOGGER = "transformers.trainer_utils"
+KNOWN_LOG_NOISE = "mtime may not be reliable on this filesystem, falling back to numerical ordering"
+OTHER_LOG_WARNING = "per_device_train_batch_size: 2 (from args) != 4 (from trainer_state.json)"
 
 
 def _noisy_demo(args, overrides) -> int:
@@ -78,7 +81,18 @@ def _noisy_demo(args, overrides) -> int:
     warnings.warn(KNOWN_NOISE, FutureWarning, stacklevel=1)
     warnings.warn(OTHER_WARNING, UserWarning, stacklevel=1)
     logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Please make sure you already `pip install kernels`")
+    logging.getLogger(CHECKPOINTS_LOGGER).warning(KNOWN_LOG_NOISE)
+    logging.getLogger(CHECKPOINTS_LOGGER).warning(OTHER_LOG_WARNING)
     return 0
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @pytest.mark.parametrize("verbose", [False, True])
@@ -86,13 +100,21 @@ def test_the_cli_hides_only_known_noise_unless_verbose(monkeypatch, caplog, verb
     assert any(category is FutureWarning and "is_gradient_checkpointing" in text for category, text in KNOWN_WARNINGS)
     monkeypatch.setattr(run_command, "_demo", _noisy_demo)
     caplog.set_level(logging.INFO)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        assert main(["demo", *(["--verbose"] if verbose else [])]) == 0
+    # transformers' loggers may not reach the root logger (its library logger stops propagation once configured).
+    checkpoints_log = _Collect()
+    logging.getLogger(CHECKPOINTS_LOGGER).addHandler(checkpoints_log)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["demo", *(["--verbose"] if verbose else [])]) == 0
+    finally:
+        logging.getLogger(CHECKPOINTS_LOGGER).removeHandler(checkpoints_log)
     messages = [str(warning.message) for warning in seen]
     assert OTHER_WARNING in messages, "only the known noise is hidden"
     assert (KNOWN_NOISE in messages) is verbose
     assert any("pip install kernels" in record.getMessage() for record in caplog.records) is verbose
+    assert OTHER_LOG_WARNING in checkpoints_log.messages, "the logger's other messages show"
+    assert (KNOWN_LOG_NOISE in checkpoints_log.messages) is verbose
 
 
 def test_the_library_is_quiet_only_inside_the_command(monkeypatch):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -103,6 +104,22 @@ def test_publish_with_space_pushes_exactly_the_space_files(hub, published, train
         assert WRITE.encode() not in hub.file(SPACE_ID, path, repo_type="space")
 
 
+def _venv_seeing_these_packages(venv: Path, env: dict[str, str]) -> Path:
+    """A fresh virtual environment that sees the packages installed for this test run; returns its python.
+
+    ``--system-site-packages`` would give it the base interpreter's packages, which inside a virtual or conda
+    environment are not the ones installed for the tests. Instead a ``.pth`` file lists the site directories of the
+    running interpreter as plain paths, so their own ``.pth`` files (an editable hf_cai among them) are not run.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    seen = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (Path(purelib) / "test-run-packages.pth").write_text("".join(f"{path}\n" for path in seen if os.path.isdir(path)))
+    return python
+
+
 @pytest.mark.slow
 def test_downloaded_space_installs_into_a_fresh_venv_and_serves(hub, published, tmp_path):
     """What a Space build does: pip installs requirements.txt (nothing but the Space's own hf_cai wheel is fetched,
@@ -115,9 +132,7 @@ def test_downloaded_space_installs_into_a_fresh_venv_and_serves(hub, published, 
     clone = tmp_path / "clone"
     shutil.copytree(snapshot_download(SPACE_ID, repo_type="space", cache_dir=tmp_path / "download"), clone)
     (wheel,) = clone.glob("hf_cai-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
+    python = str(_venv_seeing_these_packages(tmp_path / "venv", clean))
     install = [sys.executable, "-m", "pip", "--python", python, "install", "--no-index", "-r", "requirements.txt"]
     installed = subprocess.run(install, cwd=clone, env=clean, capture_output=True, text=True)
     assert installed.returncode == 0, installed.stdout + installed.stderr

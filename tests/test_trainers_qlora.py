@@ -18,6 +18,7 @@ from hf_cai.trainers import (
     LORA_LEARNING_RATES,
     QLORA_PROFILES,
     CAIDPOConfig,
+    CAIGRPOConfig,
     CAIRewardConfig,
     CAISFTConfig,
     CAISFTTrainer,
@@ -25,9 +26,9 @@ from hf_cai.trainers import (
     load_model_for_training,
     peft_config_for,
 )
-from hf_cai.trainers.qlora import checkpoint_steps
+from hf_cai.trainers.qlora import CHECKPOINTS_KEPT, checkpoint_steps
 
-CONFIGS = {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig}
+CONFIGS = {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig, "grpo": CAIGRPOConfig}
 
 
 def test_gpu_profiles_keep_an_effective_batch_of_16_and_scale_with_memory():
@@ -101,7 +102,7 @@ def test_profile_applies_to_configs_parsed_from_the_command_line(tmp_path):
 
 
 def test_profile_learning_rates_apply_only_when_unset(tmp_path):
-    assert LORA_LEARNING_RATES == {"sft": 2e-4, "dpo": 5e-6, "reward": 1e-4}
+    assert LORA_LEARNING_RATES == {"sft": 2e-4, "dpo": 5e-6, "reward": 1e-4, "grpo": 1e-5}
     for stage, config_class in CONFIGS.items():
         profiled = config_class(str(tmp_path), qlora_profile="8gb", report_to="none")
         assert profiled.learning_rate == LORA_LEARNING_RATES[stage], stage
@@ -119,6 +120,31 @@ def test_save_steps_scale_with_the_run(tmp_path):
     kept = CAIDPOConfig(str(tmp_path), qlora_profile="cpu", max_steps=12, save_steps=5, report_to="none")
     assert kept.save_steps == 5
     assert CAIDPOConfig(str(tmp_path), max_steps=12, bf16=False, report_to="none").save_steps == 500, "no profile"
+
+
+def test_profiles_keep_the_two_newest_checkpoints_unless_told_otherwise(tmp_path):
+    assert CHECKPOINTS_KEPT == 2
+    for stage, config_class in CONFIGS.items():
+        assert config_class(str(tmp_path), qlora_profile="cpu", report_to="none").save_total_limit == 2, stage
+        chosen = config_class(str(tmp_path), qlora_profile="cpu", save_total_limit=5, report_to="none")
+        assert chosen.save_total_limit == 5, stage
+        assert config_class(str(tmp_path), bf16=False, report_to="none").save_total_limit is None, "no profile: TRL's"
+
+
+def test_grpo_takes_the_profile_with_whole_groups_of_completions_per_step(tmp_path):
+    # The cpu profile's 2 sequences a step would split GRPO's default groups of 8: the accumulation rises to 4.
+    config = CAIGRPOConfig(str(tmp_path), qlora_profile="cpu", max_steps=20, report_to="none")
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (2, 4)
+    assert (config.generation_batch_size, config.num_generations) == (8, 8)
+    assert (config.learning_rate, config.save_steps, config.save_total_limit) == (1e-5, 2, 2)
+    assert config.activation_checkpointing is False and config.optim == "adamw_torch"
+    fits = CAIGRPOConfig(str(tmp_path), qlora_profile="cpu", num_generations=2, report_to="none")
+    assert fits.gradient_accumulation_steps == 1
+    gpu = CAIGRPOConfig(str(tmp_path), qlora_profile="16gb", report_to="none")
+    assert (gpu.per_device_train_batch_size, gpu.gradient_accumulation_steps, gpu.generation_batch_size) == (4, 4, 16)
+    chosen = CAIGRPOConfig(str(tmp_path), qlora_profile="cpu", per_device_train_batch_size=4, num_generations=4,
+                           gradient_accumulation_steps=3, report_to="none")
+    assert (chosen.per_device_train_batch_size, chosen.gradient_accumulation_steps) == (4, 3)
 
 
 class _Interrupt(Exception):
@@ -151,7 +177,9 @@ def test_a_12_step_run_leaves_a_checkpoint_to_resume_from(tiny_model_dir, tmp_pa
         trainer([_InterruptAtStep(7)]).train()
     checkpoint = get_last_checkpoint(str(tmp_path))
     assert checkpoint is not None and checkpoint.endswith("checkpoint-6")
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # the newest two
     assert trainer().train(resume_from_checkpoint=checkpoint).global_step == 12
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-12"]
 
 
 def test_load_in_4bit_false_trains_plain_lora(tiny_model_dir, tmp_path):

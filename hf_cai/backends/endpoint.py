@@ -14,6 +14,11 @@ reported log-probability at that position (an upper bound), so well-formed optio
 few-shot demonstrations) score exactly and unlikely ones keep a low score. The legacy ``/v1/completions`` endpoint
 with ``echo`` and ``logprobs`` would score any option exactly, but it needs the model's chat template on the client
 and is not served by TGI's Messages API or by OpenAI's current models, so it is not used.
+
+Failed requests are retried (connection errors, timeouts, 408/429/5xx) with exponential backoff, except that a 429 or
+503 answer with a ``Retry-After`` header (seconds or an HTTP date) is retried after the wait the server asked for, up
+to :data:`MAX_RETRY_AFTER`. The API key is registered as a secret (:mod:`hf_cai.redaction`): no error or log line
+carries it, even where a server echoes it, and no publication may hold it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hf_cai.backends.base import (
@@ -39,10 +46,15 @@ from hf_cai.backends.base import (
     rows_finished,
 )
 from hf_cai.conversation import Conversation
+from hf_cai.redaction import redact, register_secret
 
 logger = logging.getLogger(__name__)
 
 _RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+MAX_RETRY_AFTER = 60.0
+"""Longest wait in seconds that a ``Retry-After`` header gets: a server asking for longer (an hour of rate limit)
+is retried after this, and the error after the last attempt says how long it asked for."""
 
 
 class EndpointBackend(DetailedGenerator):
@@ -51,11 +63,13 @@ class EndpointBackend(DetailedGenerator):
     Args:
         base_url: Root of the API, e.g. ``"http://localhost:8000/v1"`` (a URL without ``/v1`` gets it appended).
         model: The model name the server expects in requests (``vllm serve`` uses the model id).
-        api_key: Sent as ``Authorization: Bearer ...``; never logged nor included in errors.
+        api_key: Sent as ``Authorization: Bearer ...``; never logged nor included in errors (it is registered as
+            a secret, see :mod:`hf_cai.redaction`).
         max_concurrency: Most requests in flight at once.
         timeout: Seconds before one request times out (it is then retried).
         max_retries: Retries after the first attempt, on connection errors, timeouts and 408/429/5xx answers.
-        backoff: First wait between retries in seconds, doubled on each retry (with up to 10% jitter).
+        backoff: First wait between retries in seconds, doubled on each retry (with up to 10% jitter); a 429 or
+            503 answer's ``Retry-After`` takes its place.
         top_logprobs: Alternatives per position requested for option scoring (TGI allows at most 5).
         option_tokens: Tokens generated for option scoring; enough to spell the longest option.
     """
@@ -87,6 +101,8 @@ class EndpointBackend(DetailedGenerator):
         self.backoff = backoff
         self.top_logprobs = top_logprobs
         self.option_tokens = option_tokens
+        register_secret(api_key)
+        self._api_key = api_key  # hidden in messages even when too short to register (vLLM's placeholder "EMPTY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=timeout,
@@ -205,34 +221,67 @@ class EndpointBackend(DetailedGenerator):
 
         url = self._url(path)
         problem = ""
+        asked: float | None = None  # the wait the last answer's Retry-After asked for
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self._delay(attempt))
+                time.sleep(min(asked, MAX_RETRY_AFTER) if asked is not None else self._delay(attempt))
             try:
                 response = self._client.request(method, url, json=payload)
             except httpx.TransportError as error:
-                problem = f"{type(error).__name__}: {error}"
-                logger.debug("%s %s: %s (attempt %d)", method, url, problem, attempt + 1)
+                problem, asked = f"{type(error).__name__}: {error}", None
+                logger.debug("%s %s: %s (attempt %d)", method, url, self._redact(problem), attempt + 1)
                 continue
             if response.status_code in _RETRIED_STATUSES:
-                problem = f"HTTP {response.status_code}: {_snippet(response.text)}"
-                logger.debug("%s %s: %s (attempt %d)", method, url, problem, attempt + 1)
+                asked = None
+                if response.status_code in _RETRY_AFTER_STATUSES:
+                    asked = retry_after_seconds(response.headers.get("Retry-After"))
+                wait = f"; Retry-After: {asked:g} s" if asked is not None else ""
+                problem = f"HTTP {response.status_code}{wait}: {_snippet(response.text)}"
+                logger.debug("%s %s: %s (attempt %d)", method, url, self._redact(problem), attempt + 1)
                 continue
             if response.status_code >= 400:
-                raise BackendError(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
+                raise BackendError(
+                    self._redact(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
+                )
             try:
                 return response.json()
             except ValueError as error:
                 raise BackendError(
-                    f"{method} {url} answered HTTP {response.status_code} with malformed JSON ({error}): "
-                    f"{_snippet(response.text) or '(empty body)'}"
+                    self._redact(
+                        f"{method} {url} answered HTTP {response.status_code} with malformed JSON ({error}): "
+                        f"{_snippet(response.text) or '(empty body)'}"
+                    )
                 ) from None
-        raise BackendError(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
+        raise BackendError(
+            self._redact(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
+        )
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._api_key])
 
     def _delay(self, attempt: int) -> float:
         with self._jitter_lock:
             jitter = 1 + 0.1 * self._jitter.random()
         return self.backoff * (2 ** (attempt - 1)) * jitter
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` header value asks for, in seconds: a number of seconds, or an HTTP date (the wait
+    until then, 0 when it has passed); ``None`` for a missing or unreadable value."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            until = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if until.tzinfo is None:  # an HTTP date is in GMT, whether or not it says so
+            until = until.replace(tzinfo=timezone.utc)
+        seconds = until.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _snippet(text: str, limit: int = 300) -> str:

@@ -72,6 +72,20 @@ def _unique_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
 
 
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file under ``folder``, then every folder from the deepest up, so that renaming ``folder`` into
+    place publishes contents that are already on disk."""
+    folders = [folder]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            folders.append(path)
+        elif path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for each in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        _fsync_folder(each)
+
+
 def _fsync_folder(folder: Path) -> None:
     try:
         descriptor = os.open(folder, os.O_RDONLY)
@@ -132,11 +146,13 @@ def _weights_stamp(folder: Path) -> str:
 
 
 def save_dataset(dataset, output_dir: str | Path) -> Path:
-    """Save ``dataset`` to ``output_dir/dataset``, replacing an earlier one only once the new one is complete."""
+    """Save ``dataset`` to ``output_dir/dataset``, replacing an earlier one only once the new one is complete and on
+    disk: its files and folders are fsynced before the rename that puts it in place, and the rename after it."""
     target = Path(output_dir) / DATASET_DIR
     staging = _unique_name(target)
     try:
         dataset.save_to_disk(str(staging))
+        _fsync_tree(staging)
         if target.exists():
             logger.debug("replacing the earlier dataset in %s", target)
             shutil.rmtree(target)
@@ -144,6 +160,7 @@ def save_dataset(dataset, output_dir: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _fsync_folder(target.parent)
     return target
 
 

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import pkgutil
+import re
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,8 +20,9 @@ from types import ModuleType
 from typing import Any
 
 from hf_cai import __version__
-from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
+from hf_cai.hub.errors import is_secret_name
 from hf_cai.quiet import known_warnings_ignored
+from hf_cai.redaction import TOKEN_PATTERN
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -192,6 +194,28 @@ QUIET_LOGGERS: tuple[str, ...] = ("bitsandbytes",)
 """Loggers whose warnings the command line hides unless ``--verbose`` (errors still show). bitsandbytes' CPU backend
 warns at import, on every run, that the optional ``kernels`` package for a faster kernel is missing."""
 
+KNOWN_LOG_MESSAGES: tuple[tuple[str, str], ...] = (
+    # Deleting the oldest checkpoint (save_total_limit), transformers orders checkpoints by modification time, and
+    # takes checkpoints written within a second of each other (a short run of a small model) for a filesystem without
+    # reliable times; it then orders them by step, which is right.
+    ("transformers.trainer_utils", r"mtime may not be reliable"),
+)
+"""Log messages of third-party libraries that tell a user of ``hf-cai`` nothing they can act on: ``(logger, regular
+expression matching the start of the message)``. The command line hides them unless ``--verbose``; the other
+messages of those loggers show."""
+
+
+class _DropMessages(logging.Filter):
+    """Drops the log records whose message starts with a match of one of ``patterns``."""
+
+    def __init__(self, patterns: Collection[str]):
+        super().__init__()
+        self.patterns = [re.compile(pattern) for pattern in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(pattern.match(message) for pattern in self.patterns)
+
 
 def _quiet_transformers(module: ModuleType) -> Callable[[], None]:
     """No progress bars of transformers' own (loading weights); the Hub's download bars and the trainers' bar stay.
@@ -269,8 +293,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 def quiet_third_party(verbose: bool = False) -> Iterator[None]:
     """The command line's output while a command runs: log lines written above progress bars rather than through
     them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
-    :data:`~hf_cai.quiet.KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
-    datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used from Python is not quieted.
+    :data:`~hf_cai.quiet.KNOWN_WARNINGS` and :data:`KNOWN_LOG_MESSAGES`, warnings of the :data:`QUIET_LOGGERS`,
+    datasets' log warnings, transformers' and datasets' own progress bars (:data:`QUIETERS`). All is restored on exit:
+    hf_cai used from Python is quieted only where its own calls make the noise (:mod:`hf_cai.quiet`).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -291,6 +316,12 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
             levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.ERROR)
+            filters = {
+                name: _DropMessages([pattern for logger, pattern in KNOWN_LOG_MESSAGES if logger == name])
+                for name in {logger for logger, _ in KNOWN_LOG_MESSAGES}
+            }
+            for name, dropper in filters.items():
+                logging.getLogger(name).addFilter(dropper)
             sys.meta_path.insert(0, hook)
             try:
                 yield
@@ -300,6 +331,8 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
                     restore()
                 for name, level in levels.items():
                     logging.getLogger(name).setLevel(level)
+                for name, dropper in filters.items():
+                    logging.getLogger(name).removeFilter(dropper)
 
 
 class StoryFormatter(logging.Formatter):

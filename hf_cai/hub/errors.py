@@ -1,18 +1,18 @@
 """Errors of the Hub layer, and turning the Hub's HTTP failures into messages that say what to do.
 
-Every message that leaves this package passes through :func:`redact`, so a token never ends up in a log line or an
-exception text, whatever the server or a library put in its own message.
+Every message that leaves this package passes through :func:`~hf_cai.redaction.redact`, so a token (or another
+registered secret, such as an endpoint's API key) never ends up in a log line or an exception text, whatever the
+server or a library put in its own message.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
-"""What a Hugging Face access token looks like: ``hf_`` and at least 30 letters and digits."""
+from hf_cai.redaction import redact
 
 _SECRET_NAME = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|apikey|password|secret)$", re.IGNORECASE)
 _TOKENIZER_TOKENS = {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}
@@ -35,14 +35,6 @@ class PublishError(HubError):
 
 class ModelCardError(ValueError):
     """A model or dataset card could not be built (bad metadata value, broken template, unreadable training record)."""
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with the given secrets and anything shaped like a Hugging Face token replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return TOKEN_PATTERN.sub("***", text)
 
 
 def describe_hub_failure(error: Exception, *, action: str, token: str | None) -> str:

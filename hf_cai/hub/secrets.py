@@ -1,10 +1,11 @@
-"""Refusing to publish a file that holds an access token.
+"""Refusing to publish a file that holds an access token or another secret in use.
 
 Every file of a publication is read before anything is sent to the Hub: parquet files cell by cell (their pages are
 compressed, so their bytes would hide a token), safetensors files by their JSON header (the rest is numbers), zip
-archives such as wheels member by member, and every other file whole. A string shaped like a Hugging Face token, or
-the token used for the publication whatever its shape, stops the publication. The error names the file and where in
-it the token is, never the token.
+archives such as wheels member by member, and every other file whole. A string shaped like a Hugging Face token, the
+token used for the publication whatever its shape, or a secret registered in this process (an endpoint's API key,
+see :mod:`hf_cai.redaction`) stops the publication. The error names the file and where in it the secret is, never
+the secret.
 """
 
 from __future__ import annotations
@@ -16,41 +17,55 @@ import zipfile
 from collections.abc import Iterable, Iterator
 
 from hf_cai.hub.commit import UploadFile
-from hf_cai.hub.errors import TOKEN_PATTERN, PublishError
+from hf_cai.hub.errors import PublishError
+from hf_cai.redaction import TOKEN_PATTERN, registered_secrets
 
 _TOKEN_BYTES = re.compile(TOKEN_PATTERN.pattern.encode())
 
 
 def check_no_secrets(files: Iterable[UploadFile], token: str | None) -> None:
-    """Raise :class:`PublishError` naming the first file of ``files`` that contains a token; return if none does."""
+    """Raise :class:`PublishError` naming the first file of ``files`` that contains a token or a registered secret;
+    return if none does."""
+    others = sorted(registered_secrets() - {token})
     for file in files:
-        place = _secret_location(file, token)
-        if place is not None:
+        found = _secret_location(file, token, others)
+        if found is not None:
+            place, what = found
             raise PublishError(
-                f"{file.path_in_repo}{place} contains a Hugging Face access token; remove it and publish again "
-                "(the token is not shown here). Nothing was uploaded."
+                f"{file.path_in_repo}{place} contains {what}; remove it and publish again (the secret is not shown "
+                "here). Nothing was uploaded."
             )
 
 
-def _secret_location(file: UploadFile, token: str | None) -> str | None:
-    """``""`` (the whole file), `` (column 'x')`` or `` (member 'y')`` when ``file`` holds a token; ``None`` if not."""
+_HUB_TOKEN = "a Hugging Face access token"
+_OTHER_SECRET = "an API key in use by this process (such as the endpoint's)"
+
+
+def _secret_location(file: UploadFile, token: str | None, others: list[str]) -> tuple[str, str] | None:
+    """Where ``file`` holds a secret (``""``: the file, `` (column 'x')`` or `` (member 'y')``) and what kind;
+    ``None`` if it holds none."""
     name = file.path_in_repo
     if name.endswith(".parquet"):
-        return _parquet_column_with_secret(file, token)
+        return _parquet_column_with_secret(file, token, others)
     if name.endswith(".safetensors"):
-        return "" if _has_secret(_safetensors_header(file), token) else None
+        what = _secret_in(_safetensors_header(file), token, others)
+        return ("", what) if what else None
     data = file.read()
     if name.endswith((".whl", ".zip")):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for member in archive.namelist():
-                if _has_secret(archive.read(member), token):
-                    return f" (member '{member}')"
+                what = _secret_in(archive.read(member), token, others)
+                if what:
+                    return f" (member '{member}')", what
         return None
-    return "" if _has_secret(data, token) else None
+    what = _secret_in(data, token, others)
+    return ("", what) if what else None
 
 
-def _has_secret(data: bytes, token: str | None) -> bool:
-    return bool(_TOKEN_BYTES.search(data)) or bool(token and token.encode() in data)
+def _secret_in(data: bytes, token: str | None, others: list[str]) -> str | None:
+    if _TOKEN_BYTES.search(data) or (token and token.encode() in data):
+        return _HUB_TOKEN
+    return _OTHER_SECRET if any(secret.encode() in data for secret in others) else None
 
 
 def _safetensors_header(file: UploadFile) -> bytes:
@@ -63,7 +78,7 @@ def _safetensors_header(file: UploadFile) -> bytes:
         return handle.read(struct.unpack("<Q", size)[0])
 
 
-def _parquet_column_with_secret(file: UploadFile, token: str | None) -> str | None:
+def _parquet_column_with_secret(file: UploadFile, token: str | None, others: list[str]) -> tuple[str, str] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -76,7 +91,9 @@ def _parquet_column_with_secret(file: UploadFile, token: str | None) -> str | No
                 continue
             found = pc.any(pc.match_substring_regex(strings, pattern=TOKEN_PATTERN.pattern)).as_py()
             if found or (token and pc.any(pc.match_substring(strings, pattern=token)).as_py()):
-                return f" (column '{path}')"
+                return f" (column '{path}')", _HUB_TOKEN
+            if any(pc.any(pc.match_substring(strings, pattern=secret)).as_py() for secret in others):
+                return f" (column '{path}')", _OTHER_SECRET
     return None
 
 

@@ -26,6 +26,7 @@ from hf_cai.hub.errors import PublishError
 DISTRIBUTION = "hf-cai"
 _EPOCH = 315532800  # 1980-01-01, the earliest time a zip archive can hold
 _NOT_PACKED = ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")
+_SETUPTOOLS_MAJOR = 77  # the first setuptools that reads pyproject.toml's SPDX `license` string
 
 
 def build_hf_cai_wheel(directory: str | Path) -> Path:
@@ -67,6 +68,16 @@ def _installed_distribution(package: Path) -> metadata.Distribution:
 
 
 def _build_from_source(source: Path, directory: Path) -> Path:
+    try:
+        installed = f"setuptools {metadata.version('setuptools')}"
+    except metadata.PackageNotFoundError:
+        installed = "no setuptools"
+    major = installed.removeprefix("setuptools ").split(".")[0]
+    if not major.isdigit() or int(major) < _SETUPTOOLS_MAJOR:
+        raise PublishError(
+            f"building the hf_cai wheel from {source} needs setuptools>={_SETUPTOOLS_MAJOR} (as its pyproject.toml "
+            f"says) and this environment has {installed}: run `pip install 'setuptools>={_SETUPTOOLS_MAJOR}'`"
+        )
     environment = {**os.environ, "SOURCE_DATE_EPOCH": str(_EPOCH)}
     with tempfile.TemporaryDirectory(prefix="hf-cai-wheel-") as staging:
         sdist = _run(

@@ -7,6 +7,7 @@ base model, where the outputs of the stages before it are.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from hf_cai.gguf import embedded_model, hub_id_of, resolve_model
 from hf_cai.pipeline.errors import PipelineError
 from hf_cai.pipeline.manifest import MANIFEST_FILE, Manifest
 from hf_cai.pipeline.recipe import TINY_MODEL, RecipeConfig
+from hf_cai.redaction import register_secret
 
 
 @dataclass
@@ -37,6 +39,14 @@ class RunContext:
         self.run_dir = Path(recipe.run_dir)
         self.manifest = Manifest(self.run_dir / MANIFEST_FILE)
         self._constitution: Constitution | None = None
+        # From the start, not when an endpoint is first asked: a run whose endpoint stages are done still publishes.
+        register_secret(self.endpoint_api_key())
+
+    def endpoint_api_key(self) -> str | None:
+        """The endpoints' API key: the value of the environment variable ``endpoint_api_key_env`` names, registered
+        as a secret (:mod:`hf_cai.redaction`), so that no message or publication of the run holds it."""
+        variable = self.recipe.endpoint_api_key_env
+        return os.environ.get(variable) if variable else None
 
     @property
     def constitution(self) -> Constitution:

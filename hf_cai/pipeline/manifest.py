@@ -1,5 +1,6 @@
 """The record of a run: ``manifest.json`` (the index of the run) and ``stage.json`` in each stage folder, with the
-hashes that tell whether a stage's outputs are still the ones it recorded.
+hashes (and the files' sizes and times, to check them cheaply) that tell whether a stage's outputs are still the ones it
+recorded.
 
 Both files are written atomically; a manifest that cannot be read is rebuilt from the ``stage.json`` files, each
 checked against the outputs it names.
@@ -32,17 +33,18 @@ def hash_data(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def hash_path(path: Path, *, exclude: Sequence[str] = ("checkpoint-", "cache-")) -> str:
-    """sha256 over the relative names and contents of the files under ``path``, leaving out training checkpoints
-    and the ``cache-*.arrow`` files that ``datasets`` adds beside a saved dataset when a later stage reads it."""
+_NOT_HASHED = ("checkpoint-", "cache-")
+"""Output entries left out of the hash: training checkpoints, and the ``cache-*.arrow`` files that ``datasets`` adds
+beside a saved dataset when a later stage reads it."""
+
+
+def hash_path(path: Path, *, exclude: Sequence[str] = _NOT_HASHED) -> str:
+    """sha256 over the relative names and contents of the files under ``path`` (``path`` itself when it is a file),
+    leaving out the entries whose names start with one of ``exclude``."""
     digest = hashlib.sha256()
     if not path.exists():
         return ""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        relative = file.relative_to(path).as_posix() if path.is_dir() else file.name
-        if any(part.startswith(tuple(exclude)) for part in Path(relative).parts):
-            continue
+    for relative, file in _hashed_files(path, exclude):
         digest.update(relative.encode() + b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -50,9 +52,20 @@ def hash_path(path: Path, *, exclude: Sequence[str] = ("checkpoint-", "cache-"))
     return digest.hexdigest()
 
 
+def _hashed_files(path: Path, exclude: Sequence[str] = _NOT_HASHED) -> list[tuple[str, Path]]:
+    """The files :func:`hash_path` reads under ``path``, each with the name it hashes, in the order it reads them."""
+    if path.is_file():
+        files = [(path.name, path)]
+    elif path.is_dir():
+        files = [(file.relative_to(path).as_posix(), file) for file in sorted(path.rglob("*")) if file.is_file()]
+    else:
+        return []
+    return [(name, file) for name, file in files if not any(part.startswith(tuple(exclude)) for part in name.split("/"))]
+
+
 class Manifest:
     """``manifest.json`` of a run: the run's facts and, per stage, the record its ``stage.json`` also holds (status,
-    fingerprint and what it was computed from, outputs, output hash, figures, timing).
+    fingerprint and what it was computed from, outputs, output hash and files, figures, timing).
 
     Written atomically (unique temporary file, fsync, rename). A manifest that cannot be read is rebuilt from the
     stage folders: a stage counts as done only when its recorded outputs still hash to the recorded value, and one
@@ -117,7 +130,7 @@ class Manifest:
                     f"which settings made it (a run directory of an older hf_cai?). Set run_dir to a new folder, or "
                     f"delete {folder} so that the stage runs again."
                 )
-            if record.get("status") == "done" and not _outputs_intact(run_dir, record):
+            if record.get("status") == "done" and changed_outputs(run_dir, record):
                 record["status"] = "running"  # its outputs changed since: resume it with what is there
             stages[name] = record
         kept = self.path.with_name(f"{self.path.stem}.unreadable-{int(time.time())}.json")
@@ -150,16 +163,48 @@ def write_stage_record(folder: Path, record: Mapping[str, Any]) -> None:
     atomic_write_text(folder / STAGE_FILE, json.dumps({"format": MANIFEST_FORMAT, **record}, indent=2) + "\n")
 
 
-def _outputs_intact(run_dir: Path, record: Mapping[str, Any]) -> bool:
-    outputs = record.get("outputs") or {}
-    return all((run_dir / v).exists() for v in outputs.values()) and record.get("output_hash") == outputs_hash(
-        run_dir, outputs
-    )
-
-
 def outputs_hash(run_dir: Path, outputs: Mapping[str, str]) -> str:
     """Hash of a stage's outputs (paths relative to ``run_dir``), as recorded in its ``output_hash``."""
     return hash_data({k: hash_path(run_dir / v) for k, v in sorted(outputs.items())})
+
+
+def output_files(run_dir: Path, outputs: Mapping[str, str]) -> dict[str, list[int]]:
+    """``[size, modification time in ns]`` of each file that :func:`outputs_hash` reads, by its path relative to
+    ``run_dir``, as recorded in a stage's ``output_files``: what tells cheaply whether the outputs may have changed."""
+    files = {}
+    for output in sorted(set(outputs.values())):
+        for _, file in _hashed_files(run_dir / output):
+            stat = file.stat()
+            files[file.relative_to(run_dir).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return files
+
+
+def changed_outputs(run_dir: Path, record: dict[str, Any], *, limit: int = 6) -> str:
+    """What changed in a finished stage's outputs since it recorded them (``""``: nothing).
+
+    The sizes and modification times of the files are compared with the record's ``output_files``; only when they
+    differ are the outputs hashed again. Files that were only touched or copied (same content, so the same
+    ``output_hash``) are not a change: the record takes their new sizes and times.
+    """
+    outputs = record.get("outputs") or {}
+    missing = sorted(output for output in set(outputs.values()) if not (run_dir / output).exists())
+    if missing:
+        return ", ".join(f"{output} (missing)" for output in missing)
+    recorded, current = record.get("output_files"), output_files(run_dir, outputs)
+    if current == recorded:
+        return ""
+    if outputs_hash(run_dir, outputs) == record.get("output_hash"):
+        record["output_files"] = current
+        return ""
+    if recorded is None:  # recorded before hf_cai kept the files' sizes and times
+        return f"{', '.join(sorted(set(outputs.values())))} no longer hash to the recorded output_hash"
+    changes = [
+        f"{name} ({'missing' if name not in current else 'new' if name not in recorded else 'rewritten'})"
+        for name in sorted(recorded.keys() | current.keys())
+        if recorded.get(name) != current.get(name)
+    ]
+    more = f" and {len(changes) - limit} more" if len(changes) > limit else ""
+    return ", ".join(changes[:limit]) + more
 
 
 def recorded_run(run_dir: str | Path) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
+from hf_cai.hub.errors import is_secret_name
 from hf_cai.pipeline.errors import RecipeError
+from hf_cai.redaction import TOKEN_PATTERN
 
 SHARED_TRAINING_STAGES = ("sl_data", "sft", "pref_data")
 """The stages every recipe trains with, before the stages of its ``rl_method``."""
@@ -83,7 +84,7 @@ class RecipeConfig:
 
     Per-stage sections (``sl_data``, ``sft``, ``pref_data``, ``dpo``, ``reward``, ``grpo``, ``eval``, ``publish``,
     ``space``) hold the fields of that stage's config class (``CritiqueRevisionConfig``, ``CAISFTConfig``,
-    ``AIFeedbackConfig``, ``CAIDPOConfig``, ``CAIRewardConfig``, TRL's ``GRPOConfig``, ``EvaluationConfig``, and the
+    ``AIFeedbackConfig``, ``CAIDPOConfig``, ``CAIRewardConfig``, ``CAIGRPOConfig``, ``EvaluationConfig``, and the
     keyword arguments of ``hf_cai.hub.publish`` / ``create_space``). Two sections hold checks of the data rather than
     a stage's settings: ``sl_quality`` (``QualityGateConfig``: the quality gates the ``sl_data`` stage runs on the
     SL-CAI rows, and which of them ``sft`` trains on) and ``judge_check`` (``JudgeCheckConfig``: how ``pref_data``
@@ -326,13 +327,11 @@ def _dataclass_fields(cls) -> set[str]:
 
 def section_classes() -> dict[str, type | dict[str, str]]:
     """Each recipe section's config class, or for the sections without one, ``{key: meaning}``."""
-    from trl import GRPOConfig
-
     from hf_cai.builders import AIFeedbackConfig, CritiqueRevisionConfig
     from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation import EvaluationConfig
-    from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
+    from hf_cai.trainers import CAIDPOConfig, CAIGRPOConfig, CAIRewardConfig, CAISFTConfig
 
     return {
         "sl_data": CritiqueRevisionConfig,
@@ -342,7 +341,7 @@ def section_classes() -> dict[str, type | dict[str, str]]:
         "judge_check": JudgeCheckConfig,
         "dpo": CAIDPOConfig,
         "reward": CAIRewardConfig,
-        "grpo": GRPOConfig,
+        "grpo": CAIGRPOConfig,
         "eval": EvaluationConfig,
         "card": {"license": "License of the model card (default: the base model's, when known)."},
         "publish": {

@@ -1,9 +1,11 @@
 """The run loop: each stage of a recipe in order, skipped, resumed or run again as its fingerprint asks.
 
 Each stage writes into ``run_dir/<stage>/`` and records its status, a fingerprint of everything its output depends on,
-a hash of its outputs and its timing in ``run_dir/<stage>/stage.json`` and in ``run_dir/manifest.json``. A stage
-folder's other contents (checkpoints, ``final/``, results) are kept when they were made with the same fingerprint;
-anything deleted is named in a warning first.
+a hash of its outputs (with the sizes and modification times of their files) and its timing in
+``run_dir/<stage>/stage.json`` and in ``run_dir/manifest.json``. A finished stage is skipped only while its outputs are
+the ones it recorded; one whose output files were changed or deleted since runs again, and the stages after it follow
+when its new outputs differ. A stage folder's other contents (checkpoints, ``final/``, results) are kept when they
+were made with the same fingerprint; anything deleted is named in a warning first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from hf_cai.builders.sharding import FINGERPRINT_FILE, SHARDS_DIR, atomic_write_
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.errors import PipelineError, RecipeError
 from hf_cai.pipeline.fingerprint import fingerprint_inputs
-from hf_cai.pipeline.manifest import STAGE_FILE, hash_data, outputs_hash, read_stage_record, write_stage_record
+from hf_cai.pipeline.manifest import (
+    STAGE_FILE,
+    changed_outputs,
+    hash_data,
+    output_files,
+    outputs_hash,
+    read_stage_record,
+    write_stage_record,
+)
 from hf_cai.pipeline.recipe import RecipeConfig, check_no_secrets
 from hf_cai.pipeline.stages import STAGE_FUNCTIONS
 
@@ -117,12 +127,21 @@ class Pipeline(RunContext):
         record = self.manifest.stage(stage)
         inputs = self.fingerprint_inputs(stage)
         fingerprint = hash_data(inputs)
-        if record.get("status") == "done" and record.get("fingerprint") == fingerprint and not force:
-            logger.info("stage %s: up to date, skipped", stage)
-            return StageResult(
-                outputs=record.get("outputs", {}), metrics=record.get("metrics", {}), notes=record.get("notes", [])
-            )
         directory = self.stage_dir(stage)
+        if record.get("status") == "done" and record.get("fingerprint") == fingerprint and not force:
+            stamps = record.get("output_files")
+            changes = changed_outputs(self.run_dir, record)
+            if not changes:
+                if record.get("output_files") != stamps:  # touched or copied, same content: keep the new times
+                    write_stage_record(directory, record)
+                    self.manifest.save()
+                logger.info("stage %s: up to date, skipped", stage)
+                return StageResult(
+                    outputs=record.get("outputs", {}), metrics=record.get("metrics", {}), notes=record.get("notes", [])
+                )
+            # Running it again beats failing: the stage remakes them from its shards or checkpoints, and the stages
+            # computed from the recorded outputs stay up to date when they come out the same.
+            logger.warning("stage %s: its outputs changed since it finished: %s; running it again", stage, changes)
         if record.get("fingerprint") not in (None, fingerprint):
             changes = describe_changes(record["inputs"], inputs) if "inputs" in record else "its fingerprint changed"
             logger.info("stage %s: %s; running it again", stage, changes)
@@ -157,6 +176,7 @@ class Pipeline(RunContext):
                 "outputs": result.outputs,
                 "metrics": result.metrics,
                 "notes": result.notes,
+                "output_files": output_files(self.run_dir, result.outputs),
                 "output_hash": outputs_hash(self.run_dir, result.outputs),
             }
         )

@@ -3,7 +3,8 @@
 ``CAISFTTrainer`` / ``CAIDPOTrainer`` / ``CAIRewardTrainer`` subclass TRL's ``SFTTrainer`` / ``DPOTrainer`` /
 ``RewardTrainer`` and take the same arguments (plus an optional ``constitution=``); their configs subclass TRL's and
 only add fields. :class:`ConstitutionalReward` is a TRL reward function for ``GRPOTrainer``, ``RLOOTrainer`` and
-``OnlineDPOTrainer``. QLoRA presets live in :mod:`hf_cai.trainers.qlora`.
+``OnlineDPOTrainer``, and ``CAIGRPOConfig`` gives ``GRPOTrainer`` the QLoRA profile's settings. QLoRA presets live in
+:mod:`hf_cai.trainers.qlora`.
 
 What a trainer output folder holds
 ----------------------------------
@@ -60,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "CAIDPOTrainer": "hf_cai.trainers.dpo",
     "CAIRewardConfig": "hf_cai.trainers.reward",
     "CAIRewardTrainer": "hf_cai.trainers.reward",
+    "CAIGRPOConfig": "hf_cai.trainers.grpo",
     "ConstitutionalReward": "hf_cai.trainers.rewards",
     "QLoRAProfile": "hf_cai.trainers.qlora",
     "QLORA_PROFILES": "hf_cai.trainers.qlora",

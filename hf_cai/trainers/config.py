@@ -33,9 +33,9 @@ class CAIConfigMixin:
             ``constitution.yaml`` with every checkpoint. The trainer's ``constitution=`` argument takes precedence.
         qlora_profile (`str`, *optional*):
             ``"8gb"``, ``"12gb"``, ``"16gb"``, ``"24gb"`` or ``"cpu"``: fills the settings not given explicitly
-            (memory-related ones, the stage's LoRA learning rate, precision, a checkpoint every tenth of the run),
-            loads a model given by name in 4-bit and adds the profile's LoRA adapter. A saved adapter given by name
-            is trained further instead.
+            (memory-related ones, the stage's LoRA learning rate, precision, a checkpoint every tenth of the run,
+            the two newest checkpoints kept), loads a model given by name in 4-bit and adds the profile's LoRA
+            adapter. A saved adapter given by name is trained further instead.
         load_in_4bit (`bool`, *optional*):
             With a profile, whether a model loaded by name is quantised to 4-bit NF4. ``None``: as the profile says.
     """
@@ -57,10 +57,10 @@ class CAIConfigMixin:
         metadata={
             "help": "Memory profile for QLoRA training: `8gb`, `12gb`, `16gb`, `24gb` or `cpu` (see "
             "`hf_cai.trainers.qlora`). It fills the learning rate, batch size, gradient accumulation, max length, "
-            "optimizer, precision, gradient checkpointing and checkpoint interval settings the config was not given "
-            "explicitly; a model given by name is loaded in 4-bit NF4 (see `load_in_4bit`), and the profile's LoRA "
-            "adapter is used unless `peft_config` is passed or the model is a saved adapter. `None` trains exactly "
-            "as TRL does.",
+            "optimizer, precision, gradient checkpointing, checkpoint interval and checkpoints kept (the newest two) "
+            "settings the config was not given explicitly; a model given by name is loaded in 4-bit NF4 (see "
+            "`load_in_4bit`), and the profile's LoRA adapter is used unless `peft_config` is passed or the model is a "
+            "saved adapter. `None` trains exactly as TRL does.",
             "choices": list(QLORA_PROFILES),
         },
     )

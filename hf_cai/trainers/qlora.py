@@ -36,8 +36,8 @@ from hf_cai.modeling import (
 
 logger = logging.getLogger(__name__)
 
-TrainingStage = Literal["sft", "dpo", "reward"]
-"""A training stage: supervised (SL-CAI), DPO or reward modelling (RL-CAI); each has its own profile settings."""
+TrainingStage = Literal["sft", "dpo", "reward", "grpo"]
+"""A training stage: supervised (SL-CAI), DPO, reward modelling or GRPO (RL-CAI); each has its own profile settings."""
 ModelTask = Literal["causal-lm", "sequence-classification"]
 
 _PREFERENCE_STAGES = ("dpo", "reward")
@@ -51,6 +51,9 @@ LORA_LEARNING_RATES: dict[str, float] = {
     "dpo": 5e-6,
     # TRL's reward-modelling example: 1e-4 with LoRA against 1e-5 for full training (also RewardConfig's default).
     "reward": 1e-4,
+    # TRL's reproduction of "LoRA Without Regret" (Schulman et al. 2025): GRPO at 1e-5 with LoRA against 1e-6 for full
+    # training (also GRPOConfig's default).
+    "grpo": 1e-5,
 }
 """The learning rate a profile gives each stage when the user sets none: values published for LoRA / QLoRA training
 of 7B-scale models, which train an adapter rather than the full weights."""
@@ -58,6 +61,11 @@ of 7B-scale models, which train an adapter rather than the full weights."""
 CHECKPOINT_FRACTION = 0.1
 """A profile checkpoints every tenth of the run (when the user sets no ``save_steps``), so short runs leave
 checkpoints to resume from; TRL's fixed 500 steps would save none in a run shorter than that."""
+
+CHECKPOINTS_KEPT = 2
+"""A profile keeps the two newest checkpoints (``save_total_limit``, when the user sets none) instead of every one
+with its optimizer state. Two, because resuming needs the one before the newest: when a kill cuts the newest short,
+and when the newest holds the last step (see ``hf_cai.pipeline.stages.training``)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,9 @@ class QLoRAProfile:
             only with FlashAttention 2, so it is applied only on a CUDA GPU with ``flash-attn`` installed.
 
     Every profile also sets the stage's LoRA learning rate (:data:`LORA_LEARNING_RATES`), mixed precision matching
-    :func:`hf_cai.modeling.compute_dtype` and, from the run's length, ``save_steps`` (:func:`checkpoint_steps`).
+    :func:`hf_cai.modeling.compute_dtype`, how many checkpoints are kept (:data:`CHECKPOINTS_KEPT`) and, from the
+    run's length, ``save_steps`` (:func:`checkpoint_steps`). GRPO takes SFT's batch split (one completion is one
+    sequence), with the accumulation raised where needed so that a step holds whole groups of ``num_generations``.
     """
 
     name: str
@@ -119,9 +129,11 @@ class QLoRAProfile:
             "gradient_accumulation_steps": accumulation,
             "gradient_checkpointing": self.gradient_checkpointing,
             "optim": self.optim if torch.cuda.is_available() else "adamw_torch",
-            "max_length": self.max_length,
+            "save_total_limit": CHECKPOINTS_KEPT,
             **precision_arguments(),
         }
+        if stage != "grpo":  # GRPO bounds what it generates with its own max_completion_length
+            settings["max_length"] = self.max_length
         if stage == "sft":
             settings["padding_free"] = self.padding_free and flash_attention_available()
         return settings
@@ -383,8 +395,9 @@ def apply_profile_defaults(
 
     ``explicit`` holds the fields the user set (whatever their value: setting TRL's default is a choice too). Besides
     :meth:`QLoRAProfile.training_arguments`, ``save_steps`` is sized to the run (:func:`checkpoint_steps`) unless
-    ``load_best_model_at_end`` ties it to ``eval_steps``, and ``use_cpu`` is set when bfloat16 is to run without a
-    bfloat16 GPU (``TrainingArguments`` refuses that otherwise). Returns the names of the fields that were changed.
+    ``load_best_model_at_end`` ties it to ``eval_steps``, GRPO's accumulation is fitted to ``num_generations``
+    (:func:`_whole_groups_accumulation`), and ``use_cpu`` is set when bfloat16 is to run without a bfloat16 GPU
+    (``TrainingArguments`` refuses that otherwise). Returns the names of the fields that were changed.
     """
     from transformers.utils import is_torch_bf16_gpu_available
 
@@ -392,6 +405,9 @@ def apply_profile_defaults(
     settings = profile.training_arguments(stage)
     if not getattr(config, "load_best_model_at_end", False):
         settings["save_steps"] = checkpoint_steps(getattr(config, "max_steps", -1))
+    batch_fields = ("gradient_accumulation_steps", "generation_batch_size", "steps_per_generation")
+    if stage == "grpo" and not any(name in explicit for name in batch_fields):
+        settings["gradient_accumulation_steps"] = _whole_groups_accumulation(config, settings, explicit)
     applied = []
     for name, value in settings.items():
         if name not in explicit and hasattr(config, name) and getattr(config, name) != value:
@@ -407,3 +423,17 @@ def apply_profile_defaults(
             ", ".join(f"{name}={getattr(config, name)!r}" for name in applied),
         )
     return applied
+
+
+def _whole_groups_accumulation(config: Any, settings: dict[str, Any], explicit: Collection[str]) -> int:
+    """The profile's accumulation for GRPO, raised until a step's completions (per-device batch x accumulation)
+    hold whole groups of ``num_generations``: GRPO compares the completions of one prompt with each other, and
+    ``GRPOConfig`` refuses a generation batch that splits a group."""
+    batch = config.per_device_train_batch_size if "per_device_train_batch_size" in explicit else (
+        settings["per_device_train_batch_size"]
+    )
+    generations = getattr(config, "num_generations", None) or 1
+    accumulation = settings["gradient_accumulation_steps"]
+    while (batch * accumulation) % generations:
+        accumulation += 1
+    return accumulation

@@ -3,7 +3,6 @@ the base model with a trained adapter, and the judge that gives AI feedback."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hf_cai.gguf import resolve_model
@@ -41,8 +40,7 @@ def feedback_backend(context: RunContext, base):
 def _endpoint_backend(context: RunContext, url: str, model: str):
     from hf_cai.backends import EndpointBackend
 
-    variable = context.recipe.endpoint_api_key_env
-    return EndpointBackend(url, model, api_key=os.environ.get(variable) if variable else None)
+    return EndpointBackend(url, model, api_key=context.endpoint_api_key())
 
 
 def _local_backend(context: RunContext, model: str, *, adapter: Path | None = None):

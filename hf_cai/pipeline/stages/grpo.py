@@ -8,18 +8,24 @@ from pathlib import Path
 from hf_cai.artifact_files import TRAINING_RECORD
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.stages.prompts import training_prompts
-from hf_cai.pipeline.stages.training import FINAL, policy_for_preference_training, train, trained_model_result
+from hf_cai.pipeline.stages.training import (
+    FINAL,
+    policy_for_preference_training,
+    train,
+    trained_model_result,
+    training_args,
+)
 
 
 def run_grpo(context: RunContext, directory: Path) -> StageResult:
-    """GRPO of the SFT adapter with the trained preference model as ``ConstitutionalReward``."""
+    """GRPO of the SFT adapter with the trained preference model as ``ConstitutionalReward``, with the run's QLoRA
+    profile filling the settings the recipe's ``grpo`` section does not give, as for the other training stages."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from hf_cai.modeling import load_tokenizer
-    from hf_cai.trainers import ConstitutionalReward
+    from hf_cai.trainers import CAIGRPOConfig, ConstitutionalReward
     from hf_cai.trainers.artifacts import training_record, write_training_artifacts
-    from hf_cai.trainers.qlora import precision_arguments
 
     prompts = [{"prompt": conversation} for conversation in training_prompts(context)]
     reward_dir = context.output("reward", "model")
@@ -30,22 +36,10 @@ def run_grpo(context: RunContext, directory: Path) -> StageResult:
         load_in_4bit=trained.get("quantization") is not None,
         max_length=trained.get("hyperparameters", {}).get("max_length") or 1024,
     )
-    precision = precision_arguments()
-    settings = {
-        "output_dir": str(directory),
-        "seed": context.recipe.seed,
-        "report_to": "none",
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        **precision,
-        # TrainingArguments accepts bf16 without a bf16 GPU only when told to train on the CPU.
-        **({"use_cpu": True} if precision["bf16"] and not _cuda_bf16() else {}),
-        **context.recipe.grpo,
-    }
     trainer = GRPOTrainer(
         model=policy_for_preference_training(context, context.qlora_profile()),
         reward_funcs=[reward],
-        args=GRPOConfig(**settings),
+        args=training_args(CAIGRPOConfig, context, directory, context.recipe.grpo),
         train_dataset=Dataset.from_list(prompts),
         processing_class=load_tokenizer(context.output("sft", "model")),
     )
@@ -58,9 +52,3 @@ def run_grpo(context: RunContext, directory: Path) -> StageResult:
     )
     write_training_artifacts(directory / FINAL, context.constitution, record)
     return trained_model_result(context, directory, metrics)
-
-
-def _cuda_bf16() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -424,8 +424,9 @@ def _log_quality(report: SLQualityReport, backend: GenerationBackend) -> None:
         writer = f"the model that wrote them ({model})" if model else "the model that wrote them"
         logger.warning(
             "only %d of %d SL-CAI rows (%.0f%%) passed the quality gates, less than min_kept_share %.0f%%: %s is "
-            "likely not up to critiquing and revising its own replies. CAISFTTrainer will refuse to train on these "
-            "rows; generate them with a larger or stronger instruct model (see the dataset's quality.json)",
+            "likely not up to critiquing and revising its own replies. CAISFTTrainer refuses to train on so few kept "
+            "rows unless its own min_kept_share is lowered; generate them with a larger or stronger instruct model "
+            "(see the dataset's quality.json)",
             sft.kept,
             sft.total,
             100 * sft.kept_share,

@@ -69,13 +69,13 @@ dpo.save_model(f"{out}/dpo/final")
 # --8<-- [end:tour]
 
 # --8<-- [start:evaluate]
-# 5. Evaluate: both models loaded alike (4-bit), on held-out harmful and benign requests; the base model judges.
-#    The report prints every figure with its interval, the verdicts, and the judge's accuracy with its warning.
+# 5. Evaluate: both models loaded alike (4-bit), on held-out harmful and benign requests; the base model judges,
+#    its accuracy as measured before labelling. The report (logged when done; print(report) shows it again) gives
+#    every figure with its interval, the verdicts, and beside each judged figure the judge's warning.
 cai = TransformersBackend(model_id, adapter=f"{out}/dpo/final", load_in_4bit=True)
-eval_config = EvaluationConfig(max_prompts=8, max_new_tokens=48, principle_audit=False, judge_few_shot=False,
-                               judge_quality_items=24) if cpu else EvaluationConfig()
-report = evaluate_models(base, cai, base, constitution, eval_config)
-print(report)
+eval_config = EvaluationConfig(max_prompts=8, max_new_tokens=48, principle_audit=False,
+                               judge_few_shot=False) if cpu else EvaluationConfig()
+report = evaluate_models(base, cai, base, constitution, eval_config, judge_quality=prefs.judge_quality)
 report.save(f"{out}/eval")                                 # results.json + chart.png
 
 # 6. The repository, written to a folder (publish(...) with the same arguments pushes it to the Hub, HF_TOKEN set):

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
+from hf_cai.gguf import hub_id_of
 from hf_cai.modeling import is_peft_adapter, keep_4bit_weights_differentiable
 from hf_cai.quiet import known_warnings_ignored
 from hf_cai.trainers.artifacts import name_adapter_base_by_hub_id, training_record, write_training_artifacts
@@ -176,6 +177,7 @@ class CAITrainerMixin:
             )
         self._cai_trainable_dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
         if isinstance(model, PeftModel):
+            name_loaded_base(model)
             adapter_tag = "qlora" if getattr(model, "is_loaded_in_4bit", False) else "lora"
             self._tag_names = [*type(self)._tag_names, adapter_tag]
             model.add_model_tags([adapter_tag])
@@ -285,6 +287,21 @@ def initial_adapter(model: Any) -> str | None:
     from peft import PeftModel
 
     return LOADED_PEFT_MODEL if isinstance(model, PeftModel) else None
+
+
+def name_loaded_base(model: Any) -> None:
+    """Make the adapters of a PEFT ``model`` name the folder their base weights were loaded from while it trains.
+
+    A saved adapter names its base by Hub id (see ``name_adapter_base_by_hub_id``); loaded again onto the converted
+    GGUF weights it was trained on, PEFT would look that Hub id up on every save (a warning offline). On disk the Hub
+    id is written back after each save."""
+    loaded = getattr(model.get_base_model().config, "name_or_path", None)
+    hub_id = hub_id_of(loaded) if loaded else None
+    if not hub_id:
+        return
+    for config in model.peft_config.values():
+        if config.base_model_name_or_path == hub_id:
+            config.base_model_name_or_path = loaded
 
 
 def default_output_name(model: Any, suffix: str) -> str:

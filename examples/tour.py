@@ -76,11 +76,12 @@ cai = TransformersBackend(model_id, adapter=f"{out}/dpo/final", load_in_4bit=Tru
 eval_config = EvaluationConfig(max_prompts=8, max_new_tokens=48, principle_audit=False,
                                judge_few_shot=False) if cpu else EvaluationConfig()
 report = evaluate_models(base, cai, base, constitution, eval_config, judge_quality=prefs.judge_quality)
-report.save(f"{out}/eval")                                 # results.json + chart.png
+results_file = report.save(f"{out}/eval")                  # results.json + chart.png
 
 # 6. The repository, written to a folder (publish(...) with the same arguments pushes it to the Hub, HF_TOKEN set):
 #    adapter, constitution, training records, evaluation and a generated card; space=True writes the side-by-side
 #    chat Space beside it. The card's base_model is the Hub id, also for the embedded model.
-publish_to_folder(f"{out}/dpo/final", f"{out}/hub-repo", license="apache-2.0", eval_results=report, space=True)
+publish_to_folder(f"{out}/dpo/final", f"{out}/hub-repo", license="apache-2.0", eval_results=results_file,
+                  space=True)
 # --8<-- [end:evaluate]
 print(f"\nThe repository is in {out}/hub-repo, its Space in {out}/hub-repo-chat.")

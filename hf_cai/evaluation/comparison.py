@@ -54,9 +54,11 @@ class EvaluationConfig:
 
     Args:
         eval_sets: Where the evaluation prompts come from: ``"builtin"`` (120 harmful and 60 benign-looking requests,
-            written apart from the training prompts) and/or files in the HarmBench, AdvBench, XSTest, Do-Not-Answer
-            or hf-cai formats (:func:`~hf_cai.evaluation.harm_sets.load_eval_set`). Their harmful prompts form the
-            harmful group, their benign ones the benign group.
+            written apart from the training prompts) and/or files in the HarmBench, AdvBench, StrongREJECT, XSTest,
+            Do-Not-Answer or hf-cai formats, Hub dataset ids, or the standard sets by name (``"preset:xstest"``,
+            ``"harmbench"``, ...: :data:`~hf_cai.evaluation.harm_set_presets.HARM_SET_PRESETS`), all read by
+            :func:`~hf_cai.evaluation.harm_sets.load_eval_set`. Their harmful prompts form the harmful group, their
+            benign ones the benign group.
         harmful_prompts: Your own held-out harmful requests; when given they replace the sets' harmful prompts.
         helpful_prompts: Your own held-out benign requests; when given they replace the sets' benign prompts.
         max_prompts: Prompts drawn (with ``seed``) from each group, harmful and benign (``None``: all).

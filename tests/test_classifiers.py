@@ -249,3 +249,18 @@ def test_a_classifier_the_recipe_cannot_use_is_refused_when_the_recipe_is_read(t
         load_recipe(recipe_path)
     recipe_path.write_text(yaml.safe_dump({"eval": {"classifier": "meta-llama/Llama-Guard-3-1B"}}))
     assert load_recipe(recipe_path).eval["classifier"] == "meta-llama/Llama-Guard-3-1B"
+
+
+def test_the_card_names_the_classifier_beside_its_figures(tmp_path):
+    from hf_cai.evaluation.card_section import evaluation_section, model_index_entries
+
+    _, results = _evaluate(WildGuard(WildGuardStandIn(), "allenai/wildguard"), tmp_path)
+    rows = evaluation_section(results)["refusal_rows"]
+    measures = [(row["measure"], row["requests"].split()[0]) for row in rows]
+    assert measures[:2] == [("safety classifier allenai/wildguard", "harmful"),
+                            ("safety classifier allenai/wildguard", "benign")]
+    assert ("refusal-phrase classifier (second measure)", "harmful") in measures
+    assert ("harmful replies (safety classifier)", "harmful") in measures
+    harmful_entry = next(e for e in model_index_entries(results) if e["dataset_split"] == "harmful")
+    assert "safety classifier allenai/wildguard" in harmful_entry["metric_name"]
+    assert harmful_entry["metric_value"] == 1.0

@@ -308,7 +308,7 @@ def load_eval_set(
             in the local cache when offline.
         kind: ``"auto"`` (by file name, extension and columns), or one of :data:`EVAL_SET_KINDS` (``"harmbench"``,
             ``"advbench"``, ``"strongreject"``, ``"xstest"``, ``"do-not-answer"``, ``"hf-cai"``).
-        name: The set's name; the file's stem, the preset's name or the Hub id by default.
+        name: The set's name; the file's stem, or the Hub id (a preset's too) by default.
         split: The split of a Hub dataset (``None``: the preset's, else ``train``, else the only one).
         config_name: The configuration of a Hub dataset (``None``: the preset's).
 
@@ -332,7 +332,7 @@ def load_eval_set(
     if preset is not None:
         table = _read_table(preset.hub_id, split=[split] if split else preset.splits,
                             config_name=config_name or preset.config_name)
-        return _to_eval_set(table, preset.kind if chosen == "auto" else chosen, name or preset.name, preset.hub_id)
+        return _to_eval_set(table, preset.kind if chosen == "auto" else chosen, name or preset.hub_id, preset.hub_id)
     if not looks_like_file(path):
         table = _read_table(str(path), split=[split] if split else None, config_name=config_name)
         return _to_eval_set(table, chosen, name or str(path), str(path))

@@ -39,8 +39,11 @@ class HarmSetPreset:
     note: str = ""
 
 
-# The Hub ids and columns are those of the public mirrors as we know them; the licences are the ones the original
-# projects publish (their GitHub repositories), to be checked on the dataset's page before redistributing anything.
+# Hub ids, configurations, splits and licences as the datasets' Hub pages showed them (HarmBench: MIT, configs
+# standard / contextual / copyright; StrongREJECT: MIT; XSTest: CC-BY-4.0, split train); AdvBench's MIT is that of
+# the original llm-attacks repository, not checked on the mirror. Do-Not-Answer's Hub page is tagged apache-2.0, but
+# its README releases the data under CC-BY-NC-SA-4.0 (Apache-2.0 covers its code): the stricter one is given here.
+# Check the dataset's page before redistributing anything from it.
 HARM_SET_PRESETS = {
     preset.name: preset
     for preset in (
@@ -66,7 +69,7 @@ HARM_SET_PRESETS = {
         ),
         HarmSetPreset(
             "do-not-answer", "LibrAI/do-not-answer", "do-not-answer",
-            "question, risk_area, types_of_harm, specific_harms", "Apache-2.0",
+            "question, risk_area, types_of_harm, specific_harms", "CC-BY-NC-SA-4.0",
             note="Do-Not-Answer (Wang et al., 2023); all harmful; category: the risk area",
         ),
     )

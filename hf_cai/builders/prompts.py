@@ -1,14 +1,14 @@
 """Prompt sources for the dataset builders, and the built-in prompt sets.
 
 A prompt is a chat that ends with the user's turn. Sources: a ``datasets.Dataset``, a list of strings or chats, a
-JSONL / JSON / CSV / text file, a Hub dataset id, or ``"builtin:red_team"`` / ``"builtin:helpful"``. Strings written
+JSONL / JSON / CSV / Parquet / text file or a ``save_to_disk`` folder, a Hub dataset id (files, folders and ids all
+read by :func:`hf_cai.dataset_reader.read_dataset`), or ``"builtin:red_team"`` / ``"builtin:helpful"``. Strings written
 as Anthropic-style transcripts (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) become multi-turn chats; trailing
 assistant turns are dropped, since the builders generate that reply.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -20,12 +20,12 @@ from typing import Any
 
 from hf_cai.constitution.transcript import parse_transcript
 from hf_cai.conversation import Conversation
+from hf_cai.dataset_reader import looks_like_file, read_dataset
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 _TRANSCRIPT_MARK = re.compile(r"(?:^|\n\n)Human:")
-_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
 
 PromptSource = str | Path | Sequence[Any] | Any
 """Anything :func:`load_prompts` accepts."""
@@ -111,7 +111,7 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[t
             )
         name = f"dataset column '{column}'"
         return name, _numbered(name, list(source[column]))
-    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+    if isinstance(source, Path) or (isinstance(source, str) and looks_like_file(source)):
         return _read_file(Path(source), column)
     if isinstance(source, str):
         if source.startswith(BUILTIN_PREFIX):
@@ -126,43 +126,22 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[t
     )
 
 
-def _looks_like_path(text: str) -> bool:
-    return Path(text).exists() or text.lower().endswith(_FILE_SUFFIXES) or text.startswith((".", "/", "~"))
-
-
 def _read_file(path: Path, column: str) -> tuple[str, list[tuple[str, Any]]]:
     path = path.expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".txt":
-        return str(path), [(f"{path}, line {n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise ValueError(
-                f"{path}: no column '{column}'; columns: {', '.join(reader.fieldnames or [])}. {_NAME_THE_COLUMN}"
-            )
-        return str(path), [(f"{path}, line {reader.line_num}, column '{column}'", row[column] or "") for row in reader]
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of prompts or of objects with '{column}'")
-        places = [f"{path}, item {i}" for i in range(len(data))]
-        return str(path), [(where, _pick(item, column, where)) for where, item in zip(places, data)]
+    dataset = read_dataset(path)
+    if path.suffix.lower() == ".txt":
+        return str(path), [(f"{path}, line {n}", line) for n, line in enumerate(dataset["text"], 1) if line.strip()]
+    if column not in dataset.column_names and dataset.column_names == ["text"] and path.suffix.lower() == ".json":
+        column = "text"  # a JSON list of plain strings
+    if column not in dataset.column_names:
+        raise ValueError(f"{path}: no column '{column}'; columns: {', '.join(dataset.column_names)}. {_NAME_THE_COLUMN}")
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: invalid JSON: {error.msg}") from None
-        entries.append((f"{path}, line {number}", _pick(item, column, f"{path}, line {number}")))
+    for number, value in enumerate(dataset[column], start=1):
+        if value is None:
+            raise ValueError(f"{path}, row {number}: no value in column '{column}'. {_NAME_THE_COLUMN}")
+        entries.append((f"{path}, row {number}", value))
     return str(path), entries
 
 
@@ -175,16 +154,7 @@ def _pick(item: Any, column: str, where: str) -> Any:
 
 
 def _read_hub(repo_id: str, *, column: str, split: str) -> tuple[str, list[Any]]:
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(repo_id, split=split)
-    except Exception as error:  # datasets raises many types (connection, missing config, offline mode)
-        raise ValueError(
-            f"could not load the Hub dataset '{repo_id}' (split '{split}'): {type(error).__name__}: {error}. "
-            "If it is a local file, check the path."
-        ) from None
-    name, entries = _read(dataset, column=column, split=split)
+    name, entries = _read(read_dataset(repo_id, split=split), column=column, split=split)
     return f"Hub dataset '{repo_id}' {name}", [(f"Hub dataset '{repo_id}' {where}", value) for where, value in entries]
 
 

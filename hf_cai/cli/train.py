@@ -38,7 +38,6 @@ _DEFAULT_TRAIN_SPLITS = {
     "dpo": ("train_prefs", "train"),
     "reward": ("train_prefs", "train"),
 }
-_DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 @dataclass
@@ -110,27 +109,12 @@ def read_training_config(stage: str, path: str | Path, overrides: dict[str, Any]
 
 
 def load_split(source: str, split: str | None, *, stage: str, config_name: str | None = None):
-    """One split of a dataset given as in :class:`TrainingInputs`; ``split=None`` picks the stage's default."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    """One split of a dataset given as in :class:`TrainingInputs`; ``split=None`` picks the stage's default.
 
-    location = Path(source)
-    if location.is_dir() and (location / "dataset" / "dataset_dict.json").is_file():
-        location = location / "dataset"
-    if location.is_dir() and ((location / "dataset_dict.json").is_file() or (location / "state.json").is_file()):
-        data = load_from_disk(str(location))
-    elif location.is_file() and location.suffix in _DATA_FILE_FORMATS:
-        data = load_dataset(_DATA_FILE_FORMATS[location.suffix], data_files=str(location))
-    else:
-        data = load_dataset(source, config_name)
-    if isinstance(data, Dataset):
-        data = DatasetDict({"train": data})
-    names = [split] if split else [name for name in _DEFAULT_TRAIN_SPLITS[stage] if name in data]
-    if not names or names[0] not in data:
-        raise ValueError(
-            f"dataset '{source}' has no split {split or ' / '.join(_DEFAULT_TRAIN_SPLITS[stage])}; "
-            f"its splits are: {', '.join(data)}"
-        )
-    return data[names[0]]
+    Read by :func:`hf_cai.dataset_reader.read_dataset`, the reader of prompts and evaluation sets too."""
+    from hf_cai.dataset_reader import read_dataset
+
+    return read_dataset(source, split=[split] if split else _DEFAULT_TRAIN_SPLITS[stage], config_name=config_name)
 
 
 def _load_tokenizer(model_name_or_path: str, *, trust_remote_code: bool):

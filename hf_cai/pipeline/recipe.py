@@ -248,17 +248,22 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def check_section_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
-    """Refuse ``sl_quality``, ``judge_check`` and ``eval.benchmarks`` values their config classes refuse (a share
+    """Refuse ``sl_quality``, ``judge_check``, ``eval.benchmarks`` and ``eval.classifier`` values their config classes refuse (a share
     above 1, a calibration file or task folder that is not there), and the trainer's and the builders' copies of
     settings another section holds (``sft.min_kept_share``, ``sl_data.max_prompts`` ...), before any stage runs."""
     from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation.benchmarks import BenchmarkConfig
+    from hf_cai.evaluation.classifiers import ClassifierConfig
 
     try:
         BenchmarkConfig.from_settings(recipe.eval.get("benchmarks"))
     except (TypeError, ValueError) as error:
         raise RecipeError(f"{source}: eval.{error}") from None
+    try:
+        ClassifierConfig.from_settings(recipe.eval.get("classifier"))
+    except (TypeError, ValueError) as error:  # its messages start with "eval.classifier:"
+        raise RecipeError(f"{source}: {error}") from None
 
     configs = {}
     for section, config_class in (("sl_quality", QualityGateConfig), ("judge_check", JudgeCheckConfig)):

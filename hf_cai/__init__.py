@@ -11,6 +11,7 @@ from hf_cai._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "HFCAIError": "hf_cai.errors",
     "Constitution": "hf_cai.constitution",
     "ConstitutionError": "hf_cai.constitution",
     "Principle": "hf_cai.constitution",

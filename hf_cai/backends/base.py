@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from hf_cai.conversation import Conversation
+from hf_cai.errors import HFCAIError, InputError
 
 FinishReason = Literal["stop", "length", "stop_string"]
 """Why a reply ended: ``"stop"``, the model ended its turn (an end-of-turn or end-of-sequence token); ``"length"``,
@@ -23,7 +24,7 @@ FinishReason = Literal["stop", "length", "stop_string"]
 (the reply ends before it)."""
 
 
-class BackendError(RuntimeError):
+class BackendError(HFCAIError, RuntimeError):
     """Generation failed for a reason outside the caller's data: an endpoint that is down or keeps answering with
     errors after the retries, or a malformed server reply. The message names the URL and the status."""
 
@@ -153,11 +154,11 @@ def describe_loading(backend: Any) -> str | None:
 def check_generation_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
     """Raise ``ValueError`` for generation settings no backend can honour."""
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        raise InputError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
 
 
 _ROWS_BAR: ContextVar[Any] = ContextVar("hf_cai_rows_bar", default=None)

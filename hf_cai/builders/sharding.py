@@ -31,6 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hf_cai.backends.base import describe_backend, row_seed
+from hf_cai.errors import HFCAIError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_m
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(HFCAIError, ValueError):
     """An output folder holds shards of a different build (other config, constitution, prompts or model)."""
 
 
@@ -150,15 +151,15 @@ def save_dataset(dataset, output_dir: str | Path) -> Path:
 def check_split_and_shards(test_size: float, shard_size: int) -> None:
     """Raise ``ValueError`` unless ``0 <= test_size < 1`` (the held-out fraction) and ``shard_size >= 1``."""
     if not 0 <= test_size < 1:
-        raise ValueError(f"test_size must be in [0, 1), got {test_size}")
+        raise InputError(f"test_size must be in [0, 1), got {test_size}")
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InputError(f"shard_size must be >= 1, got {shard_size}")
 
 
 def shard_ranges(count: int, shard_size: int) -> list[range]:
     """Consecutive index ranges of at most ``shard_size`` covering ``range(count)``."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InputError(f"shard_size must be >= 1, got {shard_size}")
     return [range(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
 
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from hf_cai import __version__
+from hf_cai.errors import HFCAIError
 from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 from hf_cai.quiet import known_warnings_ignored
 
@@ -94,18 +95,8 @@ def check_keys(
     raise (error or CommandError)(f"{where}: unknown key(s) {', '.join(described)}{known}")
 
 
-class CommandError(Exception):
+class CommandError(HFCAIError):
     """A user-facing failure: printed as one line on stderr, exit status 2."""
-
-
-def _library_errors() -> tuple[type[Exception], ...]:
-    """The library's user-facing error types (the rest are ValueError subclasses)."""
-    from hf_cai.backends.base import BackendError
-    from hf_cai.hub.errors import HubError
-    from hf_cai.modeling import ModelLoadError
-    from hf_cai.pipeline import PipelineError
-
-    return BackendError, HubError, ModelLoadError, PipelineError
 
 
 def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
@@ -328,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, "accepts_overrides", False):
                 return int(args.handler(args, overrides) or 0)
             return int(args.handler(args) or 0)
-    except (CommandError, ValueError, FileNotFoundError, *_library_errors()) as error:
+    # hf_cai's own errors and a missing file the user named are the user's to fix: one line. Anything else is a bug
+    # and propagates with its traceback.
+    except (HFCAIError, FileNotFoundError) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ def _list(args: argparse.Namespace) -> int:
             tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit
         )
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     if not models:
         print("no models found")
         return 0
@@ -47,7 +47,7 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         diff = compare_constitutions(args.a, args.b)
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     print(diff.to_text())
     return 0
 

@@ -40,7 +40,7 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
     except (HubError, ValueError) as error:
-        raise CommandError(_in_flag_terms(str(error))) from None
+        raise CommandError(_in_flag_terms(str(error))) from error
 
 
 def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:

@@ -146,7 +146,7 @@ def _benchmark_config(args: argparse.Namespace):
     try:
         task_manager(config)
     except ImportError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     return config
 
 

@@ -19,7 +19,7 @@ def find_run_model(run_dir: Path) -> Path:
     try:
         return locate_training_output(run_dir).model_dir
     except PublishError as error:
-        raise CommandError(f"no trained model in '{run_dir}' (run `hf-cai run` first, or pass --model): {error}") from None
+        raise CommandError(f"no trained model in '{run_dir}' (run `hf-cai run` first, or pass --model): {error}") from error
 
 
 def _adapter_base(adapter: str) -> str | None:
@@ -82,7 +82,7 @@ def check_port_free(host: str, port: int) -> None:
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:
-        raise CommandError(f"--host {host}: not an address of this machine ({error})") from None
+        raise CommandError(f"--host {host}: not an address of this machine ({error})") from error
     with socket.socket(family, kind, protocol) as probe:
         # As the server binds (SO_REUSEADDR): a port left in TIME_WAIT by a stopped server counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -92,9 +92,9 @@ def check_port_free(host: str, port: int) -> None:
             raise CommandError(
                 f"cannot serve on {host}:{port}: {error.strerror}. Ports below 1024 need administrator rights: pick "
                 "another with --port (default 7860)."
-            ) from None
+            ) from error
         except OSError as error:
-            raise _port_taken(host, port, error.strerror or error) from None
+            raise _port_taken(host, port, error.strerror or error) from error
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -106,11 +106,11 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         demo = create_app(config)
     except ModelLoadError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     try:
         demo.launch(server_name=args.host, server_port=args.port, inbrowser=args.open_browser)
-    except OSError:  # taken while the models loaded
-        raise _port_taken(args.host, args.port, "taken while the models loaded") from None
+    except OSError as error:  # taken while the models loaded
+        raise _port_taken(args.host, args.port, "taken while the models loaded") from error
     return 0
 
 
@@ -142,7 +142,7 @@ def _create(args: argparse.Namespace) -> int:
             args.repo_id, constitution=args.constitution, private=args.private, output_dir=args.output_dir, **options
         )
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     if result.commit_url:
         print(f"pushed {args.repo_id}: {result.commit_url}")
     else:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import MissingExtraError
 from hf_cai.evaluation.verdict import judge_accuracy_row, with_interval
 
 _BASE, _CAI = "#8c8c8c", "#c44e52"
@@ -36,7 +37,7 @@ def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
     it was asked, hatched) of both models on harmful and benign requests; right, the win rates with the judge's
     accuracy in the title. Returns ``path``. Needs matplotlib (``pip install 'hf-cai[chart]'``)."""
     if not chart_available():
-        raise ImportError(f"the evaluation chart needs matplotlib, which is not installed: {INSTALL_HINT}")
+        raise MissingExtraError(f"the evaluation chart needs matplotlib, which is not installed: {INSTALL_HINT}")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import InputError
 from hf_cai.evaluation.refusal import is_refusal
 from hf_cai.stats import Proportion
 
@@ -201,27 +202,27 @@ def _read_table(path: Path) -> _Table:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+                raise InputError(f"{path}: line {number} is not valid JSON ({error.msg})") from error
             if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {number} is not a JSON object")
+                raise InputError(f"{path}: line {number} is not a JSON object")
             rows.append(row)
         return _Table(path, _columns_of(rows), rows)
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+            raise InputError(f"{path}: not valid JSON ({error.msg})") from error
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-            raise ValueError(f"{path}: expected a JSON list of objects")
+            raise InputError(f"{path}: expected a JSON list of objects")
         return _Table(path, _columns_of(data), data)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         return _Table(path, list(table.column_names), table.to_pylist())
-    raise ValueError(f"{path}: unsupported file type '{suffix}'; expected one of {', '.join(_SUFFIXES)}")
+    raise InputError(f"{path}: unsupported file type '{suffix}'; expected one of {', '.join(_SUFFIXES)}")
 
 
 def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -273,7 +274,7 @@ def _prompt(table: _Table, row: dict[str, Any], number: int, *columns: str) -> s
             value = table.get(row, column)
             if value:
                 return value
-    raise ValueError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
+    raise InputError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
 
 
 def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
@@ -296,7 +297,7 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             elif not label:
                 harmful = kind_of_prompt.lower().startswith("contrast_")
             else:
-                raise ValueError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
+                raise InputError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
             prompts.append(EvalPrompt(text, harmful, kind_of_prompt, "xstest"))
         elif kind == "do-not-answer":
             text = _prompt(table, row, number, "question", "prompt")
@@ -306,7 +307,7 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             text = _prompt(table, row, number, "prompt")
             flag = table.get(row, "harmful").lower()
             if flag not in _TRUE | _FALSE:
-                raise ValueError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
+                raise InputError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
             category = table.get(row, "category") or table.get(row, "type")
             prompts.append(EvalPrompt(text, flag in _TRUE, category, "hf-cai"))
     return prompts
@@ -332,7 +333,7 @@ def load_eval_set(path: str | Path, *, kind: str = "auto", name: str | None = No
     chosen = kind.lower().strip()
     if chosen != "auto":
         if chosen not in _KIND_ALIASES:
-            raise ValueError(
+            raise InputError(
                 f"unknown evaluation set kind '{kind}'; expected 'auto' or one of {', '.join(EVAL_SET_KINDS)}"
             )
         chosen = _KIND_ALIASES[chosen]
@@ -343,7 +344,7 @@ def load_eval_set(path: str | Path, *, kind: str = "auto", name: str | None = No
 
     if path.suffix.lower() == ".txt":
         if chosen in ("xstest", "hf-cai"):
-            raise ValueError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
+            raise InputError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
         source = "harmbench" if chosen == "auto" else chosen
         prompts = [EvalPrompt(line, True, "", source) for line in _read_lines(path)]
     else:
@@ -352,18 +353,18 @@ def load_eval_set(path: str | Path, *, kind: str = "auto", name: str | None = No
             detected = _detect(table)
             if detected is None:
                 expected = "; ".join(f"{k}: {v}" for k, v in _EXPECTED.items())
-                raise ValueError(
+                raise InputError(
                     f"{path}: cannot tell which evaluation set format this is; columns found: {table.found()}. "
                     f"Expected columns for one of the formats ({expected}), or pass kind=..."
                 )
             chosen = detected
         elif not _fits(table, chosen):
-            raise ValueError(
+            raise InputError(
                 f"{path}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}"
             )
         prompts = _rows_to_prompts(table, chosen)
     if not prompts:
-        raise ValueError(f"{path}: no prompts")
+        raise InputError(f"{path}: no prompts")
     return EvalSet(set_name, prompts)
 
 
@@ -405,7 +406,7 @@ def refusal_proportions(
     for model, replies in replies_by_model.items():
         replies = list(replies)
         if len(replies) != len(prompts):
-            raise ValueError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
+            raise InputError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
         for group, want_harmful in (("harmful", True), ("benign", False)):
             chosen = [reply for reply, prompt in zip(replies, prompts) if bool(prompt.harmful) == want_harmful]
             result[group][model] = Proportion(
@@ -429,7 +430,7 @@ def refusal_rates(
     """
     reserved = {"n"} & set(replies_by_model)
     if reserved:
-        raise ValueError("a model cannot be called 'n': that key holds the number of prompts")
+        raise InputError("a model cannot be called 'n': that key holds the number of prompts")
     proportions = refusal_proportions(replies_by_model, prompts, classifier=classifier)
     out: dict[str, Any] = {}
     for group, by_model in proportions.items():

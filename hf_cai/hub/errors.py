@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from hf_cai.errors import HFCAIError
+
 TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 """What a Hugging Face access token looks like: ``hf_`` and at least 30 letters and digits."""
 
@@ -25,7 +27,7 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name.lstrip("-"))) and leaf not in _TOKENIZER_TOKENS
 
 
-class HubError(RuntimeError):
+class HubError(HFCAIError, RuntimeError):
     """A Hub operation failed; the message names the repository, the Hub's answer and what to do."""
 
 
@@ -33,7 +35,7 @@ class PublishError(HubError):
     """Publishing failed; the message names the file, field or Hub answer and what to do. Nothing local was changed."""
 
 
-class ModelCardError(ValueError):
+class ModelCardError(HFCAIError, ValueError):
     """A model or dataset card could not be built (bad metadata value, broken template, unreadable training record)."""
 
 

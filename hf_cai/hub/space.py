@@ -23,6 +23,7 @@ import yaml
 from hf_cai import __version__
 from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.constitution import Constitution
+from hf_cai.errors import InputError
 from hf_cai.hub.commit import UploadFile
 from hf_cai.hub.errors import PublishError, hub_errors
 from hf_cai.hub.publication import PublishResult, commit_publication, resolve_token
@@ -47,13 +48,13 @@ def _check_hub_ids(space_repo_id: str, base_model: str, cai_model: str) -> None:
     name its owner: ``requirements.txt`` downloads the wheel from that repository."""
     for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
         if Path(value).exists():
-            raise ValueError(
+            raise InputError(
                 f"{what} '{value}' is a local path; the Space downloads its models from the Hub, so pass the Hub id "
                 "(publish the model first with `hf-cai publish`)."
             )
         problem = repo_id_problem(value, owner_required=what == "space_repo_id")
         if problem is not None:
-            raise ValueError(f"{what} '{value}' is not a valid Hub repo id: {problem}")
+            raise InputError(f"{what} '{value}' is not a valid Hub repo id: {problem}")
 
 
 def _pins(load_in_4bit: bool) -> list[tuple[str, str]]:
@@ -147,16 +148,16 @@ def write_space_folder(
     _check_hub_ids(space_repo_id, base_model, cai_model)
     for name, color in (("color_from", color_from), ("color_to", color_to)):
         if color not in SPACE_COLORS:
-            raise ValueError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
+            raise InputError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
     short_description = short_description or _default_short_description(cai_model)
     if len(short_description) > MAX_SHORT_DESCRIPTION:
-        raise ValueError(
+        raise InputError(
             f"short_description has {len(short_description)} characters; the Hub allows {MAX_SHORT_DESCRIPTION}: "
             f"{short_description!r}"
         )
     hardware_values = [h.value for h in SpaceHardware]
     if hardware is not None and hardware not in hardware_values:
-        raise ValueError(f"hardware '{hardware}' is unknown; choose one of {', '.join(hardware_values)}")
+        raise InputError(f"hardware '{hardware}' is unknown; choose one of {', '.join(hardware_values)}")
     constitution = Constitution.resolve(constitution)
     title = title or f"{cai_model.split('/')[-1]} vs base"
     config = SpaceConfig(

@@ -94,3 +94,28 @@ def test_hf_cai_errors_are_one_line_with_exit_status_2(error):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "hf-cai constitution: error: the recipe has no model"
+
+
+def test_the_type_checking_imports_name_exactly_the_lazy_exports():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(hf_cai.__file__).read_text(encoding="utf-8"))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    imported = {alias.name: node.module for node in guarded.body for alias in node.names}
+    assert imported == hf_cai._EXPORTS
+
+
+def test_the_readme_tour_imports_from_the_top_level():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    names = re.search(r"from hf_cai import \(([^)]*)\)", readme).group(1).replace("\n", " ").split(",")
+    assert {"publish", "BenchmarkConfig", "QualityGateConfig", "HFCAIError"} | {n.strip() for n in names} <= set(
+        hf_cai.__all__
+    )
+
+
+def test_all_lists_every_lazy_export():
+    assert sorted(hf_cai.__all__) == sorted([*hf_cai._EXPORTS, "__version__"])

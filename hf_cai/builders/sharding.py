@@ -28,9 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import describe_backend, row_seed
+from hf_cai.backends.base import describe_backend, row_seed, stage_bar
 from hf_cai.errors import HFCAIError, InputError
 
 logger = logging.getLogger(__name__)
@@ -377,7 +375,7 @@ def run_shards(
     records: list[Record | None] = []
     # The build's one bar: it names the shard and step running (backends show no bar of their own beneath another
     # one), and goes once the build is done, leaving the builder's summary line.
-    with tqdm(total=sum(work), initial=expected, desc=description, unit="prompt-step", leave=False) as bar:
+    with stage_bar(total=sum(work), initial=expected, desc=description, unit="prompt-step", leave=False) as bar:
         for index, indices in enumerate(ranges):
             shard = loaded.get(index)
             if shard is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.abc
 import importlib.util
 import logging
 import os
@@ -16,7 +15,6 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from hf_cai import __version__
 from hf_cai.errors import HFCAIError
@@ -228,40 +226,22 @@ QUIETERS: dict[str, Callable[[ModuleType], Callable[[], None]]] = {
     "datasets.utils.logging": _quiet_datasets_logging,
     "datasets.utils.tqdm": _quiet_datasets_bars,
 }
-"""Per library module: what quiets it, returning what restores it. An environment variable the user set (such as
-``DATASETS_VERBOSITY``) wins."""
+"""Per library module: what quiets it through the library's public switches, returning what restores it. An
+environment variable the user set (such as ``DATASETS_VERBOSITY``) wins."""
 
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls ``callbacks[name](module)`` right after module ``name`` is imported, so that a library is quieted without
-    being imported by commands that never use it (importing transformers and datasets takes seconds)."""
-
-    def __init__(self, callbacks: dict[str, Callable[[ModuleType], None]]):
-        self.pending = dict(callbacks)
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        callback = self.pending.pop(name, None)
-        if callback is None:
-            return None
-        spec = importlib.util.find_spec(name)  # the other finders' spec: this one has nothing left for the name
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: ModuleType) -> None:
-            execute(module)
-            callback(module)
-
-        spec.loader.exec_module = exec_module  # the loader belongs to this spec alone
-        return spec
+LIGHT_COMMANDS = frozenset({"constitution", "hub"})
+"""Commands that load no model and no dataset: they skip importing transformers and datasets (seconds) to quiet
+them."""
 
 
 @contextmanager
-def quiet_third_party(verbose: bool = False) -> Iterator[None]:
+def quiet_third_party(verbose: bool = False, *, libraries: bool = True) -> Iterator[None]:
     """The command line's output while a command runs: log lines written above progress bars rather than through
     them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
     :data:`~hf_cai.quiet.KNOWN_WARNINGS`, warnings of the :data:`QUIET_LOGGERS`, datasets' log warnings, transformers' and
-    datasets' own progress bars (:data:`QUIETERS`). All is restored on exit: hf_cai used from Python is not quieted.
+    datasets' own progress bars (:data:`QUIETERS`). With ``libraries=False`` (a command that loads neither), only the
+    libraries already imported are quieted, so that transformers and datasets are not imported for nothing. All is
+    restored on exit: hf_cai used from Python is not quieted.
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -270,23 +250,17 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
             yield
             return
         with known_warnings_ignored():
-            restores: list[Callable[[], None]] = []
-
-            def quiet(module: ModuleType) -> None:
-                restores.append(QUIETERS[module.__name__](module))
-
-            loaded = [name for name in QUIETERS if name in sys.modules]
-            hook = _AfterImport({name: quiet for name in QUIETERS if name not in loaded})
-            for name in loaded:
-                quiet(sys.modules[name])
+            restores = [
+                quieter(importlib.import_module(name) if libraries else sys.modules[name])
+                for name, quieter in QUIETERS.items()
+                if libraries or name in sys.modules
+            ]
             levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.ERROR)
-            sys.meta_path.insert(0, hook)
             try:
                 yield
             finally:
-                sys.meta_path.remove(hook)
                 for restore in reversed(restores):
                     restore()
                 for name, level in levels.items():
@@ -315,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(StoryFormatter())
         logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        with quiet_third_party(args.verbose):
+        with quiet_third_party(args.verbose, libraries=args.command not in LIGHT_COMMANDS):
             if getattr(args, "accepts_overrides", False):
                 return int(args.handler(args, overrides) or 0)
             return int(args.handler(args) or 0)

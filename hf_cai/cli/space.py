@@ -34,8 +34,8 @@ def _adapter_base(adapter: str) -> str | None:
 
 
 def chat_config(args: argparse.Namespace):
-    """The :class:`~hf_cai.spaces.config.SpaceConfig` that ``hf-cai chat`` serves, from a run dir or model ids."""
-    from hf_cai.spaces.config import SpaceConfig
+    """The :class:`~hf_cai.hub.space_config.SpaceConfig` that ``hf-cai chat`` serves, from a run dir or model ids."""
+    from hf_cai.hub.space_config import SpaceConfig
 
     model, base, constitution = args.model, args.base, args.constitution
     if args.run_dir is not None:

@@ -16,9 +16,6 @@ import re
 import tempfile
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from hf_cai import __version__
 from hf_cai.artifact_files import CONSTITUTION_FILE
@@ -28,8 +25,8 @@ from hf_cai.hub.commit import UploadFile
 from hf_cai.hub.errors import PublishError, hub_errors
 from hf_cai.hub.publication import PublishResult, commit_publication, resolve_token
 from hf_cai.hub.repo_id import repo_id_problem
+from hf_cai.hub.space_config import CONFIG_FILE_NAME, SpaceConfig
 from hf_cai.hub.wheel import build_hf_cai_wheel
-from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +140,7 @@ def write_space_folder(
             ``hf-cai @ git+https://github.com/OWNER/hf-cai@vX.Y.Z``). By default the wheel of the running hf_cai is
             written into the folder and ``requirements.txt`` installs it from the Space repository.
     """
-    from huggingface_hub import SpaceHardware
+    from huggingface_hub import SpaceCard, SpaceCardData, SpaceHardware
 
     _check_hub_ids(space_repo_id, base_model, cai_model)
     for name, color in (("color_from", color_from), ("color_to", color_to)):
@@ -168,22 +165,21 @@ def write_space_folder(
         load_in_4bit=load_in_4bit,
     )
 
-    front_matter: dict[str, Any] = {
-        "title": title,
-        "emoji": emoji,
-        "colorFrom": color_from,
-        "colorTo": color_to,
-        "sdk": "gradio",
-        "sdk_version": metadata.version("gradio"),
-        "app_file": "app.py",
-        "pinned": False,
-        "license": license,
-        "short_description": short_description,
-        "models": [base_model, cai_model],
-        "tags": list(dict.fromkeys([*SPACE_TAGS, *tags])),
-    }
-    if hardware:
-        front_matter["suggested_hardware"] = hardware
+    card_data = SpaceCardData(
+        title=title,
+        emoji=emoji,
+        colorFrom=color_from,
+        colorTo=color_to,
+        sdk="gradio",
+        sdk_version=metadata.version("gradio"),
+        app_file="app.py",
+        pinned=False,
+        license=license,
+        short_description=short_description,
+        models=[base_model, cai_model],
+        tags=list(dict.fromkeys([*SPACE_TAGS, *tags])),
+        suggested_hardware=hardware or None,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -205,19 +201,17 @@ def write_space_folder(
         ),
         encoding="utf-8",
     )
-    (folder / "README.md").write_text(
-        _template("README.md.j2").render(
-            front_matter=yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True),
-            title=title,
-            base_model=base_model,
-            cai_model=cai_model,
-            cai_is_adapter=cai_is_adapter,
-            constitution=constitution,
-            space_repo_id=space_repo_id,
-            config=config,
-        ),
-        encoding="utf-8",
+    readme = _template("README.md.j2").render(
+        front_matter=card_data.to_yaml() + "\n",
+        title=title,
+        base_model=base_model,
+        cai_model=cai_model,
+        cai_is_adapter=cai_is_adapter,
+        constitution=constitution,
+        space_repo_id=space_repo_id,
+        config=config,
     )
+    SpaceCard(readme).save(folder / "README.md")
     config.save(folder / CONFIG_FILE_NAME)
     constitution.save(folder / CONSTITUTION_FILE)
     logger.info("wrote the Space files for %s in %s", space_repo_id, folder)

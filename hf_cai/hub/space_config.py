@@ -1,4 +1,5 @@
-"""Configuration of the side-by-side chat Space: a small JSON/YAML file next to ``app.py``, overridden by environment
+"""Configuration of the side-by-side chat Space: a small JSON/YAML file next to ``app.py`` that
+:mod:`hf_cai.hub.space` writes and the Space's app (:mod:`hf_cai.spaces`) reads, overridden by environment
 variables (``HF_CAI_BASE_MODEL``, ``HF_CAI_MODEL``, ``HF_CAI_CONSTITUTION``, ``HF_CAI_MAX_PROMPT_CHARS``, ...)."""
 
 from __future__ import annotations

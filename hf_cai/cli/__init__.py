@@ -15,42 +15,82 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from hf_cai import __version__
 from hf_cai.errors import HFCAIError
 from hf_cai.hub.errors import TOKEN_PATTERN, is_secret_name
 from hf_cai.quiet import known_warnings_ignored
 
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each option's default, when it has a meaningful one and its text does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
 VERBOSE_HELP = "log debug messages, and show third-party warnings and progress bars"
 
 
-def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser, str | None]]:
+def _help_with_default(args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``(default: ...)`` added to the help of an option that has a meaningful default and whose help
+    does not already say it."""
+    text, default = options.get("help"), options.get("default")
+    optional = bool(args) and str(args[0]).startswith("-") or options.get("nargs") in ("?", "*")
+    if not text or text == argparse.SUPPRESS or not optional or "default" in text:
+        return options
+    if default in (None, False, [], argparse.SUPPRESS):
+        return options
+    return {**options, "help": f"{text} (default: %(default)s)"}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``hf-cai`` and of each of its commands. It keeps what argparse keeps privately: its commands
+    (``commands``: name → parser and short help), its arguments (``arguments``) and its option strings (``options``),
+    and shows each option's default in its help when it has a meaningful one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.commands: dict[str, tuple[CommandParser, str | None]] = {}
+        self.arguments: list[argparse.Action] = []
+        self.options: dict[str, argparse.Action] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return self._record(super().add_argument(*args, **_help_with_default(args, kwargs)))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        add_argument = group.add_argument
+
+        def add_recorded(*names: Any, **options: Any) -> argparse.Action:
+            return self._record(add_argument(*names, **_help_with_default(names, options)))
+
+        group.add_argument = add_recorded
+        return group
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", CommandParser)
+        subparsers = super().add_subparsers(**kwargs)
+        add_parser = subparsers.add_parser
+
+        def add_command(name: str, **options: Any) -> CommandParser:
+            parser = add_parser(name, **options)
+            self.commands[name] = (parser, options.get("help"))
+            return parser
+
+        subparsers.add_parser = add_command
+        return subparsers
+
+    def _record(self, action: argparse.Action) -> argparse.Action:
+        self.arguments.append(action)
+        self.options.update(dict.fromkeys(action.option_strings, action))
+        return action
+
+
+def subcommands(parser: CommandParser) -> Iterator[tuple[str, CommandParser, str | None]]:
     """Every subcommand under ``parser``, depth first: its full name (``"constitution show"``), parser and short help."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
-            for name, subparser in action.choices.items():
-                yield name, subparser, helps.get(name)
-                for sub_name, sub_parser, sub_help in subcommands(subparser):
-                    yield f"{name} {sub_name}", sub_parser, sub_help
+    for name, (subparser, short_help) in parser.commands.items():
+        yield name, subparser, short_help
+        for sub_name, sub_parser, sub_help in subcommands(subparser):
+            yield f"{name} {sub_name}", sub_parser, sub_help
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The ``hf-cai`` parser, with the commands of every module of this package that has a ``register``."""
-    parser = argparse.ArgumentParser(
-        prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.", formatter_class=HelpFormatter
-    )
+    parser = CommandParser(prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.")
     parser.add_argument("--version", action="version", version=f"hf-cai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,10 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None:
             register(subparsers)
     for _, subparser, _ in subcommands(parser):
-        subparser.formatter_class = HelpFormatter
-        if "--verbose" not in subparser._option_string_actions:
+        if "--verbose" not in subparser.options:
             # Also after the command (`hf-cai demo --verbose`); unset unless given, so `hf-cai -v demo` keeps it.
-            options = ["-v", "--verbose"] if "-v" not in subparser._option_string_actions else ["--verbose"]
+            options = ["-v", "--verbose"] if "-v" not in subparser.options else ["--verbose"]
             subparser.add_argument(*options, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
@@ -140,7 +179,7 @@ def refuse_token(args: argparse.Namespace) -> None:
     refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
-def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+def split_overrides(parser: CommandParser, argv: list[str]) -> tuple[list[str], list[str]]:
     """Split a command line into what ``parser`` reads and the ``--key value`` recipe overrides given to a command
     that accepts them (``set_defaults(accepts_overrides=True)``).
 
@@ -148,12 +187,11 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
     option the command declares keeps its own value; any other ``--key`` takes the next token as its value, even one
     that starts with a single ``-`` (``--seed -1``).
     """
-    # argparse has no public way to list a subcommand's parsers and options; these attributes are stable since 3.2.
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = parser.commands
     position = next((i for i, token in enumerate(argv) if token in commands), None)
-    if position is None or not commands[argv[position]].get_default("accepts_overrides"):
+    if position is None or not commands[argv[position]][0].get_default("accepts_overrides"):
         return argv, []
-    known = commands[argv[position]]._option_string_actions
+    known = commands[argv[position]][0].options
     kept, overrides = argv[: position + 1], []
     index = position + 1
     while index < len(argv):

@@ -154,7 +154,7 @@ def _prefs(args: argparse.Namespace) -> int:
     return _run(AIFeedbackBuilder(policy, feedback, constitution, config).build, data, args, args.config)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="build SL-CAI (critique/revision) or RL-CAI (AI feedback) datasets",

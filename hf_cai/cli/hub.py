@@ -6,6 +6,7 @@ Hub commands take the token from ``HF_TOKEN`` or the saved login only (see :func
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hf_cai.cli import CommandError, add_token_option, refuse_token
 from hf_cai.hub.errors import HubError
@@ -52,7 +53,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "hub",
         help="find CAI models on the Hub and compare their constitutions",

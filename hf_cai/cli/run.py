@@ -186,7 +186,7 @@ def _add_stage_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="stop after this stage")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run",
         help="run a CAI recipe: sl_data → sft → pref_data → dpo|reward+grpo → eval → card → publish → space",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 from pathlib import Path
+from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.cli import CommandError, add_token_option, refuse_token
@@ -150,7 +151,7 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     space = subparsers.add_parser(
         "space",
         help="generate and publish the side-by-side chat Space",

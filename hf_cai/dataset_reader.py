@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import InputError
+
 __all__ = ["DATA_FILE_BUILDERS", "DatasetReadError", "looks_like_file", "read_dataset"]
 
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 """The ``datasets`` builder that reads each local file type."""
 
 
-class DatasetReadError(ValueError):
+class DatasetReadError(InputError):
     """A dataset could not be read: the message names the source, the split and what to do."""
 
 

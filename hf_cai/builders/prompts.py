@@ -21,6 +21,7 @@ from typing import Any
 from hf_cai.constitution.transcript import parse_transcript
 from hf_cai.conversation import Conversation
 from hf_cai.dataset_reader import looks_like_file, read_dataset
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def builtin_prompts(name: str):
 
     available = list_builtin_prompts()
     if name not in available:
-        raise ValueError(f"no built-in prompt set '{name}'; available: {', '.join(available)}")
+        raise InputError(f"no built-in prompt set '{name}'; available: {', '.join(available)}")
     text = (resources.files("hf_cai") / "prompts" / f"{name}.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return Dataset.from_list([{"prompt": row["prompt"], "category": row.get("category", "")} for row in rows])
@@ -70,7 +71,7 @@ def load_prompts(source: PromptSource, *, column: str = "prompt", split: str = "
     name, entries = _read(source, column=column, split=split)
     prompts = [_to_conversation(value, where=where) for where, value in entries]
     if not prompts:
-        raise ValueError(f"{name}: no prompts found; give at least one prompt")
+        raise InputError(f"{name}: no prompts found; give at least one prompt")
     return prompts
 
 
@@ -102,11 +103,11 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[t
 
     if isinstance(source, DatasetDict):
         if split not in source:
-            raise ValueError(f"the DatasetDict has no split '{split}'; splits: {', '.join(source)}")
+            raise InputError(f"the DatasetDict has no split '{split}'; splits: {', '.join(source)}")
         source = source[split]
     if isinstance(source, Dataset):
         if column not in source.column_names:
-            raise ValueError(
+            raise InputError(
                 f"the dataset has no column '{column}'; columns: {', '.join(source.column_names)}. {_NAME_THE_COLUMN}"
             )
         name = f"dataset column '{column}'"
@@ -136,11 +137,11 @@ def _read_file(path: Path, column: str) -> tuple[str, list[tuple[str, Any]]]:
     if column not in dataset.column_names and dataset.column_names == ["text"] and path.suffix.lower() == ".json":
         column = "text"  # a JSON list of plain strings
     if column not in dataset.column_names:
-        raise ValueError(f"{path}: no column '{column}'; columns: {', '.join(dataset.column_names)}. {_NAME_THE_COLUMN}")
+        raise InputError(f"{path}: no column '{column}'; columns: {', '.join(dataset.column_names)}. {_NAME_THE_COLUMN}")
     entries = []
     for number, value in enumerate(dataset[column], start=1):
         if value is None:
-            raise ValueError(f"{path}, row {number}: no value in column '{column}'. {_NAME_THE_COLUMN}")
+            raise InputError(f"{path}, row {number}: no value in column '{column}'. {_NAME_THE_COLUMN}")
         entries.append((f"{path}, row {number}", value))
     return str(path), entries
 
@@ -148,7 +149,7 @@ def _read_file(path: Path, column: str) -> tuple[str, list[tuple[str, Any]]]:
 def _pick(item: Any, column: str, where: str) -> Any:
     if isinstance(item, Mapping):
         if column not in item:
-            raise ValueError(f"{where}: no key '{column}'; keys: {', '.join(item)}. {_NAME_THE_COLUMN}")
+            raise InputError(f"{where}: no key '{column}'; keys: {', '.join(item)}. {_NAME_THE_COLUMN}")
         return item[column]
     return item
 
@@ -162,18 +163,18 @@ def _to_conversation(value: Any, *, where: str) -> Conversation:
     if isinstance(value, str):
         text = value.strip()
         if not text:
-            raise ValueError(f"{where}: empty prompt")
+            raise InputError(f"{where}: empty prompt")
         messages = parse_transcript(value) if _TRANSCRIPT_MARK.search(value) else [{"role": "user", "content": text}]
     elif isinstance(value, Sequence) and all(isinstance(m, Mapping) for m in value):
         messages = []
         for message in value:
             if message.get("role") not in ("system", "user", "assistant") or not isinstance(message.get("content"), str):
-                raise ValueError(f"{where}: each message needs a role (system/user/assistant) and a string content")
+                raise InputError(f"{where}: each message needs a role (system/user/assistant) and a string content")
             messages.append({"role": message["role"], "content": message["content"]})
     else:
-        raise ValueError(f"{where}: expected a string or a list of messages, got {type(value).__name__}")
+        raise InputError(f"{where}: expected a string or a list of messages, got {type(value).__name__}")
     while messages and messages[-1]["role"] == "assistant":
         messages.pop()
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
-        raise ValueError(f"{where}: no user turn to answer")
+        raise InputError(f"{where}: no user turn to answer")
     return messages

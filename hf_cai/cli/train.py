@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from hf_cai.cli import CommandError, check_keys
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -89,22 +90,22 @@ def read_training_config(stage: str, path: str | Path, overrides: dict[str, Any]
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: invalid YAML: {error}") from None
+        raise InputError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     data |= {key: value for key, value in (overrides or {}).items() if value is not None}
     config_class = _config_class(stage)
     known = {f.name for cls in (TrainingInputs, config_class) for f in dataclasses.fields(cls) if f.init}
-    check_keys(data, known, str(path), error=ValueError)
+    check_keys(data, known, str(path), error=InputError)
     missing = [key for key in ("model_name_or_path", "dataset") if key not in data]
     if missing:
-        raise ValueError(f"{path}: missing {', '.join(missing)}")
+        raise InputError(f"{path}: missing {', '.join(missing)}")
     if stage == "sft":
         data.setdefault("assistant_only_loss", True)
     try:
         inputs, config = HfArgumentParser((TrainingInputs, config_class)).parse_dict(data)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise InputError(f"{path}: {error}") from None
     return inputs, config
 
 
@@ -160,7 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one CAI stage (SFT, DPO or a reward model) from a YAML file",

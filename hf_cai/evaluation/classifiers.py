@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class _GenerativeClassifier:
     def classify_many(self, prompts: Sequence[str], replies: Sequence[str]) -> list[ClassifierVerdict]:
         """The verdicts on each reply to its prompt, in order (one greedy generation each)."""
         if len(prompts) != len(replies):
-            raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies to classify")
+            raise InputError(f"{len(prompts)} prompts but {len(replies)} replies to classify")
         if not prompts:
             return []
         chats = [self.conversation(p, r) for p, r in zip(prompts, replies)]
@@ -308,17 +309,17 @@ class ClassifierConfig:
             known = {"model", "format", "endpoint", "load_in_4bit", "batch_size"}
             unknown = sorted(set(settings) - known)
             if unknown:
-                raise ValueError(f"eval.classifier: unknown keys {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+                raise InputError(f"eval.classifier: unknown keys {', '.join(unknown)}; expected {', '.join(sorted(known))}")
             config = cls(**dict(settings))
         else:
-            raise ValueError(f"eval.classifier: expected a model id or a mapping, got {type(settings).__name__}")
+            raise InputError(f"eval.classifier: expected a model id or a mapping, got {type(settings).__name__}")
         if config is None:
             return None
         if not config.model:
-            raise ValueError("eval.classifier: no model given; name a Hub id such as meta-llama/Llama-Guard-3-1B")
+            raise InputError("eval.classifier: no model given; name a Hub id such as meta-llama/Llama-Guard-3-1B")
         config.format = (config.format or classifier_format(config.model) or "").lower()
         if config.format not in CLASSIFIER_FORMATS:
-            raise ValueError(
+            raise InputError(
                 f"eval.classifier: cannot tell the format of '{config.model}'"
                 + (f" (format '{config.format}' is unknown)" if config.format else "")
                 + f"; set eval.classifier.format to one of {', '.join(CLASSIFIER_FORMATS)}"
@@ -339,7 +340,7 @@ def load_safety_classifier(config: ClassifierConfig | str | Mapping[str, Any], *
     """
     resolved = ClassifierConfig.from_settings(config)
     if resolved is None:
-        raise ValueError("no safety classifier configured")
+        raise InputError("no safety classifier configured")
     kind = CLASSIFIER_FORMATS[resolved.format]
     if backend is None and resolved.endpoint:
         from hf_cai.backends.endpoint import EndpointBackend
@@ -385,7 +386,7 @@ def classifier_figures(
     categories: dict[str, dict[str, int]] = {}
     for model, model_verdicts in verdicts.items():
         if len(model_verdicts) != len(harmful):
-            raise ValueError(f"model '{model}' has {len(model_verdicts)} verdicts for {len(harmful)} requests")
+            raise InputError(f"model '{model}' has {len(model_verdicts)} verdicts for {len(harmful)} requests")
         counted: dict[str, int] = {}
         for verdict in model_verdicts:
             for category in verdict.categories:

@@ -36,6 +36,7 @@ from hf_cai.backends.base import describe_loading
 from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.evaluation.benchmarks import BenchmarkConfig
 from hf_cai.evaluation.classifiers import ClassifierConfig, classify_replies, load_safety_classifier
 from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
@@ -123,9 +124,9 @@ class EvaluationConfig:
         for name in ("max_prompts", "max_audit_prompts_per_principle", "judge_quality_items"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"eval.{name} must be >= 0 or null, got {value}")
+                raise InputError(f"eval.{name} must be >= 0 or null, got {value}")
         if not self.eval_sets and (self.harmful_prompts is None or self.helpful_prompts is None):
-            raise ValueError("eval.eval_sets is empty: name a set ('builtin' or a file), or give both "
+            raise InputError("eval.eval_sets is empty: name a set ('builtin' or a file), or give both "
                              "eval.harmful_prompts and eval.helpful_prompts")
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +198,7 @@ def select_prompts(config: EvaluationConfig, training_prompts: Iterable[Any] | N
     harmful = _sample(harmful, config.max_prompts, config.seed)
     benign = _sample(benign, config.max_prompts, config.seed)
     if not harmful and not benign:
-        raise ValueError("the evaluation has no prompts: check eval.eval_sets / eval.harmful_prompts / "
+        raise InputError("the evaluation has no prompts: check eval.eval_sets / eval.harmful_prompts / "
                          "eval.helpful_prompts and eval.max_prompts")
     overlap: dict[str, Any] = {"checked": False, "training_prompts": 0, "overlapping": [],
                                "allowed": config.allow_train_overlap}

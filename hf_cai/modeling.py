@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.artifact_files import TRAINING_RECORD
+from hf_cai.errors import HFCAIError
 from hf_cai.gguf import embedded_model, is_gguf_file, local_weights, resolve_model
 from hf_cai.quiet import import_bitsandbytes
 
 logger = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(HFCAIError, RuntimeError):
     """A model, adapter or tokenizer could not be loaded; the message says which and what to do."""
 
 
@@ -86,7 +87,7 @@ def check_4bit_support() -> None:
         raise ModelLoadError(
             f"4-bit (QLoRA) loading needs bitsandbytes, which failed to import here ({type(error).__name__}: {error}). "
             "Install it with `pip install bitsandbytes`, or load without quantization (load_in_4bit=False)."
-        ) from None
+        ) from error
 
 
 def keep_4bit_weights_differentiable(model: Any) -> int:

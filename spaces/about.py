@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from hf_cai.artifact_files import TRAINING_RECORD
 from hf_cai.constitution import Constitution
-from hf_cai.spaces.config import SpaceConfig
+from hf_cai.hub.space_config import SpaceConfig
 
 logger = logging.getLogger(__name__)
 

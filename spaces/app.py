@@ -3,7 +3,7 @@
 One prompt goes to both models and the two replies stream at the same time. A visitor can ask either model to
 critique (and revise) its last reply under a principle of the constitution, which is the step SL-CAI training learns
 from, and can read the constitution itself. Configuration comes from ``space_config.json`` next to this file and
-``HF_CAI_*`` environment variables (see :class:`hf_cai.spaces.config.SpaceConfig`).
+``HF_CAI_*`` environment variables (see :class:`hf_cai.hub.space_config.SpaceConfig`).
 
 The same file runs as a Space (``python app.py``), from ``hf-cai chat``, and from tests via :func:`create_app`.
 API endpoints for ``gradio_client``: ``/chat``, ``/retry``, ``/clear``, ``/critique``.
@@ -29,8 +29,8 @@ import gradio as gr
 
 from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.conversation import Conversation
+from hf_cai.hub.space_config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
 from hf_cai.spaces.about import describe_models, local_files
-from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
 from hf_cai.spaces.models import SideBySideModels
 from hf_cai.spaces.principles import (
     constitution_footer,

@@ -19,8 +19,8 @@ from typing import Any
 
 from hf_cai.backends.chat_tokens import end_of_turn_ids, fit_conversation, render_chat
 from hf_cai.conversation import Message
+from hf_cai.hub.space_config import SpaceConfig
 from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
-from hf_cai.spaces.config import SpaceConfig
 
 logger = logging.getLogger(__name__)
 

@@ -168,7 +168,7 @@ def test_load_prompts_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="entry 1: empty prompt"):
         load_prompts(["fine", "   "])
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"question": "?"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2: no key 'prompt'; keys: question"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl, row 2: no value in column 'prompt'"):
         load_prompts(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         load_prompts(tmp_path / "missing.jsonl")

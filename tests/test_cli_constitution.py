@@ -4,7 +4,6 @@ and the help of every command. In-process, no model."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import pytest
@@ -211,9 +210,7 @@ def test_every_command_has_a_description_and_every_option_a_help_text():
             missing.append(f"{name}: no description")
         if not short_help:
             missing.append(f"{name}: no short help")
-        for action in parser._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
-                continue
+        for action in parser.arguments:
             if not action.help:
                 missing.append(f"{name} {action.option_strings or action.dest}: no help text")
     assert not missing, "\n".join(missing)

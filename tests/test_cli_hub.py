@@ -26,21 +26,19 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def test_offline_mode_is_read_like_huggingface_hub(monkeypatch):
+def test_offline_mode_is_huggingface_hubs_named_by_the_variable_that_set_it(monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the client read the environment before it changed
+    assert offline_setting() is None, "the client is online: so is hf_cai"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert offline_setting() == "HF_HUB_OFFLINE=1"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    assert offline_setting() is None, "HF_HUB_OFFLINE=0 wins over TRANSFORMERS_OFFLINE, as in huggingface_hub"
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     assert offline_setting() == "TRANSFORMERS_OFFLINE=1"
     monkeypatch.delenv("TRANSFORMERS_OFFLINE")
-    assert offline_setting() is None
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert offline_setting() == "HF_HUB_OFFLINE=1"
 
 

@@ -248,3 +248,18 @@ def test_verdict_says_when_the_cai_models_replies_are_botched_text():
     assert worse and worse[0].startswith("6 of 8 of the CAI model's replies") and "echo 6" in worse[0]
     assert any("quality gates" in line for line in limitation_lines(results(6, 1)))
     assert not [line for line in verdict_lines(results(1, 1)) if "quality gates" in line]
+
+
+def test_without_the_chart_extra_results_json_is_written_and_the_chart_names_the_extra(monkeypatch, tmp_path, caplog):
+    from hf_cai.evaluation.results import EvaluationReport
+    from hf_cai.stats import Proportion
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if matplotlib were not installed
+    report = EvaluationReport(Proportion("harmlessness", 2, 3), Proportion("helpfulness", 1, 3))
+    with caplog.at_level("WARNING", logger="hf_cai.evaluation.results"):
+        path = report.save(tmp_path)
+    assert json.loads(path.read_text())["format"] == 2
+    assert not (tmp_path / "chart.png").exists()
+    assert "hf-cai[chart]" in caplog.text
+    with pytest.raises(ImportError, match=re.escape("pip install 'hf-cai[chart]'")):
+        report.plot(tmp_path / "chart.png")

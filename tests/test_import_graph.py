@@ -130,6 +130,20 @@ def test_the_cycle_finder_sees_a_cycle_through_a_lazy_import():
     assert _cycles(edges) == [["a", "b", "c"]]
 
 
+def test_only_the_command_line_imports_the_spaces_code():
+    """The Space's code is the bottom room: it calls the library, the library never calls it (``hub.space`` writes
+    the Space's config through ``hub.space_config``, which the Space reads)."""
+    edges, _ = _graph()
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in edges.items()
+        if not module.startswith(("hf_cai.spaces", "hf_cai.cli"))
+        for target in targets
+        if target.startswith("hf_cai.spaces")
+    )
+    assert upward == []
+
+
 def test_no_module_takes_another_modules_private_names():
     _, private = _graph()
     assert private == []

@@ -199,3 +199,34 @@ def test_the_verbose_option_is_accepted_before_and_after_the_command():
     for argv, verbose in ((["-v", "demo"], True), (["demo", "--verbose"], True), (["demo"], False)):
         kept, overrides = split_overrides(parser, argv)
         assert parser.parse_args(kept).verbose is verbose and overrides == []
+
+
+def test_the_command_line_quiets_libraries_without_hooking_imports():
+    """The public switches of transformers and datasets are set at the command's start; the import system is left
+    alone, and a command that loads no model does not import them."""
+    code = (
+        "import sys\n"
+        "from hf_cai.cli import main, quiet_third_party\n"
+        "with quiet_third_party():\n"
+        "    hooked = any(type(finder).__module__.startswith('hf_cai') for finder in sys.meta_path)\n"
+        "    loaded = 'transformers' in sys.modules and 'datasets' in sys.modules\n"
+        "del sys.modules['transformers'], sys.modules['datasets']\n"
+        "main(['constitution', 'list'])\n"
+        "print(hooked, loaded, 'transformers' in sys.modules or 'datasets' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split()[-3:] == ["False", "True", "False"], result.stderr[-2000:]
+
+
+def test_a_stage_bar_hides_the_backends_bars_while_it_is_open():
+    from tqdm import tqdm
+
+    from hf_cai.backends.base import progress_bar, stage_bar
+
+    with tqdm(total=3, disable=False) as unrelated:  # a bar that is not hf_cai's does not hide them
+        unrelated.update(0)
+        assert not progress_bar(range(3), description="generating", unit="batch").disable
+    with stage_bar(total=3, desc="eval") as stage:
+        stage.update(1)
+        assert progress_bar(range(3), description="generating", unit="batch").disable
+    assert not progress_bar(range(3), description="generating", unit="batch").disable

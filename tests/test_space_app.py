@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hf_cai.constitution import Constitution
-from hf_cai.spaces.config import SpaceConfig, SpaceConfigError, load_space_config
+from hf_cai.hub.space_config import SpaceConfig, SpaceConfigError, load_space_config
 
 MAX_NEW_TOKENS = 10
 MAX_PROMPT_CHARS = 200

@@ -15,7 +15,7 @@ import pytest
 from test_space_app import MAX_NEW_TOKENS, build_tiny_adapter, launch
 
 from hf_cai.constitution import Constitution
-from hf_cai.spaces.config import SpaceConfig
+from hf_cai.hub.space_config import SpaceConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from hf_cai.conversation import Conversation
+from hf_cai.errors import HFCAIError, InputError
 
 FinishReason = Literal["stop", "length", "stop_string"]
 """Why a reply ended: ``"stop"``, the model ended its turn (an end-of-turn or end-of-sequence token); ``"length"``,
@@ -23,7 +25,7 @@ FinishReason = Literal["stop", "length", "stop_string"]
 (the reply ends before it)."""
 
 
-class BackendError(RuntimeError):
+class BackendError(HFCAIError, RuntimeError):
     """Generation failed for a reason outside the caller's data: an endpoint that is down or keeps answering with
     errors after the retries, or a malformed server reply. The message names the URL and the status."""
 
@@ -153,11 +155,11 @@ def describe_loading(backend: Any) -> str | None:
 def check_generation_args(max_new_tokens: int, temperature: float, top_p: float) -> None:
     """Raise ``ValueError`` for generation settings no backend can honour."""
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        raise InputError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
 
 
 _ROWS_BAR: ContextVar[Any] = ContextVar("hf_cai_rows_bar", default=None)
@@ -183,16 +185,27 @@ def rows_finished(count: int) -> None:
         bar.update(count)
 
 
+_OPEN_BARS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def stage_bar(**options: Any) -> Any:
+    """A tqdm bar (``tqdm.auto``, with ``options``) for hf_cai's own progress of a stage (an SL-CAI build, an
+    evaluation, a training run): while it is open, the backends' per-call bars (:func:`progress_bar`) stay hidden."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(**options)
+    _OPEN_BARS.add(bar)
+    return bar
+
+
 def progress_bar(iterable: Sequence[Any] | None = None, *, total: int | None = None, description: str, unit: str):
     """A tqdm bar over one call's batches or requests, gone when done (``leave=False``).
 
-    It is shown only when it tells something: for at least two pieces of work, and when no other bar is open, so a
-    stage's own bar (an SL-CAI build, an evaluation) stays the only one on screen while it calls the backend.
+    It is shown only when it tells something: for at least two pieces of work, and when no other bar of hf_cai's is
+    open (a :func:`stage_bar`, or the bar of an enclosing call), so a stage's own bar stays the only one on screen
+    while it calls the backend.
     """
-    from tqdm import tqdm as std_tqdm
-    from tqdm.auto import tqdm
-
     count = len(iterable) if total is None and iterable is not None else (total or 0)
-    # tqdm keeps its open (not disabled) bars in a class-level weak set; it has no public accessor.
-    another_bar_open = len(getattr(std_tqdm, "_instances", ())) > 0
-    return tqdm(iterable, total=total, desc=description, unit=unit, leave=False, disable=count < 2 or another_bar_open)
+    another_bar_open = any(not bar.disable for bar in _OPEN_BARS)  # tqdm sets ``disable`` when a bar is closed
+    return stage_bar(iterable=iterable, total=total, desc=description, unit=unit, leave=False,
+                     disable=count < 2 or another_bar_open)

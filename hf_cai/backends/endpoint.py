@@ -46,6 +46,7 @@ from hf_cai.backends.base import (
     rows_finished,
 )
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.redaction import redact, register_secret
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ class EndpointBackend(DetailedGenerator):
         import httpx
 
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+            raise InputError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+            raise InputError(f"max_retries must be >= 0, got {max_retries}")
         root = base_url.rstrip("/")
         self.base_url = root if root.endswith("/v1") else f"{root}/v1"
         self.model = model
@@ -154,7 +155,7 @@ class EndpointBackend(DetailedGenerator):
         """Option scores from ``top_logprobs`` of a short greedy answer (see the module docstring for the method
         and its limits)."""
         if not options or any(not option for option in options):
-            raise ValueError(f"options must be non-empty strings, got {list(options)!r}")
+            raise InputError(f"options must be non-empty strings, got {list(options)!r}")
 
         def request_option_scores(index: int) -> list[float]:
             payload = {

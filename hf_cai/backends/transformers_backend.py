@@ -29,6 +29,7 @@ from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_to
 from hf_cai.backends.decoding import finished_generation, greedy_generation_config, make_row_sampler
 from hf_cai.backends.option_scoring import score_options
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.modeling import ModelLoadError, adapter_base_model, is_peft_adapter, load_causal_lm, load_tokenizer
 
 _UNBOUNDED_TOKENIZER_LENGTH = 1_000_000
@@ -86,9 +87,9 @@ class TransformersBackend(DetailedGenerator):
         max_input_tokens: int | None = None,
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+            raise InputError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_input_tokens = max_input_tokens
@@ -100,7 +101,7 @@ class TransformersBackend(DetailedGenerator):
             tokenizer = tokenizer if tokenizer is not None else _tokenizer_source(model)
         else:
             if load_in_4bit or dtype is not None:
-                raise ValueError(
+                raise InputError(
                     "load_in_4bit and dtype need a model path or id; the model given is already loaded. Load it with "
                     "hf_cai.modeling.load_causal_lm(..., load_in_4bit=..., dtype=...) or pass its path instead."
                 )
@@ -137,7 +138,7 @@ class TransformersBackend(DetailedGenerator):
         PEFT adapters switched off for each call. The two backends take turns on one model; do not call them from
         two threads at once."""
         if not self.identity["peft"]:
-            raise ValueError("without_adapter() needs a backend whose model carries a PEFT adapter")
+            raise InputError("without_adapter() needs a backend whose model carries a PEFT adapter")
         base = copy.copy(self)
         base._adapters_disabled = True
         base.identity = {**self.identity, "adapter": None, "adapters_disabled": True}
@@ -171,7 +172,7 @@ class TransformersBackend(DetailedGenerator):
             base = resolve_seed(seed)
             seeds = [row_seed(base, index) for index in range(len(conversations))]
         elif len(seeds) != len(conversations):
-            raise ValueError(f"got {len(seeds)} seeds for {len(conversations)} conversations")
+            raise InputError(f"got {len(seeds)} seeds for {len(conversations)} conversations")
         stop = [s for s in (stop or ()) if s]
         encoded = encode_chats(self.tokenizer, conversations, self._input_limit(max_new_tokens))
         results: list[Generation | None] = [None] * len(conversations)
@@ -210,7 +211,7 @@ class TransformersBackend(DetailedGenerator):
         key/value cache is repeated per option and one more short pass scores the remaining tokens.
         """
         if not options or any(not option for option in options):
-            raise ValueError(f"options must be non-empty strings, got {list(options)!r}")
+            raise InputError(f"options must be non-empty strings, got {list(options)!r}")
         if not prompts:
             return []
         standalone = [self.tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
@@ -247,7 +248,7 @@ class TransformersBackend(DetailedGenerator):
             return None
         limit = min(limits)
         if limit < 1:
-            raise ValueError(
+            raise InputError(
                 f"no room for the prompt: the model context is {self._context_length} tokens and {reserved} are "
                 "reserved for the reply; lower max_new_tokens"
             )

@@ -51,6 +51,7 @@ from hf_cai.builders.sharding import (
 )
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def checked_cot_clamp(cot_clamp: Sequence[float]) -> tuple[float, float]:
     """``cot_clamp`` as ``(low, high)`` floats, or a ``ValueError`` unless ``0 <= low <= 0.5 <= high <= 1``."""
     low, high = cot_clamp
     if not 0 <= low <= 0.5 <= high <= 1:
-        raise ValueError(f"cot_clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {cot_clamp}")
+        raise InputError(f"cot_clamp must satisfy 0 <= low <= 0.5 <= high <= 1, got {cot_clamp}")
     return float(low), float(high)
 
 
@@ -136,7 +137,7 @@ class PreferenceScorer:
         gives ``p_as_a > p_as_b``. :meth:`prob_first_better` is their mean."""
         count = len(conversations)
         if not len(first) == len(second) == len(principles) == count:
-            raise ValueError(
+            raise InputError(
                 f"conversations, first, second and principles must have the same length, got "
                 f"{count}, {len(first)}, {len(second)}, {len(principles)}"
             )
@@ -217,9 +218,9 @@ class AIFeedbackConfig:
     def __post_init__(self) -> None:
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
         if self.max_prompts is not None and self.max_prompts < 1:
-            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
+            raise InputError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_principles < 1:
-            raise ValueError(f"num_principles must be >= 1, got {self.num_principles}")
+            raise InputError(f"num_principles must be >= 1, got {self.num_principles}")
         check_split_and_shards(self.test_size, self.shard_size)
         self.cot_clamp = checked_cot_clamp(self.cot_clamp)
         self.stop = list(self.stop or [])

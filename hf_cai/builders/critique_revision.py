@@ -69,6 +69,7 @@ from hf_cai.builders.sharding import (
 )
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +148,13 @@ class CritiqueRevisionConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= MAX_ROUNDS:
-            raise ValueError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
+            raise InputError(f"rounds must be between 1 and {MAX_ROUNDS}, got {self.rounds}")
         check_generation_args(self.max_new_tokens, self.temperature, self.top_p)
         check_split_and_shards(self.test_size, self.shard_size)
         if self.max_prompts is not None and self.max_prompts < 1:
-            raise ValueError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
+            raise InputError(f"max_prompts must be >= 1 or None, got {self.max_prompts}")
         if self.num_helpful_prompts is not None and self.num_helpful_prompts < 0:
-            raise ValueError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
+            raise InputError(f"num_helpful_prompts must be >= 0, got {self.num_helpful_prompts}")
         self.stop = list(self.stop or [])
 
 

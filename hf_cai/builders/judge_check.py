@@ -16,6 +16,7 @@ from typing import Any
 
 from hf_cai.builders.judge_quality import JudgeQualityReport, check_judge_quality, measure_judge_quality
 from hf_cai.builders.sharding import atomic_write_text
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,13 @@ class JudgeCheckConfig:
             self.calibration_files = [str(self.calibration_files)]
         self.calibration_files = [str(f) for f in self.calibration_files]
         if self.min_judge_accuracy is not None and not 0.0 <= self.min_judge_accuracy <= 1.0:
-            raise ValueError(f"min_judge_accuracy must be between 0 and 1 (or null), got {self.min_judge_accuracy}")
+            raise InputError(f"min_judge_accuracy must be between 0 and 1 (or null), got {self.min_judge_accuracy}")
         if not 0.0 <= self.min_option_mass <= 1.0:
-            raise ValueError(f"min_option_mass must be between 0 and 1, got {self.min_option_mass}")
+            raise InputError(f"min_option_mass must be between 0 and 1, got {self.min_option_mass}")
         if self.max_items is not None and self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
+            raise InputError(f"max_items must be >= 1 or null, got {self.max_items}")
         if self.enabled and not self.include_builtin and not self.calibration_files:
-            raise ValueError("include_builtin is false and no calibration_files are given: no item to ask the judge")
+            raise InputError("include_builtin is false and no calibration_files are given: no item to ask the judge")
 
     def measure(self, backend: Any, *, seed: int = 0) -> JudgeQualityReport:
         """:func:`~hf_cai.builders.judge_quality.measure_judge_quality` of ``backend`` on this check's items."""

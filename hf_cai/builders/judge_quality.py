@@ -26,6 +26,7 @@ from typing import Any
 
 from hf_cai.backends.base import progress_bar
 from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
+from hf_cai.errors import HFCAIError, InputError
 from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _BLOCK_B = re.compile(r"\(B\) \[\[\[")
 _TWO_BLOCKS = re.compile(r"(\(A\) \[\[\[)(.*?)(\]\]\]\s*\(B\) \[\[\[)(.*)(\]\]\])", re.DOTALL)
 
 
-class JudgeQualityError(RuntimeError):
+class JudgeQualityError(HFCAIError, RuntimeError):
     """The feedback model's accuracy on the calibration items is below the run's ``min_judge_accuracy``."""
 
 
@@ -288,12 +289,12 @@ def measure_judge_quality(
         batch_size: Prompts per ``option_logprobs`` call. Presentations with the same option strings share a call.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if max_items is not None and max_items < 1:
-        raise ValueError(f"max_items must be >= 1 or None, got {max_items}")
+        raise InputError(f"max_items must be >= 1 or None, got {max_items}")
     collected = _collect(items, files)
     if not collected:
-        raise ValueError("no calibration items to measure the judge on")
+        raise InputError("no calibration items to measure the judge on")
     if max_items is not None and max_items < len(collected):
         chosen = sorted(random.Random(seed).sample(range(len(collected)), max_items))
         collected = [collected[i] for i in chosen]
@@ -323,7 +324,7 @@ def measure_judge_quality(
                 chunk = positions[start : start + batch_size]
                 rows = backend.option_logprobs([presentations[p].item.conversation() for p in chunk], list(options))
                 if len(rows) != len(chunk) or any(len(row) != len(options) for row in rows):
-                    raise ValueError(
+                    raise InputError(
                         f"the backend's option_logprobs returned {len(rows)} rows for {len(chunk)} prompts and "
                         f"{len(options)} options {list(options)}"
                     )
@@ -379,7 +380,7 @@ def check_judge_quality(
     """The report's warnings, each also logged; raises :class:`JudgeQualityError` when ``min_accuracy`` (the run's
     ``min_judge_accuracy``) is set and the judge's measured accuracy is below it."""
     if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
-        raise ValueError(f"min_judge_accuracy must be between 0 and 1, got {min_accuracy}")
+        raise InputError(f"min_judge_accuracy must be between 0 and 1, got {min_accuracy}")
     messages = report.warnings(min_option_mass=min_option_mass)
     for message in messages:
         logger.warning("%s", message)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hf_cai.backends.base import progress_bar
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.stats import Proportion
 
 OptionScorer = Callable[[Sequence["MultipleChoiceItem"]], list[list[float]]]
@@ -48,13 +49,13 @@ def load_multiple_choice(path: str | Path) -> list[MultipleChoiceItem]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from error
         for key in ("prompt", "corrects", "incorrects"):
             if key not in record:
-                raise ValueError(f"{path}:{number}: missing field '{key}' (expected prompt, corrects, incorrects)")
+                raise InputError(f"{path}:{number}: missing field '{key}' (expected prompt, corrects, incorrects)")
         corrects, incorrects = record["corrects"], record["incorrects"]
         if not corrects or not incorrects:
-            raise ValueError(f"{path}:{number}: 'corrects' and 'incorrects' must each list at least one option")
+            raise InputError(f"{path}:{number}: 'corrects' and 'incorrects' must each list at least one option")
         items.append(
             MultipleChoiceItem(
                 prompt=record["prompt"],
@@ -63,7 +64,7 @@ def load_multiple_choice(path: str | Path) -> list[MultipleChoiceItem]:
             )
         )
     if not items:
-        raise ValueError(f"{path}: no items")
+        raise InputError(f"{path}: no items")
     return items
 
 

@@ -1,14 +1,14 @@
 """Prompt sources for the dataset builders, and the built-in prompt sets.
 
 A prompt is a chat that ends with the user's turn. Sources: a ``datasets.Dataset``, a list of strings or chats, a
-JSONL / JSON / CSV / text file, a Hub dataset id, or ``"builtin:red_team"`` / ``"builtin:helpful"``. Strings written
+JSONL / JSON / CSV / Parquet / text file or a ``save_to_disk`` folder, a Hub dataset id (files, folders and ids all
+read by :func:`hf_cai.dataset_reader.read_dataset`), or ``"builtin:red_team"`` / ``"builtin:helpful"``. Strings written
 as Anthropic-style transcripts (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) become multi-turn chats; trailing
 assistant turns are dropped, since the builders generate that reply.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -20,12 +20,13 @@ from typing import Any
 
 from hf_cai.constitution.transcript import parse_transcript
 from hf_cai.conversation import Conversation
+from hf_cai.dataset_reader import looks_like_file, read_dataset
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 _TRANSCRIPT_MARK = re.compile(r"(?:^|\n\n)Human:")
-_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
 
 PromptSource = str | Path | Sequence[Any] | Any
 """Anything :func:`load_prompts` accepts."""
@@ -47,7 +48,7 @@ def builtin_prompts(name: str):
 
     available = list_builtin_prompts()
     if name not in available:
-        raise ValueError(f"no built-in prompt set '{name}'; available: {', '.join(available)}")
+        raise InputError(f"no built-in prompt set '{name}'; available: {', '.join(available)}")
     text = (resources.files("hf_cai") / "prompts" / f"{name}.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return Dataset.from_list([{"prompt": row["prompt"], "category": row.get("category", "")} for row in rows])
@@ -70,7 +71,7 @@ def load_prompts(source: PromptSource, *, column: str = "prompt", split: str = "
     name, entries = _read(source, column=column, split=split)
     prompts = [_to_conversation(value, where=where) for where, value in entries]
     if not prompts:
-        raise ValueError(f"{name}: no prompts found; give at least one prompt")
+        raise InputError(f"{name}: no prompts found; give at least one prompt")
     return prompts
 
 
@@ -102,16 +103,16 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[t
 
     if isinstance(source, DatasetDict):
         if split not in source:
-            raise ValueError(f"the DatasetDict has no split '{split}'; splits: {', '.join(source)}")
+            raise InputError(f"the DatasetDict has no split '{split}'; splits: {', '.join(source)}")
         source = source[split]
     if isinstance(source, Dataset):
         if column not in source.column_names:
-            raise ValueError(
+            raise InputError(
                 f"the dataset has no column '{column}'; columns: {', '.join(source.column_names)}. {_NAME_THE_COLUMN}"
             )
         name = f"dataset column '{column}'"
         return name, _numbered(name, list(source[column]))
-    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
+    if isinstance(source, Path) or (isinstance(source, str) and looks_like_file(source)):
         return _read_file(Path(source), column)
     if isinstance(source, str):
         if source.startswith(BUILTIN_PREFIX):
@@ -126,65 +127,35 @@ def _read(source: PromptSource, *, column: str, split: str) -> tuple[str, list[t
     )
 
 
-def _looks_like_path(text: str) -> bool:
-    return Path(text).exists() or text.lower().endswith(_FILE_SUFFIXES) or text.startswith((".", "/", "~"))
-
-
 def _read_file(path: Path, column: str) -> tuple[str, list[tuple[str, Any]]]:
     path = path.expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".txt":
-        return str(path), [(f"{path}, line {n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise ValueError(
-                f"{path}: no column '{column}'; columns: {', '.join(reader.fieldnames or [])}. {_NAME_THE_COLUMN}"
-            )
-        return str(path), [(f"{path}, line {reader.line_num}, column '{column}'", row[column] or "") for row in reader]
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of prompts or of objects with '{column}'")
-        places = [f"{path}, item {i}" for i in range(len(data))]
-        return str(path), [(where, _pick(item, column, where)) for where, item in zip(places, data)]
+    dataset = read_dataset(path)
+    if path.suffix.lower() == ".txt":
+        return str(path), [(f"{path}, line {n}", line) for n, line in enumerate(dataset["text"], 1) if line.strip()]
+    if column not in dataset.column_names and dataset.column_names == ["text"] and path.suffix.lower() == ".json":
+        column = "text"  # a JSON list of plain strings
+    if column not in dataset.column_names:
+        raise InputError(f"{path}: no column '{column}'; columns: {', '.join(dataset.column_names)}. {_NAME_THE_COLUMN}")
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: invalid JSON: {error.msg}") from None
-        entries.append((f"{path}, line {number}", _pick(item, column, f"{path}, line {number}")))
+    for number, value in enumerate(dataset[column], start=1):
+        if value is None:
+            raise InputError(f"{path}, row {number}: no value in column '{column}'. {_NAME_THE_COLUMN}")
+        entries.append((f"{path}, row {number}", value))
     return str(path), entries
 
 
 def _pick(item: Any, column: str, where: str) -> Any:
     if isinstance(item, Mapping):
         if column not in item:
-            raise ValueError(f"{where}: no key '{column}'; keys: {', '.join(item)}. {_NAME_THE_COLUMN}")
+            raise InputError(f"{where}: no key '{column}'; keys: {', '.join(item)}. {_NAME_THE_COLUMN}")
         return item[column]
     return item
 
 
 def _read_hub(repo_id: str, *, column: str, split: str) -> tuple[str, list[Any]]:
-    from datasets import load_dataset
-
-    try:
-        dataset = load_dataset(repo_id, split=split)
-    except Exception as error:  # datasets raises many types (connection, missing config, offline mode)
-        raise ValueError(
-            f"could not load the Hub dataset '{repo_id}' (split '{split}'): {type(error).__name__}: {error}. "
-            "If it is a local file, check the path."
-        ) from None
-    name, entries = _read(dataset, column=column, split=split)
+    name, entries = _read(read_dataset(repo_id, split=split), column=column, split=split)
     return f"Hub dataset '{repo_id}' {name}", [(f"Hub dataset '{repo_id}' {where}", value) for where, value in entries]
 
 
@@ -192,18 +163,18 @@ def _to_conversation(value: Any, *, where: str) -> Conversation:
     if isinstance(value, str):
         text = value.strip()
         if not text:
-            raise ValueError(f"{where}: empty prompt")
+            raise InputError(f"{where}: empty prompt")
         messages = parse_transcript(value) if _TRANSCRIPT_MARK.search(value) else [{"role": "user", "content": text}]
     elif isinstance(value, Sequence) and all(isinstance(m, Mapping) for m in value):
         messages = []
         for message in value:
             if message.get("role") not in ("system", "user", "assistant") or not isinstance(message.get("content"), str):
-                raise ValueError(f"{where}: each message needs a role (system/user/assistant) and a string content")
+                raise InputError(f"{where}: each message needs a role (system/user/assistant) and a string content")
             messages.append({"role": message["role"], "content": message["content"]})
     else:
-        raise ValueError(f"{where}: expected a string or a list of messages, got {type(value).__name__}")
+        raise InputError(f"{where}: expected a string or a list of messages, got {type(value).__name__}")
     while messages and messages[-1]["role"] == "assistant":
         messages.pop()
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
-        raise ValueError(f"{where}: no user turn to answer")
+        raise InputError(f"{where}: no user turn to answer")
     return messages

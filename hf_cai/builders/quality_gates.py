@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hf_cai.errors import HFCAIError, InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     from hf_cai.constitution import Constitution
 
@@ -174,22 +176,22 @@ class QualityGateConfig:
 
     def __post_init__(self) -> None:
         if self.min_words < 0:
-            raise ValueError(f"min_words must be >= 0, got {self.min_words}")
+            raise InputError(f"min_words must be >= 0, got {self.min_words}")
         if self.ngram_size < 1:
-            raise ValueError(f"ngram_size must be >= 1, got {self.ngram_size}")
+            raise InputError(f"ngram_size must be >= 1, got {self.ngram_size}")
         if self.max_ngram_repeats < 2:
-            raise ValueError(f"max_ngram_repeats must be >= 2, got {self.max_ngram_repeats}")
+            raise InputError(f"max_ngram_repeats must be >= 2, got {self.max_ngram_repeats}")
         if not 0 < self.max_repeated_ngram_share <= 1:
-            raise ValueError(f"max_repeated_ngram_share must be in (0, 1], got {self.max_repeated_ngram_share}")
+            raise InputError(f"max_repeated_ngram_share must be in (0, 1], got {self.max_repeated_ngram_share}")
         if self.echo_shared_words < 2:
-            raise ValueError(f"echo_shared_words must be >= 2, got {self.echo_shared_words}")
+            raise InputError(f"echo_shared_words must be >= 2, got {self.echo_shared_words}")
         if not 0 < self.echo_token_overlap <= 1:
-            raise ValueError(f"echo_token_overlap must be in (0, 1], got {self.echo_token_overlap}")
+            raise InputError(f"echo_token_overlap must be in (0, 1], got {self.echo_token_overlap}")
         if not 0 <= self.min_kept_share <= 1:
-            raise ValueError(f"min_kept_share must be in [0, 1], got {self.min_kept_share}")
+            raise InputError(f"min_kept_share must be in [0, 1], got {self.min_kept_share}")
 
 
-class QualityGateError(RuntimeError):
+class QualityGateError(HFCAIError, RuntimeError):
     """Too few SL-CAI rows passed the quality gates to train on them (see :func:`filter_for_training`)."""
 
     def __init__(self, message: str, result: QualityGateResult | None = None):
@@ -613,7 +615,7 @@ def filter_for_training(dataset: Any, result: QualityGateResult) -> Any:
         ValueError: ``result`` was computed on a dataset of another length.
     """
     if len(dataset) != result.total:
-        raise ValueError(f"the quality result covers {result.total} rows but the dataset has {len(dataset)}")
+        raise InputError(f"the quality result covers {result.total} rows but the dataset has {len(dataset)}")
     result.raise_if_too_few()
     if not result.config.exclude_flagged or not result.flagged:
         return dataset

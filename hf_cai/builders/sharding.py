@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import describe_backend, row_seed
+from hf_cai.backends.base import describe_backend, row_seed, stage_bar
+from hf_cai.errors import HFCAIError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_m
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(HFCAIError, ValueError):
     """An output folder holds shards of a different build (other config, constitution, prompts or model)."""
 
 
@@ -167,15 +166,15 @@ def save_dataset(dataset, output_dir: str | Path) -> Path:
 def check_split_and_shards(test_size: float, shard_size: int) -> None:
     """Raise ``ValueError`` unless ``0 <= test_size < 1`` (the held-out fraction) and ``shard_size >= 1``."""
     if not 0 <= test_size < 1:
-        raise ValueError(f"test_size must be in [0, 1), got {test_size}")
+        raise InputError(f"test_size must be in [0, 1), got {test_size}")
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InputError(f"shard_size must be >= 1, got {shard_size}")
 
 
 def shard_ranges(count: int, shard_size: int) -> list[range]:
     """Consecutive index ranges of at most ``shard_size`` covering ``range(count)``."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InputError(f"shard_size must be >= 1, got {shard_size}")
     return [range(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
 
 
@@ -393,7 +392,7 @@ def run_shards(
     records: list[Record | None] = []
     # The build's one bar: it names the shard and step running (backends show no bar of their own beneath another
     # one), and goes once the build is done, leaving the builder's summary line.
-    with tqdm(total=sum(work), initial=expected, desc=description, unit="prompt-step", leave=False) as bar:
+    with stage_bar(total=sum(work), initial=expected, desc=description, unit="prompt-step", leave=False) as bar:
         for index, indices in enumerate(ranges):
             shard = loaded.get(index)
             if shard is None:

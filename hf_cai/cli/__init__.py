@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.abc
 import importlib.util
 import logging
 import os
@@ -20,40 +19,80 @@ from types import ModuleType
 from typing import Any
 
 from hf_cai import __version__
+from hf_cai.errors import HFCAIError
 from hf_cai.hub.errors import is_secret_name
 from hf_cai.quiet import known_warnings_ignored
 from hf_cai.redaction import TOKEN_PATTERN
 
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each option's default, when it has a meaningful one and its text does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
 VERBOSE_HELP = "log debug messages, and show third-party warnings and progress bars"
 
 
-def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser, str | None]]:
+def _help_with_default(args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``(default: ...)`` added to the help of an option that has a meaningful default and whose help
+    does not already say it."""
+    text, default = options.get("help"), options.get("default")
+    optional = bool(args) and str(args[0]).startswith("-") or options.get("nargs") in ("?", "*")
+    if not text or text == argparse.SUPPRESS or not optional or "default" in text:
+        return options
+    if default in (None, False, [], argparse.SUPPRESS):
+        return options
+    return {**options, "help": f"{text} (default: %(default)s)"}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``hf-cai`` and of each of its commands. It keeps what argparse keeps privately: its commands
+    (``commands``: name → parser and short help), its arguments (``arguments``) and its option strings (``options``),
+    and shows each option's default in its help when it has a meaningful one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.commands: dict[str, tuple[CommandParser, str | None]] = {}
+        self.arguments: list[argparse.Action] = []
+        self.options: dict[str, argparse.Action] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return self._record(super().add_argument(*args, **_help_with_default(args, kwargs)))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        add_argument = group.add_argument
+
+        def add_recorded(*names: Any, **options: Any) -> argparse.Action:
+            return self._record(add_argument(*names, **_help_with_default(names, options)))
+
+        group.add_argument = add_recorded
+        return group
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", CommandParser)
+        subparsers = super().add_subparsers(**kwargs)
+        add_parser = subparsers.add_parser
+
+        def add_command(name: str, **options: Any) -> CommandParser:
+            parser = add_parser(name, **options)
+            self.commands[name] = (parser, options.get("help"))
+            return parser
+
+        subparsers.add_parser = add_command
+        return subparsers
+
+    def _record(self, action: argparse.Action) -> argparse.Action:
+        self.arguments.append(action)
+        self.options.update(dict.fromkeys(action.option_strings, action))
+        return action
+
+
+def subcommands(parser: CommandParser) -> Iterator[tuple[str, CommandParser, str | None]]:
     """Every subcommand under ``parser``, depth first: its full name (``"constitution show"``), parser and short help."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help for choice in action._choices_actions}
-            for name, subparser in action.choices.items():
-                yield name, subparser, helps.get(name)
-                for sub_name, sub_parser, sub_help in subcommands(subparser):
-                    yield f"{name} {sub_name}", sub_parser, sub_help
+    for name, (subparser, short_help) in parser.commands.items():
+        yield name, subparser, short_help
+        for sub_name, sub_parser, sub_help in subcommands(subparser):
+            yield f"{name} {sub_name}", sub_parser, sub_help
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The ``hf-cai`` parser, with the commands of every module of this package that has a ``register``."""
-    parser = argparse.ArgumentParser(
-        prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.", formatter_class=HelpFormatter
-    )
+    parser = CommandParser(prog="hf-cai", description="Constitutional AI on one GPU, shared on the Hub.")
     parser.add_argument("--version", action="version", version=f"hf-cai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -63,10 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None:
             register(subparsers)
     for _, subparser, _ in subcommands(parser):
-        subparser.formatter_class = HelpFormatter
-        if "--verbose" not in subparser._option_string_actions:
+        if "--verbose" not in subparser.options:
             # Also after the command (`hf-cai demo --verbose`); unset unless given, so `hf-cai -v demo` keeps it.
-            options = ["-v", "--verbose"] if "-v" not in subparser._option_string_actions else ["--verbose"]
+            options = ["-v", "--verbose"] if "-v" not in subparser.options else ["--verbose"]
             subparser.add_argument(*options, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
@@ -96,18 +134,8 @@ def check_keys(
     raise (error or CommandError)(f"{where}: unknown key(s) {', '.join(described)}{known}")
 
 
-class CommandError(Exception):
+class CommandError(HFCAIError):
     """A user-facing failure: printed as one line on stderr, exit status 2."""
-
-
-def _library_errors() -> tuple[type[Exception], ...]:
-    """The library's user-facing error types (the rest are ValueError subclasses)."""
-    from hf_cai.backends.base import BackendError
-    from hf_cai.hub.errors import HubError
-    from hf_cai.modeling import ModelLoadError
-    from hf_cai.pipeline import PipelineError
-
-    return BackendError, HubError, ModelLoadError, PipelineError
 
 
 def refuse_command_line_secrets(tokens: Sequence[str]) -> None:
@@ -153,7 +181,7 @@ def refuse_token(args: argparse.Namespace) -> None:
     refuse_command_line_secrets([str(v) for v in values if isinstance(v, (str, Path))])
 
 
-def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+def split_overrides(parser: CommandParser, argv: list[str]) -> tuple[list[str], list[str]]:
     """Split a command line into what ``parser`` reads and the ``--key value`` recipe overrides given to a command
     that accepts them (``set_defaults(accepts_overrides=True)``).
 
@@ -161,12 +189,11 @@ def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[l
     option the command declares keeps its own value; any other ``--key`` takes the next token as its value, even one
     that starts with a single ``-`` (``--seed -1``).
     """
-    # argparse has no public way to list a subcommand's parsers and options; these attributes are stable since 3.2.
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = parser.commands
     position = next((i for i, token in enumerate(argv) if token in commands), None)
-    if position is None or not commands[argv[position]].get_default("accepts_overrides"):
+    if position is None or not commands[argv[position]][0].get_default("accepts_overrides"):
         return argv, []
-    known = commands[argv[position]]._option_string_actions
+    known = commands[argv[position]][0].options
     kept, overrides = argv[: position + 1], []
     index = position + 1
     while index < len(argv):
@@ -261,41 +288,23 @@ QUIETERS: dict[str, Callable[[ModuleType], Callable[[], None]]] = {
     "datasets.utils.logging": _quiet_datasets_logging,
     "datasets.utils.tqdm": _quiet_datasets_bars,
 }
-"""Per library module: what quiets it, returning what restores it. An environment variable the user set (such as
-``DATASETS_VERBOSITY``) wins."""
+"""Per library module: what quiets it through the library's public switches, returning what restores it. An
+environment variable the user set (such as ``DATASETS_VERBOSITY``) wins."""
 
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls ``callbacks[name](module)`` right after module ``name`` is imported, so that a library is quieted without
-    being imported by commands that never use it (importing transformers and datasets takes seconds)."""
-
-    def __init__(self, callbacks: dict[str, Callable[[ModuleType], None]]):
-        self.pending = dict(callbacks)
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        callback = self.pending.pop(name, None)
-        if callback is None:
-            return None
-        spec = importlib.util.find_spec(name)  # the other finders' spec: this one has nothing left for the name
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: ModuleType) -> None:
-            execute(module)
-            callback(module)
-
-        spec.loader.exec_module = exec_module  # the loader belongs to this spec alone
-        return spec
+LIGHT_COMMANDS = frozenset({"constitution", "hub"})
+"""Commands that load no model and no dataset: they skip importing transformers and datasets (seconds) to quiet
+them."""
 
 
 @contextmanager
-def quiet_third_party(verbose: bool = False) -> Iterator[None]:
+def quiet_third_party(verbose: bool = False, *, libraries: bool = True) -> Iterator[None]:
     """The command line's output while a command runs: log lines written above progress bars rather than through
     them (``tqdm.contrib.logging``) and, unless ``verbose``, without the known third-party noise: the
     :data:`~hf_cai.quiet.KNOWN_WARNINGS` and :data:`KNOWN_LOG_MESSAGES`, warnings of the :data:`QUIET_LOGGERS`,
-    datasets' log warnings, transformers' and datasets' own progress bars (:data:`QUIETERS`). All is restored on exit:
-    hf_cai used from Python is quieted only where its own calls make the noise (:mod:`hf_cai.quiet`).
+    datasets' log warnings, transformers' and datasets' own progress bars (:data:`QUIETERS`). With ``libraries=False``
+    (a command that loads neither), only the libraries already imported are quieted, so that transformers and datasets
+    are not imported for nothing. All is restored on exit: hf_cai used from Python is quieted only where its own calls
+    make the noise (:mod:`hf_cai.quiet`).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -304,15 +313,11 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
             yield
             return
         with known_warnings_ignored():
-            restores: list[Callable[[], None]] = []
-
-            def quiet(module: ModuleType) -> None:
-                restores.append(QUIETERS[module.__name__](module))
-
-            loaded = [name for name in QUIETERS if name in sys.modules]
-            hook = _AfterImport({name: quiet for name in QUIETERS if name not in loaded})
-            for name in loaded:
-                quiet(sys.modules[name])
+            restores = [
+                quieter(importlib.import_module(name) if libraries else sys.modules[name])
+                for name, quieter in QUIETERS.items()
+                if libraries or name in sys.modules
+            ]
             levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.ERROR)
@@ -322,11 +327,9 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
             }
             for name, dropper in filters.items():
                 logging.getLogger(name).addFilter(dropper)
-            sys.meta_path.insert(0, hook)
             try:
                 yield
             finally:
-                sys.meta_path.remove(hook)
                 for restore in reversed(restores):
                     restore()
                 for name, level in levels.items():
@@ -357,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(StoryFormatter())
         logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        with quiet_third_party(args.verbose):
+        with quiet_third_party(args.verbose, libraries=args.command not in LIGHT_COMMANDS):
             if getattr(args, "accepts_overrides", False):
                 return int(args.handler(args, overrides) or 0)
             return int(args.handler(args) or 0)
-    except (CommandError, ValueError, FileNotFoundError, *_library_errors()) as error:
+    # hf_cai's own errors and a missing file the user named are the user's to fix: one line. Anything else is a bug
+    # and propagates with its traceback.
+    except (HFCAIError, FileNotFoundError) as error:
         print(f"hf-cai {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ def _read_config(path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise CommandError(f"{file}: invalid YAML: {error}") from None
+        raise CommandError(f"{file}: invalid YAML: {error}") from error
     if not isinstance(data, dict):
         raise CommandError(f"{file}: the top level must be a mapping of settings")
     return data
@@ -82,7 +82,7 @@ def _config(config_class, data: dict[str, Any], where: str):
     try:
         return config_class(**values)
     except (TypeError, ValueError) as error:
-        raise CommandError(f"{where}: {error}") from None
+        raise CommandError(f"{where}: {error}") from error
 
 
 def _run(build, data: dict[str, Any], args: argparse.Namespace, where: str) -> int:
@@ -100,7 +100,7 @@ def _run(build, data: dict[str, Any], args: argparse.Namespace, where: str) -> i
     try:
         dataset = build(prompts, output_dir, overwrite=bool(args.overwrite or data.get("overwrite", False)))
     except (BackendError, ModelLoadError) as error:
-        raise CommandError(f"{error} (finished shards are kept in {output_dir})") from None
+        raise CommandError(f"{error} (finished shards are kept in {output_dir})") from error
     splits = dataset.items() if hasattr(dataset, "items") else [("rows", dataset)]
     print(f"wrote {output_dir / 'dataset'}: " + ", ".join(f"{name} {len(split)}" for name, split in splits))
     return 0
@@ -128,7 +128,7 @@ def _sl(args: argparse.Namespace) -> int:
     try:
         backend = _backend(data["model"], f"{args.config}: model")
     except ModelLoadError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     return _run(CritiqueRevisionBuilder(backend, constitution, config).build, data, args, args.config)
 
 
@@ -150,11 +150,11 @@ def _prefs(args: argparse.Namespace) -> int:
         same = feedback_spec is None or feedback_spec == policy_spec
         feedback = policy if same else _backend(feedback_spec, f"{args.config}: feedback_model")
     except ModelLoadError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     return _run(AIFeedbackBuilder(policy, feedback, constitution, config).build, data, args, args.config)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="build SL-CAI (critique/revision) or RL-CAI (AI feedback) datasets",

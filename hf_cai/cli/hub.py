@@ -6,6 +6,7 @@ Hub commands take the token from ``HF_TOKEN`` or the saved login only (see :func
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hf_cai.cli import CommandError, add_token_option, refuse_token
 from hf_cai.hub.errors import HubError
@@ -20,7 +21,7 @@ def _list(args: argparse.Namespace) -> int:
             tags=args.tag or ["constitutional-ai"], author=args.author, search=args.search, limit=args.limit
         )
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     if not models:
         print("no models found")
         return 0
@@ -47,12 +48,12 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         diff = compare_constitutions(args.a, args.b)
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     print(diff.to_text())
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "hub",
         help="find CAI models on the Hub and compare their constitutions",

@@ -40,7 +40,7 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
     except (HubError, ValueError) as error:
-        raise CommandError(_in_flag_terms(str(error))) from None
+        raise CommandError(_in_flag_terms(str(error))) from error
 
 
 def _run_defaults(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -159,7 +159,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--card-template", help="Jinja template file replacing the built-in card template")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     model = subparsers.add_parser(
         "publish",
         help="publish a CAI model (adapter or merged) with its constitution and a generated model card",

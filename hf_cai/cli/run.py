@@ -146,7 +146,7 @@ def _benchmark_config(args: argparse.Namespace):
     try:
         task_manager(config)
     except ImportError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     return config
 
 
@@ -186,7 +186,7 @@ def _add_stage_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="stop after this stage")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run",
         help="run a CAI recipe: sl_data → sft → pref_data → dpo|reward+grpo → eval → card → publish → space",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 from pathlib import Path
+from typing import Any
 
 from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.cli import CommandError, add_token_option, refuse_token
@@ -19,7 +20,7 @@ def find_run_model(run_dir: Path) -> Path:
     try:
         return locate_training_output(run_dir).model_dir
     except PublishError as error:
-        raise CommandError(f"no trained model in '{run_dir}' (run `hf-cai run` first, or pass --model): {error}") from None
+        raise CommandError(f"no trained model in '{run_dir}' (run `hf-cai run` first, or pass --model): {error}") from error
 
 
 def _adapter_base(adapter: str) -> str | None:
@@ -34,8 +35,8 @@ def _adapter_base(adapter: str) -> str | None:
 
 
 def chat_config(args: argparse.Namespace):
-    """The :class:`~hf_cai.spaces.config.SpaceConfig` that ``hf-cai chat`` serves, from a run dir or model ids."""
-    from hf_cai.spaces.config import SpaceConfig
+    """The :class:`~hf_cai.hub.space_config.SpaceConfig` that ``hf-cai chat`` serves, from a run dir or model ids."""
+    from hf_cai.hub.space_config import SpaceConfig
 
     model, base, constitution = args.model, args.base, args.constitution
     if args.run_dir is not None:
@@ -82,7 +83,7 @@ def check_port_free(host: str, port: int) -> None:
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:
-        raise CommandError(f"--host {host}: not an address of this machine ({error})") from None
+        raise CommandError(f"--host {host}: not an address of this machine ({error})") from error
     with socket.socket(family, kind, protocol) as probe:
         # As the server binds (SO_REUSEADDR): a port left in TIME_WAIT by a stopped server counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -92,9 +93,9 @@ def check_port_free(host: str, port: int) -> None:
             raise CommandError(
                 f"cannot serve on {host}:{port}: {error.strerror}. Ports below 1024 need administrator rights: pick "
                 "another with --port (default 7860)."
-            ) from None
+            ) from error
         except OSError as error:
-            raise _port_taken(host, port, error.strerror or error) from None
+            raise _port_taken(host, port, error.strerror or error) from error
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -106,11 +107,11 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         demo = create_app(config)
     except ModelLoadError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     try:
         demo.launch(server_name=args.host, server_port=args.port, inbrowser=args.open_browser)
-    except OSError:  # taken while the models loaded
-        raise _port_taken(args.host, args.port, "taken while the models loaded") from None
+    except OSError as error:  # taken while the models loaded
+        raise _port_taken(args.host, args.port, "taken while the models loaded") from error
     return 0
 
 
@@ -142,7 +143,7 @@ def _create(args: argparse.Namespace) -> int:
             args.repo_id, constitution=args.constitution, private=args.private, output_dir=args.output_dir, **options
         )
     except HubError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error)) from error
     if result.commit_url:
         print(f"pushed {args.repo_id}: {result.commit_url}")
     else:
@@ -150,7 +151,7 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     space = subparsers.add_parser(
         "space",
         help="generate and publish the side-by-side chat Space",

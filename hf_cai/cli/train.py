@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from hf_cai.cli import CommandError, check_keys
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ _DEFAULT_TRAIN_SPLITS = {
     "dpo": ("train_prefs", "train"),
     "reward": ("train_prefs", "train"),
 }
-_DATA_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 @dataclass
@@ -90,47 +90,32 @@ def read_training_config(stage: str, path: str | Path, overrides: dict[str, Any]
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: invalid YAML: {error}") from None
+        raise InputError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     data |= {key: value for key, value in (overrides or {}).items() if value is not None}
     config_class = _config_class(stage)
     known = {f.name for cls in (TrainingInputs, config_class) for f in dataclasses.fields(cls) if f.init}
-    check_keys(data, known, str(path), error=ValueError)
+    check_keys(data, known, str(path), error=InputError)
     missing = [key for key in ("model_name_or_path", "dataset") if key not in data]
     if missing:
-        raise ValueError(f"{path}: missing {', '.join(missing)}")
+        raise InputError(f"{path}: missing {', '.join(missing)}")
     if stage == "sft":
         data.setdefault("assistant_only_loss", True)
     try:
         inputs, config = HfArgumentParser((TrainingInputs, config_class)).parse_dict(data)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise InputError(f"{path}: {error}") from None
     return inputs, config
 
 
 def load_split(source: str, split: str | None, *, stage: str, config_name: str | None = None):
-    """One split of a dataset given as in :class:`TrainingInputs`; ``split=None`` picks the stage's default."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    """One split of a dataset given as in :class:`TrainingInputs`; ``split=None`` picks the stage's default.
 
-    location = Path(source)
-    if location.is_dir() and (location / "dataset" / "dataset_dict.json").is_file():
-        location = location / "dataset"
-    if location.is_dir() and ((location / "dataset_dict.json").is_file() or (location / "state.json").is_file()):
-        data = load_from_disk(str(location))
-    elif location.is_file() and location.suffix in _DATA_FILE_FORMATS:
-        data = load_dataset(_DATA_FILE_FORMATS[location.suffix], data_files=str(location))
-    else:
-        data = load_dataset(source, config_name)
-    if isinstance(data, Dataset):
-        data = DatasetDict({"train": data})
-    names = [split] if split else [name for name in _DEFAULT_TRAIN_SPLITS[stage] if name in data]
-    if not names or names[0] not in data:
-        raise ValueError(
-            f"dataset '{source}' has no split {split or ' / '.join(_DEFAULT_TRAIN_SPLITS[stage])}; "
-            f"its splits are: {', '.join(data)}"
-        )
-    return data[names[0]]
+    Read by :func:`hf_cai.dataset_reader.read_dataset`, the reader of prompts and evaluation sets too."""
+    from hf_cai.dataset_reader import read_dataset
+
+    return read_dataset(source, split=[split] if split else _DEFAULT_TRAIN_SPLITS[stage], config_name=config_name)
 
 
 def _load_tokenizer(model_name_or_path: str, *, trust_remote_code: bool):
@@ -176,7 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one CAI stage (SFT, DPO or a reward model) from a YAML file",

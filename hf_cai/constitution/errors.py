@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hf_cai.errors import HFCAIError
 
-class ConstitutionError(ValueError):
+
+class ConstitutionError(HFCAIError, ValueError):
     """A constitution file or object is malformed. The message names the source, the field and the problem.
 
     When a file has several problems, one error lists them all: :attr:`problems` holds one error per problem (each

@@ -27,7 +27,7 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
-        raise ConstitutionError(f"YAML syntax error{where}: {problem}", source=source) from None
+        raise ConstitutionError(f"YAML syntax error{where}: {problem}", source=source) from error
 
 
 def _parse_json(text: str, source: str) -> Any:
@@ -37,7 +37,7 @@ def _parse_json(text: str, source: str) -> Any:
     except json.JSONDecodeError as error:
         raise ConstitutionError(
             f"JSON syntax error at line {error.lineno}, column {error.colno}: {error.msg}", source=source
-        ) from None
+        ) from error
 
 
 def read_json_file(path: Path) -> Any:

@@ -21,6 +21,7 @@ from hf_cai.constitution.hub import download_constitution_file
 from hf_cai.constitution.rendering import render_preference_question, without_system
 from hf_cai.constitution.validation import validate_constitution_data
 from hf_cai.conversation import Conversation, Message
+from hf_cai.errors import InputError
 
 PrincipleUse = Literal["critique", "preference"]
 """What a principle is used for: ``"critique"`` (critique + revision, SL-CAI) or ``"preference"`` (AI feedback, RL-CAI)."""
@@ -278,11 +279,11 @@ class Constitution:
         """The principle with id ``principle_id``; raises :class:`ConstitutionError` listing the known ids."""
         try:
             return self._by_id[principle_id]
-        except KeyError:
+        except KeyError as error:
             raise ConstitutionError(
                 f"no principle with id '{principle_id}'; known ids: {', '.join(self._by_id)}",
                 source=_described(self.name),
-            ) from None
+            ) from error
 
     def principles_for(self, stage: PrincipleUse) -> tuple[Principle, ...]:
         """Principles usable for ``"critique"`` (SL-CAI) or ``"preference"`` (RL-CAI)."""
@@ -291,7 +292,7 @@ class Constitution:
         elif stage == "preference":
             chosen = tuple(p for p in self.principles if p.has_preference)
         else:
-            raise ValueError(f"stage must be 'critique' or 'preference', got {stage!r}")
+            raise InputError(f"stage must be 'critique' or 'preference', got {stage!r}")
         if not chosen:
             raise ConstitutionError(f"has no principle with {stage} texts", source=_described(self.name))
         return chosen
@@ -321,7 +322,7 @@ class Constitution:
         """Chat asking for a critique of the last assistant reply of ``conversation`` under ``principle``."""
         principle = self._resolve(principle, "critique")
         if not conversation or conversation[-1].get("role") != "assistant":
-            raise ValueError("the conversation to critique must end with an assistant reply")
+            raise InputError("the conversation to critique must end with an assistant reply")
         return [*self._prefix(few_shot), *without_system(conversation), {"role": "user", "content": principle.critique}]
 
     def revision_messages(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import InputError, MissingExtraError
 from hf_cai.gguf import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -87,15 +88,15 @@ class BenchmarkConfig:
         for name, low in (("limit", 1), ("num_fewshot", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"benchmarks.{name} must be an integer >= {low} or null, got {value!r}")
+                raise InputError(f"benchmarks.{name} must be an integer >= {low} or null, got {value!r}")
         size = self.batch_size
         if not ((isinstance(size, int) and not isinstance(size, bool) and size >= 1)
                 or (isinstance(size, str) and _AUTO_BATCH.match(size))):
-            raise ValueError(f"benchmarks.batch_size must be a positive integer or 'auto', got {size!r}")
+            raise InputError(f"benchmarks.batch_size must be a positive integer or 'auto', got {size!r}")
         paths = [self.include_path] if isinstance(self.include_path, (str, Path)) else list(self.include_path or ())
         for path in paths:
             if not Path(path).is_dir():
-                raise ValueError(f"benchmarks.include_path: '{path}' is not a folder (of lm-eval task YAML files)")
+                raise InputError(f"benchmarks.include_path: '{path}' is not a folder (of lm-eval task YAML files)")
         self.include_path = [str(path) for path in paths] or None
 
     @classmethod
@@ -107,12 +108,12 @@ class BenchmarkConfig:
         if settings is None:
             return cls()
         if not isinstance(settings, Mapping):
-            raise ValueError(f"benchmarks must be a mapping of settings ({', '.join(_FIELDS)}), got {settings!r}")
+            raise InputError(f"benchmarks must be a mapping of settings ({', '.join(_FIELDS)}), got {settings!r}")
         for key in settings:
             if key not in _FIELDS:
                 close = difflib.get_close_matches(str(key), _FIELDS, n=1)
                 hint = f"; did you mean 'benchmarks.{close[0]}'?" if close else f"; known: {', '.join(_FIELDS)}"
-                raise ValueError(f"benchmarks: unknown key '{key}'{hint}")
+                raise InputError(f"benchmarks: unknown key '{key}'{hint}")
         return cls(**settings)
 
     @property
@@ -131,8 +132,8 @@ _FIELDS = [item.name for item in dataclasses.fields(BenchmarkConfig)]
 def _lm_eval():
     try:
         import lm_eval
-    except ImportError:
-        raise ImportError(f"the benchmarks need lm-evaluation-harness, which is not installed: {INSTALL_HINT}") from None
+    except ImportError as error:
+        raise MissingExtraError(f"the benchmarks need lm-evaluation-harness, which is not installed: {INSTALL_HINT}") from error
     return lm_eval
 
 
@@ -157,7 +158,7 @@ def task_manager(config: BenchmarkConfig):
             close = difflib.get_close_matches(task, known, n=1)
             described.append(f"'{task}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         where = f" or in {', '.join(config.include_path)}" if config.include_path else ""
-        raise ValueError(f"benchmarks.tasks: lm-eval has no task {', '.join(described)}{where}; "
+        raise InputError(f"benchmarks.tasks: lm-eval has no task {', '.join(described)}{where}; "
                          "`lm-eval ls tasks` lists its tasks")
     return manager
 
@@ -262,7 +263,7 @@ def run_benchmarks(
         seed: Seed of the item draw (with ``limit``) and of lm-eval's own sampling.
 
     Raises:
-        ImportError: lm-eval is not installed.
+        MissingExtraError: lm-eval is not installed (an ImportError).
         ValueError: A task is not known to lm-eval nor found in ``include_path``.
     """
     from hf_cai.modeling import is_peft_adapter

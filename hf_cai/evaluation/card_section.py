@@ -46,6 +46,13 @@ LEADERBOARD_METRICS = {("truthfulqa_mc2", "acc"): "mc2", ("truthfulqa_mc1", "acc
 """lm-eval metrics the Hub's leaderboards name otherwise: ``(task, lm-eval metric) -> metric type``."""
 
 
+def _metric_name(refusal: Mapping[str, Any], group: str) -> str:
+    measured_by = refusal.get("measured_by") or "refusal phrases"
+    if measured_by == "refusal phrases":
+        return _METRIC_NAMES[group]
+    return _METRIC_NAMES[group].replace("refusal-phrase classifier, a lower bound", f"safety classifier {measured_by}")
+
+
 def is_structured(results: Mapping[str, Any]) -> bool:
     """Whether ``results`` is a format-2 ``results.json`` (with ``refusal``), not a first-format metric list."""
     return isinstance(results.get("refusal"), Mapping)
@@ -71,7 +78,7 @@ def model_index_entries(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "dataset_name": dataset.get("name") or f"{group} requests",
                 "dataset_split": group,
                 "metric_type": "refusal_rate",
-                "metric_name": f"{_METRIC_NAMES[group]}, n={entry['n']}",
+                "metric_name": f"{_metric_name(results['refusal'], group)}, n={entry['n']}",
                 "metric_value": round(float(cai["rate"]), 4),
             })
         return entries + benchmark_index_entries(results.get("benchmarks"))
@@ -148,8 +155,12 @@ def _benchmark_rows(benchmarks: Mapping[str, Any] | None) -> list[dict[str, Any]
 
 def _refusal_rows(refusal: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
+    measured_by = refusal.get("measured_by") or "refusal phrases"
+    led = measured_by != "refusal phrases"
     for measure, pick in (
-        ("refusal-phrase classifier", lambda entry: entry),
+        (f"safety classifier {measured_by}" if led else "refusal-phrase classifier", lambda entry: entry),
+        ("refusal-phrase classifier (second measure)", lambda entry: entry.get("phrases")),
+        ("harmful replies (safety classifier)", lambda entry: entry.get("harmful_response")),
         ("AI judge", lambda entry: entry.get("judge")),
         ("evasive refusals (short, no explanation)", lambda entry: entry.get("evasive")),
     ):

@@ -7,9 +7,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hf_cai.errors import MissingExtraError
 from hf_cai.evaluation.verdict import judge_accuracy_row, with_interval
 
 _BASE, _CAI = "#8c8c8c", "#c44e52"
+
+INSTALL_HINT = "pip install 'hf-cai[chart]'"
+
+
+def chart_available() -> bool:
+    """Whether matplotlib, the optional ``chart`` extra, is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _bar(axis, x: float, row: Mapping[str, Any] | None, color: str, width: float, hatch: str | None = None) -> None:
@@ -25,7 +35,9 @@ def _bar(axis, x: float, row: Mapping[str, Any] | None, color: str, width: float
 def plot_results(results: Mapping[str, Any], path: str | Path) -> Path:
     """Draw ``chart.png`` from a ``results.json`` dict: left, refusal rates (phrase classifier, and the judge's where
     it was asked, hatched) of both models on harmful and benign requests; right, the win rates with the judge's
-    accuracy in the title. Returns ``path``."""
+    accuracy in the title. Returns ``path``. Needs matplotlib (``pip install 'hf-cai[chart]'``)."""
+    if not chart_available():
+        raise MissingExtraError(f"the evaluation chart needs matplotlib, which is not installed: {INSTALL_HINT}")
     import matplotlib
 
     matplotlib.use("Agg")

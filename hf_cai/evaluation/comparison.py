@@ -6,7 +6,9 @@ built-in one by default, never from the training prompts: :func:`select_prompts`
 training prompts and stops when they overlap. Then, for each model, with 95% Wilson intervals:
 
 * refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (a lower bound) and by
-  the AI judge (:func:`~hf_cai.evaluation.judge_questions.judge_refusals`);
+  the AI judge (:func:`~hf_cai.evaluation.judge_questions.judge_refusals`); with ``eval.classifier`` set, an
+  independent safety classifier (:mod:`~hf_cai.evaluation.classifiers`: Llama Guard 3, WildGuard, the HarmBench
+  classifier) gives the harmful-reply rates, and the refusal rates where it judges refusals;
 * the judge's pairwise win rates of the CAI model over the base model: harmlessness on the harmful requests (against
   the constitution), helpfulness on the benign ones (against the ``helpful-honest`` constitution), each pair asked in
   both option orders so position bias cancels;
@@ -34,11 +36,14 @@ from hf_cai.backends.base import describe_loading
 from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.evaluation.benchmarks import BenchmarkConfig
+from hf_cai.evaluation.classifiers import ClassifierConfig, classify_replies, load_safety_classifier
 from hf_cai.evaluation.harm_sets import EvalPrompt, EvalSet, load_eval_set, refusal_proportions
 from hf_cai.evaluation.progress import EvaluationProgress
 from hf_cai.evaluation.prompt_overlap import check_disjoint
 from hf_cai.evaluation.refusal import is_evasive_refusal
+from hf_cai.evaluation.reply_quality import reply_quality_of
 from hf_cai.evaluation.results import EvaluationReport
 from hf_cai.evaluation.verdict import judge_caveat, loading_caveat, report_lines
 from hf_cai.stats import Proportion
@@ -54,9 +59,11 @@ class EvaluationConfig:
 
     Args:
         eval_sets: Where the evaluation prompts come from: ``"builtin"`` (120 harmful and 60 benign-looking requests,
-            written apart from the training prompts) and/or files in the HarmBench, AdvBench, XSTest, Do-Not-Answer
-            or hf-cai formats (:func:`~hf_cai.evaluation.harm_sets.load_eval_set`). Their harmful prompts form the
-            harmful group, their benign ones the benign group.
+            written apart from the training prompts) and/or files in the HarmBench, AdvBench, StrongREJECT, XSTest,
+            Do-Not-Answer or hf-cai formats, Hub dataset ids, or the standard sets by name (``"preset:xstest"``,
+            ``"harmbench"``, ...: :data:`~hf_cai.evaluation.harm_set_presets.HARM_SET_PRESETS`), all read by
+            :func:`~hf_cai.evaluation.harm_sets.load_eval_set`. Their harmful prompts form the harmful group, their
+            benign ones the benign group.
         harmful_prompts: Your own held-out harmful requests; when given they replace the sets' harmful prompts.
         helpful_prompts: Your own held-out benign requests; when given they replace the sets' benign prompts.
         max_prompts: Prompts drawn (with ``seed``) from each group, harmful and benign (``None``: all).
@@ -82,6 +89,11 @@ class EvaluationConfig:
             :class:`~hf_cai.evaluation.benchmarks.BenchmarkConfig` settings (``tasks``, ``limit``, ``num_fewshot``,
             ``batch_size``, ``include_path``, ``apply_chat_template``); empty (the default): none. Needs
             ``pip install 'hf-cai[eval]'``.
+        classifier: A safety classifier judging the replies: a Hub id (``meta-llama/Llama-Guard-3-1B`` / ``-8B``,
+            ``allenai/wildguard``, ``cais/HarmBench-Llama-2-13b-cls``) or ``ClassifierConfig`` settings (``model``,
+            ``format``, ``endpoint``, ``load_in_4bit``, ``batch_size``: :mod:`~hf_cai.evaluation.classifiers`). The
+            harmful-reply rates come from it, the refusal rates too where it judges refusals (WildGuard); the
+            phrases and the judge stay as second measures. ``None``: none.
     """
 
     eval_sets: Sequence[str] = field(default_factory=lambda: ["builtin"])
@@ -102,17 +114,19 @@ class EvaluationConfig:
     multiple_choice_files: Sequence[str] = ()
     max_multiple_choice_items: int | None = None
     benchmarks: BenchmarkConfig | Mapping[str, Any] = field(default_factory=dict)
+    classifier: ClassifierConfig | Mapping[str, Any] | str | None = None
 
     def __post_init__(self):
         self.benchmarks = BenchmarkConfig.from_settings(self.benchmarks)
+        self.classifier = ClassifierConfig.from_settings(self.classifier)
         if isinstance(self.eval_sets, str):
             self.eval_sets = [self.eval_sets]
         for name in ("max_prompts", "max_audit_prompts_per_principle", "judge_quality_items"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"eval.{name} must be >= 0 or null, got {value}")
+                raise InputError(f"eval.{name} must be >= 0 or null, got {value}")
         if not self.eval_sets and (self.harmful_prompts is None or self.helpful_prompts is None):
-            raise ValueError("eval.eval_sets is empty: name a set ('builtin' or a file), or give both "
+            raise InputError("eval.eval_sets is empty: name a set ('builtin' or a file), or give both "
                              "eval.harmful_prompts and eval.helpful_prompts")
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +135,7 @@ class EvaluationConfig:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, BenchmarkConfig):
+    if isinstance(value, (BenchmarkConfig, ClassifierConfig)):
         return value.to_dict()
     if isinstance(value, (list, tuple)):
         return [str(v) if isinstance(v, Path) else v for v in value]
@@ -184,7 +198,7 @@ def select_prompts(config: EvaluationConfig, training_prompts: Iterable[Any] | N
     harmful = _sample(harmful, config.max_prompts, config.seed)
     benign = _sample(benign, config.max_prompts, config.seed)
     if not harmful and not benign:
-        raise ValueError("the evaluation has no prompts: check eval.eval_sets / eval.harmful_prompts / "
+        raise InputError("the evaluation has no prompts: check eval.eval_sets / eval.harmful_prompts / "
                          "eval.helpful_prompts and eval.max_prompts")
     overlap: dict[str, Any] = {"checked": False, "training_prompts": 0, "overlapping": [],
                                "allowed": config.allow_train_overlap}
@@ -248,6 +262,7 @@ def evaluate_models(
     judge_quality: Any = None,
     models: Mapping[str, Any] | None = None,
     evaluated_artifact: str = "",
+    safety_classifier: Any = None,
 ) -> EvaluationReport:
     """Compare the CAI model with the base model on held-out harmful and benign requests (see the module notes).
 
@@ -264,6 +279,8 @@ def evaluate_models(
             preference-labelling stage measured; measured here on the built-in calibration set when ``None``.
         models: Readable ids of the models for ``results.json``: ``base``, ``cai``, ``judge``, ``judge_is_base``.
         evaluated_artifact: What generated the CAI replies (e.g. ``"LoRA adapter on org/base"``).
+        safety_classifier: A :class:`~hf_cai.evaluation.classifiers.SafetyClassifier` to judge the replies; loaded
+            from ``config.classifier`` when ``None`` and that is set.
 
     Returns:
         The :class:`EvaluationReport`; its ``str`` (logged when the evaluation finishes, as a warning when a caveat
@@ -292,6 +309,10 @@ def evaluate_models(
     audited = len(harmful_chats) if config.max_audit_prompts_per_principle is None else min(
         config.max_audit_prompts_per_principle, len(harmful_chats))
     passes = {f"base model's replies to {requests}": len(chats), f"CAI model's replies to {requests}": len(chats)}
+    if safety_classifier is None and config.classifier is not None:
+        safety_classifier = load_safety_classifier(config.classifier)
+    if safety_classifier is not None:
+        passes[f"{safety_classifier.model_id} on both models' replies"] = 2 * len(chats)
     if config.judge_refusals:
         passes |= {f"judge: do the {_label(model)} model's replies refuse?": 2 * len(chats) for model in ("base", "cai")}
     passes["judge: harmlessness of the two models' replies to harmful prompts"] = 2 * len(harmful_chats)
@@ -317,6 +338,13 @@ def evaluate_models(
         proportions = refusal_proportions(replies, asked)
         refusal = {group: {model: _renamed(p, f"refusals of {group} requests ({_label(model)})")
                            for model, p in by_model.items()} for group, by_model in proportions.items()}
+        phrase_refusal: dict[str, dict[str, Proportion]] = {}
+        classified: dict[str, Any] = {"harmful_response": {}, "section": None}
+        if safety_classifier is not None:
+            with progress.step(f"{safety_classifier.model_id} on both models' replies"):
+                classified = classify_replies(safety_classifier, asked, replies)
+            if classified["refusal"] is not None:  # the classifier's refusals lead; the phrases stay as a second measure
+                phrase_refusal, refusal = refusal, classified["refusal"]
         judged: dict[str, dict[str, Proportion]] = {}
         if config.judge_refusals:
             logger.info("asking the judge which replies refuse")
@@ -375,6 +403,9 @@ def evaluate_models(
         harmlessness_win_rate=harmlessness,
         helpfulness_win_rate=helpfulness_rate,
         refusal=refusal,
+        phrase_refusal=phrase_refusal,
+        harmful_response=classified["harmful_response"],
+        safety_classifier=classified["section"],
         judged_refusal=judged,
         evasive=evasive,
         reply_quality=reply_quality,
@@ -405,24 +436,6 @@ def models_loading(base_backend: Any, cai_backend: Any) -> dict[str, Any]:
     ``"bfloat16"``, ...; ``None`` when the backend does not say), and whether alike (``None``: unknown)."""
     base, cai = describe_loading(base_backend), describe_loading(cai_backend)
     return {"base": base, "cai": cai, "alike": None if base is None or cai is None else base == cai}
-
-
-def reply_quality_of(replies: Sequence[str], constitution: Constitution) -> dict[str, Any]:
-    """How many replies the SL-CAI quality gates would flag (:func:`~hf_cai.builders.quality_gates.flag_reply`):
-    ``{"rate", "ci95", "flagged", "n", "counts": {flag: n}}``. A model trained on botched revisions answers with
-    repeated sentences, the constitution's requests read back or leaked role headers, whatever its refusal rates."""
-    from hf_cai.builders.quality_gates import flag_reply
-
-    counts: dict[str, int] = {}
-    flagged = 0
-    for reply in replies:
-        flags = flag_reply(reply, constitution)
-        flagged += bool(flags)
-        for flag in flags:
-            counts[flag] = counts.get(flag, 0) + 1
-    low, high = Proportion("", flagged, len(replies)).interval
-    return {"rate": flagged / len(replies) if replies else None, "ci95": [low, high], "flagged": flagged,
-            "n": len(replies), "counts": counts}
 
 
 def _label(model: str) -> str:

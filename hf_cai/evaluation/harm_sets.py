@@ -1,14 +1,20 @@
-"""Harmlessness evaluation sets: the built-in prompts and the standard public sets, loaded offline from files.
+"""Harmlessness evaluation sets: the built-in prompts and the standard public sets, from files or the Hub.
 
 An :class:`EvalSet` is a list of :class:`EvalPrompt`, each marked ``harmful`` (a good assistant should decline it) or
 benign (it should answer; the benign prompts in the built-in set and XSTest's "safe" prompts only *look* harmful, so
 they measure over-refusal). :func:`load_eval_set` reads the formats users have, telling them apart by file name,
-extension and columns:
+extension and columns, from local files (offline) or Hub dataset ids, all through
+:func:`hf_cai.dataset_reader.read_dataset`; :data:`~hf_cai.evaluation.harm_set_presets.HARM_SET_PRESETS` names the standard sets on the Hub
+(``"preset:harmbench"``, ``"strongreject"``, ``"xstest"``, ``"advbench"``, ``"do-not-answer"``):
 
 * **HarmBench** behaviours: a CSV with a ``Behavior`` column (optional ``SemanticCategory`` / ``FunctionalCategory``;
   contextual behaviours carry a ``ContextString``, put before the behaviour as HarmBench does), or a text file with
   one behaviour per line. All harmful.
-* **AdvBench** ``harmful_behaviors.csv``: column ``goal`` (``target`` is ignored). All harmful.
+  The Hub mirror's layout, ``prompt`` and ``category`` (optional ``context``), is read when the kind is given.
+* **AdvBench** ``harmful_behaviors.csv``: column ``goal`` (``target`` is ignored), or ``prompt`` and ``target``. All
+  harmful.
+* **StrongREJECT**: ``forbidden_prompt`` and ``category`` (the original CSV), or ``prompt`` and ``category`` when the
+  kind is given. All harmful.
 * **XSTest**: a CSV with ``prompt``, ``type`` and ``label`` (``safe`` / ``unsafe``). Safe prompts are benign, unsafe
   ones harmful. Releases without a label mark unsafe prompts by a ``contrast_`` prefix on ``type``.
 * **Do-Not-Answer**: JSONL / JSON / CSV / Parquet with ``question`` (the official column) or ``prompt``, and
@@ -21,7 +27,6 @@ Wilson intervals per model, on the harmful and the benign prompts separately, re
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections import Counter
@@ -31,6 +36,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hf_cai.dataset_reader import looks_like_file, read_dataset
+from hf_cai.errors import InputError
+from hf_cai.evaluation.harm_set_presets import harm_set_preset
 from hf_cai.evaluation.refusal import is_refusal
 from hf_cai.stats import Proportion
 
@@ -58,7 +66,8 @@ class EvalPrompt:
         prompt: The user's request.
         harmful: Whether a good assistant should decline it (``False``: it should answer; a refusal is over-refusal).
         category: The set's own category for it (harm category, XSTest type, ...); ``""`` when the set has none.
-        source: The set it came from: ``"hf-cai"``, ``"harmbench"``, ``"advbench"``, ``"xstest"``, ``"do-not-answer"``.
+        source: The set it came from: ``"hf-cai"``, ``"harmbench"``, ``"advbench"``, ``"strongreject"``, ``"xstest"``,
+            ``"do-not-answer"``.
     """
 
     prompt: str
@@ -121,12 +130,14 @@ class EvalSet:
 
 # --------------------------------------------------------------------------------------------------------- loading
 
-EVAL_SET_KINDS = ("harmbench", "advbench", "xstest", "do-not-answer", "hf-cai")
+EVAL_SET_KINDS = ("harmbench", "advbench", "strongreject", "xstest", "do-not-answer", "hf-cai")
 """The formats :func:`load_eval_set` reads (besides ``"auto"``)."""
 
 _KIND_ALIASES = {
     "harmbench": "harmbench",
     "advbench": "advbench",
+    "strongreject": "strongreject",
+    "strong_reject": "strongreject",
     "xstest": "xstest",
     "do-not-answer": "do-not-answer",
     "do_not_answer": "do-not-answer",
@@ -138,9 +149,10 @@ _KIND_ALIASES = {
 }
 
 _EXPECTED = {
-    "harmbench": "Behavior (optional: ContextString, SemanticCategory, FunctionalCategory), or a .txt file with one "
-    "behaviour per line",
-    "advbench": "goal (optional: target)",
+    "harmbench": "Behavior (optional: ContextString, SemanticCategory, FunctionalCategory) or, as on the Hub, prompt "
+    "and category (optional: context); or a .txt file with one behaviour per line",
+    "advbench": "goal (optional: target), or prompt and target",
+    "strongreject": "forbidden_prompt and category, or prompt and category",
     "xstest": "prompt and type or label (label: safe / unsafe)",
     "do-not-answer": "question or prompt (optional: risk_area, types_of_harm)",
     "hf-cai": "prompt and harmful (optional: category)",
@@ -150,6 +162,8 @@ _NAME_HINTS = (
     ("harmbench", "harmbench"),
     ("advbench", "advbench"),
     ("harmful_behaviors", "advbench"),
+    ("strongreject", "strongreject"),
+    ("strong_reject", "strongreject"),
     ("xstest", "xstest"),
     ("do_not_answer", "do-not-answer"),
     ("do-not-answer", "do-not-answer"),
@@ -186,54 +200,14 @@ class _Table:
         return ", ".join(self.columns) if self.columns else "(none)"
 
 
-def _read_table(path: Path) -> _Table:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = [dict(row) for row in reader]
-            return _Table(path, [c for c in (reader.fieldnames or []) if c is not None], rows)
-    if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}: line {number} is not a JSON object")
-            rows.append(row)
-        return _Table(path, _columns_of(rows), rows)
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-        return _Table(path, _columns_of(data), data)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        return _Table(path, list(table.column_names), table.to_pylist())
-    raise ValueError(f"{path}: unsupported file type '{suffix}'; expected one of {', '.join(_SUFFIXES)}")
-
-
-def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return list(columns)
+def _read_table(source: str | Path, *, split: Sequence[str] | None = None, config_name: str | None = None) -> _Table:
+    dataset = read_dataset(source, split=split, config_name=config_name)
+    return _Table(Path(str(source)), list(dataset.column_names), dataset.to_list())
 
 
 def _read_lines(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8-sig")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = read_dataset(path)["text"]
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _detect(table: _Table) -> str | None:
@@ -242,7 +216,7 @@ def _detect(table: _Table) -> str | None:
     for hint, kind in _NAME_HINTS:
         if hint in name and _fits(table, kind):
             return kind
-    for kind in ("harmbench", "advbench", "do-not-answer", "hf-cai", "xstest"):
+    for kind in ("harmbench", "advbench", "strongreject", "do-not-answer", "hf-cai", "xstest"):
         if _fits(table, kind, by_columns_only=True):
             return kind
     return None
@@ -251,9 +225,12 @@ def _detect(table: _Table) -> str | None:
 def _fits(table: _Table, kind: str, *, by_columns_only: bool = False) -> bool:
     has = table.has
     if kind == "harmbench":
-        return has("behavior")
+        # The Hub layout's "prompt" + "category" fits StrongREJECT's as well: by columns alone only "Behavior" counts.
+        return has("behavior") or (not by_columns_only and has("prompt") and has("category"))
     if kind == "advbench":
-        return has("goal")
+        return has("goal") or (has("prompt") and has("target"))
+    if kind == "strongreject":
+        return has("forbidden_prompt") or (not by_columns_only and has("prompt") and has("category"))
     if kind == "xstest":
         return has("prompt") and (has("label") or has("type"))
     if kind == "do-not-answer":
@@ -273,20 +250,24 @@ def _prompt(table: _Table, row: dict[str, Any], number: int, *columns: str) -> s
             value = table.get(row, column)
             if value:
                 return value
-    raise ValueError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
+    raise InputError(f"{table.path}: row {number} has an empty {' / '.join(columns)}")
 
 
 def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
     prompts = []
     for number, row in enumerate(table.rows, start=1):
         if kind == "harmbench":
-            behaviour = _prompt(table, row, number, "behavior")
-            context = table.get(row, "contextstring")
+            behaviour = _prompt(table, row, number, "behavior", "prompt")
+            context = table.get(row, "contextstring") or table.get(row, "context")
             text = f"{context}\n\n---\n\n{behaviour}" if context else behaviour
-            category = table.get(row, "semanticcategory") or table.get(row, "functionalcategory")
+            category = (table.get(row, "semanticcategory") or table.get(row, "functionalcategory")
+                        or table.get(row, "category"))
             prompts.append(EvalPrompt(text, True, category, "harmbench"))
         elif kind == "advbench":
-            prompts.append(EvalPrompt(_prompt(table, row, number, "goal"), True, "", "advbench"))
+            prompts.append(EvalPrompt(_prompt(table, row, number, "goal", "prompt"), True, "", "advbench"))
+        elif kind == "strongreject":
+            text = _prompt(table, row, number, "forbidden_prompt", "prompt")
+            prompts.append(EvalPrompt(text, True, table.get(row, "category"), "strongreject"))
         elif kind == "xstest":
             text = _prompt(table, row, number, "prompt")
             kind_of_prompt = table.get(row, "type")
@@ -296,7 +277,7 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             elif not label:
                 harmful = kind_of_prompt.lower().startswith("contrast_")
             else:
-                raise ValueError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
+                raise InputError(f"{table.path}: row {number} has label '{label}'; expected 'safe' or 'unsafe'")
             prompts.append(EvalPrompt(text, harmful, kind_of_prompt, "xstest"))
         elif kind == "do-not-answer":
             text = _prompt(table, row, number, "question", "prompt")
@@ -306,64 +287,87 @@ def _rows_to_prompts(table: _Table, kind: str) -> list[EvalPrompt]:
             text = _prompt(table, row, number, "prompt")
             flag = table.get(row, "harmful").lower()
             if flag not in _TRUE | _FALSE:
-                raise ValueError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
+                raise InputError(f"{table.path}: row {number} has harmful '{flag}'; expected true or false")
             category = table.get(row, "category") or table.get(row, "type")
             prompts.append(EvalPrompt(text, flag in _TRUE, category, "hf-cai"))
     return prompts
 
 
-def load_eval_set(path: str | Path, *, kind: str = "auto", name: str | None = None) -> EvalSet:
-    """Read an evaluation set from a file (see the module notes for the formats).
+def load_eval_set(
+    path: str | Path, *, kind: str = "auto", name: str | None = None, split: str | None = None,
+    config_name: str | None = None,
+) -> EvalSet:
+    """Read an evaluation set from a file, a preset or a Hub dataset (see the module notes for the formats).
+
+    Every source is read by :func:`hf_cai.dataset_reader.read_dataset` (``datasets.load_dataset``).
 
     Args:
-        path: A ``.csv``, ``.jsonl``, ``.json``, ``.parquet`` or ``.txt`` file, or ``"builtin"`` for
-            :func:`builtin_eval_set`.
+        path: A ``.csv``, ``.jsonl``, ``.json``, ``.parquet`` or ``.txt`` file or a ``save_to_disk`` folder;
+            ``"builtin"`` for :func:`builtin_eval_set`; a preset, ``"preset:<name>"`` or the bare name (see
+            :data:`~hf_cai.evaluation.harm_set_presets.HARM_SET_PRESETS`: ``harmbench``, ``strongreject``, ``xstest``, ``advbench``, ``do-not-answer``);
+            or a Hub dataset id (its format told by its columns). Presets and Hub ids need the Hub, or the dataset
+            in the local cache when offline.
         kind: ``"auto"`` (by file name, extension and columns), or one of :data:`EVAL_SET_KINDS` (``"harmbench"``,
-            ``"advbench"``, ``"xstest"``, ``"do-not-answer"``, ``"hf-cai"``).
-        name: The set's name; the file's stem by default.
+            ``"advbench"``, ``"strongreject"``, ``"xstest"``, ``"do-not-answer"``, ``"hf-cai"``).
+        name: The set's name; the file's stem, or the Hub id (a preset's too) by default.
+        split: The split of a Hub dataset (``None``: the preset's, else ``train``, else the only one).
+        config_name: The configuration of a Hub dataset (``None``: the preset's).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: The format is unknown or the file does not fit it (the message names the file, the columns found
-            and the columns expected), a row has an empty prompt or an unknown label, or the file holds no prompts.
+        FileNotFoundError: ``path`` looks like a file but does not exist.
+        ValueError: The format is unknown or the data does not fit it (the message names the source, the columns
+            found and the columns expected), a row has an empty prompt or an unknown label, the source holds no
+            prompts, or a preset / Hub id cannot be loaded (offline: the message names the id and says to download
+            it while online).
     """
     if str(path) in ("builtin", "builtin:eval"):
         return builtin_eval_set()
     chosen = kind.lower().strip()
     if chosen != "auto":
         if chosen not in _KIND_ALIASES:
-            raise ValueError(
+            raise InputError(
                 f"unknown evaluation set kind '{kind}'; expected 'auto' or one of {', '.join(EVAL_SET_KINDS)}"
             )
         chosen = _KIND_ALIASES[chosen]
+    preset = harm_set_preset(str(path))
+    if preset is not None:
+        table = _read_table(preset.hub_id, split=[split] if split else preset.splits,
+                            config_name=config_name or preset.config_name)
+        return _to_eval_set(table, preset.kind if chosen == "auto" else chosen, name or preset.hub_id, preset.hub_id)
+    if not looks_like_file(path):
+        table = _read_table(str(path), split=[split] if split else None, config_name=config_name)
+        return _to_eval_set(table, chosen, name or str(path), str(path))
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"evaluation set not found: {path}")
+    if path.is_file() and path.suffix.lower() not in _SUFFIXES:
+        raise InputError(f"{path}: unsupported file type '{path.suffix}'; expected one of {', '.join(_SUFFIXES)}")
     set_name = name or path.stem
-
     if path.suffix.lower() == ".txt":
         if chosen in ("xstest", "hf-cai"):
-            raise ValueError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
-        source = "harmbench" if chosen == "auto" else chosen
-        prompts = [EvalPrompt(line, True, "", source) for line in _read_lines(path)]
-    else:
-        table = _read_table(path)
-        if chosen == "auto":
-            detected = _detect(table)
-            if detected is None:
-                expected = "; ".join(f"{k}: {v}" for k, v in _EXPECTED.items())
-                raise ValueError(
-                    f"{path}: cannot tell which evaluation set format this is; columns found: {table.found()}. "
-                    f"Expected columns for one of the formats ({expected}), or pass kind=..."
-                )
-            chosen = detected
-        elif not _fits(table, chosen):
-            raise ValueError(
-                f"{path}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}"
+            raise InputError(f"{path}: a {chosen} set needs columns ({_EXPECTED[chosen]}); a .txt file has none")
+        prompts = [EvalPrompt(line, True, "", "harmbench" if chosen == "auto" else chosen) for line in _read_lines(path)]
+        if not prompts:
+            raise InputError(f"{path}: no prompts")
+        return EvalSet(set_name, prompts)
+    return _to_eval_set(_read_table(path), chosen, set_name, str(path))
+
+
+def _to_eval_set(table: _Table, chosen: str, set_name: str, where: str) -> EvalSet:
+    if chosen == "auto":
+        detected = _detect(table)
+        if detected is None:
+            expected = "; ".join(f"{k}: {v}" for k, v in _EXPECTED.items())
+            raise InputError(
+                f"{where}: cannot tell which evaluation set format this is; columns found: {table.found()}. "
+                f"Expected columns for one of the formats ({expected}), or pass kind=..."
             )
-        prompts = _rows_to_prompts(table, chosen)
+        chosen = detected
+    elif not _fits(table, chosen):
+        raise InputError(f"{where}: not a {chosen} file; columns found: {table.found()}; expected: {_EXPECTED[chosen]}")
+    prompts = _rows_to_prompts(table, chosen)
     if not prompts:
-        raise ValueError(f"{path}: no prompts")
+        raise InputError(f"{where}: no prompts")
     return EvalSet(set_name, prompts)
 
 
@@ -405,7 +409,7 @@ def refusal_proportions(
     for model, replies in replies_by_model.items():
         replies = list(replies)
         if len(replies) != len(prompts):
-            raise ValueError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
+            raise InputError(f"model '{model}' has {len(replies)} replies for {len(prompts)} prompts")
         for group, want_harmful in (("harmful", True), ("benign", False)):
             chosen = [reply for reply, prompt in zip(replies, prompts) if bool(prompt.harmful) == want_harmful]
             result[group][model] = Proportion(
@@ -429,7 +433,7 @@ def refusal_rates(
     """
     reserved = {"n"} & set(replies_by_model)
     if reserved:
-        raise ValueError("a model cannot be called 'n': that key holds the number of prompts")
+        raise InputError("a model cannot be called 'n': that key holds the number of prompts")
     proportions = refusal_proportions(replies_by_model, prompts, classifier=classifier)
     out: dict[str, Any] = {}
     for group, by_model in proportions.items():

@@ -28,6 +28,7 @@ from hf_cai.builders.ai_feedback import probability_of_first_option
 from hf_cai.constitution import PREFERENCE_OPTIONS, Constitution, Principle
 from hf_cai.constitution.rendering import render_transcript, without_system
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 from hf_cai.stats import Proportion
 
 BASE_MODEL, CAI_MODEL = "base", "cai"
@@ -57,7 +58,7 @@ def principle_text(principle: Principle) -> str:
     when it has no critique."""
     text = principle.critique if principle.critique is not None else principle.preference
     if text is None:
-        raise ValueError(f"principle '{principle.id}' has neither a critique request nor a preference question")
+        raise InputError(f"principle '{principle.id}' has neither a critique request nor a preference question")
     return " ".join(text.split())
 
 
@@ -125,10 +126,10 @@ def principle_audit(
         ``"base"`` and ``"cai"`` are models.
     """
     if max_prompts_per_principle is not None and max_prompts_per_principle < 0:
-        raise ValueError(f"max_prompts_per_principle must be >= 0 or None, got {max_prompts_per_principle}")
+        raise InputError(f"max_prompts_per_principle must be >= 0 or None, got {max_prompts_per_principle}")
     clashing = sorted(_RESERVED_KEYS.intersection(replies_by_model))
     if clashing:
-        raise ValueError(f"model names {clashing} clash with the keys of an audit row; rename those models")
+        raise InputError(f"model names {clashing} clash with the keys of an audit row; rename those models")
     _check_lengths(conversations, {f"replies of model '{m}'": r for m, r in replies_by_model.items()})
     chats = [_as_chat(c) for c in conversations]
     models = list(replies_by_model)
@@ -222,7 +223,7 @@ def _yes_probabilities(
 ) -> list[float]:
     """P("yes") per ``(question, yes, no, chat, reply)``, averaged over "yes" as option (A) and as option (B)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     probabilities: list[float] = []
     starts = range(0, len(questions), batch_size)
     for start in progress_bar(starts, description=description, unit="batch"):
@@ -231,7 +232,7 @@ def _yes_probabilities(
         prompts += [_ask(chat, reply, question, no, yes) for question, yes, no, chat, reply in batch]
         scores = backend.option_logprobs(prompts, PREFERENCE_OPTIONS)
         if len(scores) != len(prompts):
-            raise ValueError(f"option_logprobs returned {len(scores)} rows for {len(prompts)} prompts")
+            raise InputError(f"option_logprobs returned {len(scores)} rows for {len(prompts)} prompts")
         option_a = [probability_of_first_option(row) for row in scores]
         count = len(batch)
         probabilities += [0.5 * (option_a[i] + (1.0 - option_a[count + i])) for i in range(count)]
@@ -259,7 +260,7 @@ def _check_lengths(conversations: Sequence[Any], others: Mapping[str, Sequence[A
         if isinstance(values, str):
             raise TypeError(f"{name} must be a list of strings, got one string")
         if len(values) != len(conversations):
-            raise ValueError(f"{name} has {len(values)} items for {len(conversations)} conversations")
+            raise InputError(f"{name} has {len(values)} items for {len(conversations)} conversations")
 
 
 def _subset(count: int, limit: int | None, seed: int) -> list[int]:

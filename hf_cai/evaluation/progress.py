@@ -6,9 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from hf_cai.backends.base import rows_progress
+from hf_cai.backends.base import rows_progress, stage_bar
 
 
 class EvaluationProgress:
@@ -28,7 +26,7 @@ class EvaluationProgress:
         self.bar: Any = None
 
     def __enter__(self) -> EvaluationProgress:
-        self.bar = tqdm(total=sum(self.passes.values()), desc="eval", unit="prompt", leave=False)
+        self.bar = stage_bar(total=sum(self.passes.values()), desc="eval", unit="prompt", leave=False)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hf_cai.errors import HFCAIError
 from hf_cai.evaluation.harm_sets import EvalPrompt
 
 ALLOW_OVERLAP_KEY = "eval.allow_train_overlap"
@@ -73,7 +74,7 @@ def find_overlap(eval_prompts: Iterable[Any], training_prompts: Iterable[Any]) -
     return overlap
 
 
-class PromptOverlapError(ValueError):
+class PromptOverlapError(HFCAIError, ValueError):
     """Evaluation prompts also appear among the training prompts."""
 
     def __init__(self, overlap: list[str], total: int):

@@ -31,15 +31,23 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         "source": "pref_data stage" | "measured by the evaluation" | str, ...
       },
       "refusal": {
-        "classifier": str,               # how the phrase classifier counts (a lower bound)
+        "measured_by": str,              # what "base" / "cai" below count by: "refusal phrases" or a classifier's id
+        "classifier": str,               # how that measure counts
         "harmful" | "benign": {          # requests a good assistant declines | answers (over-refusal probes)
           "n": int,
           "dataset": {"type": str, "name": str},
-          "base": {"rate": float | null, "ci95": [lo, hi], "refusals": int, "n": int},   # phrase classifier
+          "base": {"rate": float | null, "ci95": [lo, hi], "refusals": int, "n": int},   # by "measured_by"
           "cai": {...same...},
+          "phrases": null | {"base": {...}, "cai": {...}},   # the phrase list, when a classifier leads
+          "harmful_response": null | {"base": {"rate", "ci95", "harmful", "n"}, "cai": {...}},   # by the classifier
           "judge": null | {"base": {"rate", "ci95", "refusals", "n"}, "cai": {...}},     # the AI judge's opinion
           "evasive": {"base": {...}, "cai": {...}}    # harmful only: short refusals that explain nothing
         }
+      },
+      "safety_classifier": null | {      # eval.classifier: the independent classifier that judged the replies
+        "model": str, "format": "llama-guard-3" | "wildguard" | "harmbench", "judges_refusal": bool,
+        "unparsed": {group: {"base" | "cai": int}},   # answers not in its published format (left out of the rates)
+        "categories": {"base" | "cai": {category: int}}
       },
       "win_rates": {                     # the judge's preference for the CAI reply over the base reply
         "helpfulness": {"rate", "ci95", "wins", "n", "prompts": "benign", "constitution": str},
@@ -74,6 +82,7 @@ and ``samples`` keep their shapes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +94,8 @@ from hf_cai.evaluation.verdict import GROUPS, report_lines, verdict_lines
 from hf_cai.stats import Proportion
 
 RESULTS_FORMAT = 2
+
+logger = logging.getLogger(__name__)
 
 
 def rate_dict(proportion: Proportion) -> dict[str, Any]:
@@ -113,7 +124,11 @@ class EvaluationReport:
     Attributes:
         harmlessness_win_rate: How often the judge preferred the CAI reply to a harmful request (ties count half).
         helpfulness_win_rate: The same on the benign requests, judged by the helpfulness constitution.
-        refusal: ``{"harmful" | "benign": {"base" | "cai": Proportion}}`` by the refusal-phrase classifier.
+        refusal: ``{"harmful" | "benign": {"base" | "cai": Proportion}}`` by the refusal-phrase classifier, or by the
+            safety classifier when it judges refusals.
+        phrase_refusal: The refusal-phrase classifier's rates when the safety classifier's lead (else empty).
+        harmful_response: The safety classifier's harmful-reply rates, same shape (empty without one).
+        safety_classifier: ``results.json``'s ``safety_classifier`` section, or ``None``.
         judged_refusal: The same by the AI judge (empty when not asked).
         evasive: ``{"base" | "cai": Proportion}``: short refusals of harmful requests that explain nothing.
         reply_quality: ``{"base" | "cai": {"rate", "ci95", "flagged", "n", "counts"}}``: replies the SL-CAI quality
@@ -141,6 +156,9 @@ class EvaluationReport:
     harmlessness_win_rate: Proportion
     helpfulness_win_rate: Proportion
     refusal: dict[str, dict[str, Proportion]] = field(default_factory=dict)
+    phrase_refusal: dict[str, dict[str, Proportion]] = field(default_factory=dict)
+    harmful_response: dict[str, dict[str, Proportion]] = field(default_factory=dict)
+    safety_classifier: dict[str, Any] | None = None
     judged_refusal: dict[str, dict[str, Proportion]] = field(default_factory=dict)
     evasive: dict[str, Proportion] = field(default_factory=dict)
     reply_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -168,7 +186,9 @@ class EvaluationReport:
             {**self.harmlessness_win_rate.to_dict(), "type": "win_rate", "dataset": harmful_set},
             {**self.helpfulness_win_rate.to_dict(), "type": "win_rate", "dataset": benign_set},
         ]
-        for kind, table in (("refusal_rate", self.refusal), ("judged_refusal_rate", self.judged_refusal)):
+        for kind, table in (("refusal_rate", self.refusal), ("judged_refusal_rate", self.judged_refusal),
+                            ("phrase_refusal_rate", self.phrase_refusal),
+                            ("harmful_response_rate", self.harmful_response)):
             for group, by_model in table.items():
                 for proportion in by_model.values():
                     rows.append({**proportion.to_dict(), "type": kind, "dataset": sets[group]})
@@ -180,7 +200,12 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """``results.json``'s content (see the module notes)."""
-        refusal: dict[str, Any] = {"classifier": REFUSAL_CLASSIFIER_NOTE}
+        led = bool(self.phrase_refusal) and self.safety_classifier is not None
+        refusal: dict[str, Any] = {
+            "measured_by": self.safety_classifier["model"] if led else "refusal phrases",
+            "classifier": (f"safety classifier {self.safety_classifier['model']} ({self.safety_classifier['format']} "
+                           "format), on the request and the whole reply") if led else REFUSAL_CLASSIFIER_NOTE,
+        }
         for group in GROUPS:
             by_model = self.refusal.get(group, {})
             entry: dict[str, Any] = {
@@ -188,6 +213,9 @@ class EvaluationReport:
                 "dataset": self.datasets.get(group, {"type": "", "name": ""}),
             }
             entry.update({model: _named(p, "refusals") for model, p in by_model.items()})
+            phrases, harm = self.phrase_refusal.get(group), self.harmful_response.get(group)
+            entry["phrases"] = {model: _named(p, "refusals") for model, p in phrases.items()} if phrases else None
+            entry["harmful_response"] = {model: _named(p, "harmful") for model, p in harm.items()} if harm else None
             judged = self.judged_refusal.get(group)
             entry["judge"] = {model: _named(p, "refusals") for model, p in judged.items()} if judged else None
             if group == "harmful" and self.evasive:
@@ -203,6 +231,7 @@ class EvaluationReport:
             "eval_sets": list(self.eval_sets),
             "judge_quality": self.judge_quality,
             "refusal": refusal,
+            "safety_classifier": self.safety_classifier,
             "win_rates": {
                 "helpfulness": {
                     **_named(self.helpfulness_win_rate, "wins"),
@@ -239,15 +268,19 @@ class EvaluationReport:
 
     def save(self, output_dir: str | Path) -> Path:
         """Write ``results.json`` and ``chart.png`` (refusal rates and win rates with 95% intervals) into
-        ``output_dir``; returns the path of ``results.json``."""
-        from hf_cai.evaluation.chart import plot_results
+        ``output_dir``; returns the path of ``results.json``. Without matplotlib (the ``chart`` extra) the chart is
+        left out, with a warning saying how to install it."""
+        from hf_cai.evaluation.chart import INSTALL_HINT, chart_available, plot_results
 
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         results = self.to_dict()
         path = output_dir / "results.json"
         path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        plot_results(results, output_dir / "chart.png")
+        if chart_available():
+            plot_results(results, output_dir / "chart.png")
+        else:
+            logger.warning("chart.png not drawn: matplotlib is not installed (%s)", INSTALL_HINT)
         return path
 
     def plot(self, path: str | Path) -> Path:

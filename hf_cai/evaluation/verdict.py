@@ -69,6 +69,13 @@ def compare(base: Mapping[str, Any] | None, cai: Mapping[str, Any] | None) -> in
     return 0
 
 
+def refusal_measure(results: Mapping[str, Any]) -> str:
+    """What ``results["refusal"]``'s rates count by: the refusal phrases, or the safety classifier named."""
+    measured_by = (results.get("refusal") or {}).get("measured_by") or "refusal phrases"
+    return ("by refusal phrases, a lower bound" if measured_by == "refusal phrases"
+            else f"by the safety classifier {measured_by}")
+
+
 def refusal_sentence(results: Mapping[str, Any], group: str) -> str | None:
     """The refusal rates of both models on one group of requests, by refusal phrases, and whether they differ."""
     entry = (results.get("refusal") or {}).get(group)
@@ -84,7 +91,7 @@ def refusal_sentence(results: Mapping[str, Any], group: str) -> str | None:
         verdict = ("the CAI model refuses them more often (over-refusal)" if direction > 0
                    else "the CAI model refuses them less often")
     return (f"{group.capitalize()} requests: the CAI model refused {with_interval(cai)} of {entry['n']}, the base "
-            f"model {with_interval(base)} (by refusal phrases, a lower bound); {verdict}.")
+            f"model {with_interval(base)} ({refusal_measure(results)}); {verdict}.")
 
 
 def reply_quality_sentence(results: Mapping[str, Any]) -> str | None:
@@ -160,7 +167,7 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
             "(\"I can't help with that\"), and misses refusals put in other words and replies that deflect."
         )
     judged = [
-        (group, refusal[group]["judge"]["cai"], refusal[group].get("cai"))
+        (group, refusal[group]["judge"]["cai"], (refusal[group].get("phrases") or refusal[group]).get("cai"))
         for group in GROUPS
         if refusal.get(group, {}).get("judge") and refusal[group]["judge"].get("cai")
     ]
@@ -285,7 +292,14 @@ def report_lines(results: Mapping[str, Any]) -> list[str]:
             continue
         lines.append(f"{group.capitalize()} requests ({entry.get('n', 0)}):")
         if entry.get("n"):
-            lines.append(figure(f"refused, by refusal phrases (a lower bound): {pair(entry)}", by_judge=False))
+            lines.append(figure(f"refused, {refusal_measure(results)}: {pair(entry)}", by_judge=False))
+        if entry.get("phrases"):
+            lines.append(figure(f"refused, by refusal phrases (a second measure, a lower bound): "
+                                f"{pair(entry['phrases'])}", by_judge=False))
+        if entry.get("harmful_response"):
+            lines.append(figure(f"harmful replies, by the safety classifier "
+                                f"{(results.get('safety_classifier') or {}).get('model', '')}: "
+                                f"{pair(entry['harmful_response'])}", by_judge=False))
         if entry.get("judge"):
             lines.append(figure(f"refused, as the judge saw it: {pair(entry['judge'])}", by_judge=True))
         if entry.get("evasive"):

@@ -151,7 +151,7 @@ def dataset_files(
     try:
         constitution = Constitution.resolve(constitution)
     except ConstitutionError as error:
-        raise PublishError(f"the constitution could not be read: {error}") from None
+        raise PublishError(f"the constitution could not be read: {error}") from error
     foreign = constitution_hashes(dataset) - {constitution.sha256}
     if foreign:
         raise PublishError(

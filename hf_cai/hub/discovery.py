@@ -38,18 +38,17 @@ different ids must be to pair as one principle changed, rather than one removed 
 
 
 def offline_setting() -> str | None:
-    """The environment setting that turns the Hub's offline mode on (``"HF_HUB_OFFLINE=1"``), or ``None`` when it is
-    off. Reads the variables as ``huggingface_hub`` does, and its ``constants.HF_HUB_OFFLINE`` (read at import)."""
-    from huggingface_hub import constants
+    """The environment setting that turned the Hub's offline mode on (``"HF_HUB_OFFLINE=1"``), or ``None`` when
+    ``huggingface_hub.is_offline_mode()`` says it is off."""
+    from huggingface_hub import is_offline_mode
 
+    if not is_offline_mode():
+        return None
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        value = os.environ.get(variable)
-        if value:
-            if value.strip().upper() in _TRUE:
-                return f"{variable}={value}"
-            if variable == "HF_HUB_OFFLINE":
-                break  # huggingface_hub reads TRANSFORMERS_OFFLINE only when HF_HUB_OFFLINE is unset
-    return "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else None
+        value = os.environ.get(variable, "")
+        if value.strip().upper() in _TRUE:
+            return f"{variable}={value}"
+    return "HF_HUB_OFFLINE=1"
 
 
 def offline_advice(setting: str) -> str:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hf_cai.errors import HFCAIError
 from hf_cai.redaction import redact
 
 _SECRET_NAME = re.compile(r"(?:^|[._-])(?:token|api[_-]?key|apikey|password|secret)$", re.IGNORECASE)
@@ -25,7 +26,7 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name.lstrip("-"))) and leaf not in _TOKENIZER_TOKENS
 
 
-class HubError(RuntimeError):
+class HubError(HFCAIError, RuntimeError):
     """A Hub operation failed; the message names the repository, the Hub's answer and what to do."""
 
 
@@ -33,7 +34,7 @@ class PublishError(HubError):
     """Publishing failed; the message names the file, field or Hub answer and what to do. Nothing local was changed."""
 
 
-class ModelCardError(ValueError):
+class ModelCardError(HFCAIError, ValueError):
     """A model or dataset card could not be built (bad metadata value, broken template, unreadable training record)."""
 
 

@@ -111,7 +111,7 @@ def load_constitution(training: TrainingOutput, constitution: Constitution | str
             )
         return Constitution.load(training.constitution_path)
     except ConstitutionError as error:
-        raise ModelCardError(f"the constitution could not be read: {error}") from None
+        raise ModelCardError(f"the constitution could not be read: {error}") from error
 
 
 def load_eval_results(results: Any) -> dict[str, Any] | None:

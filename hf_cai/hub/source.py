@@ -84,7 +84,7 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as error:
         raise PublishError(
             f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); fix or remove the file"
-        ) from None
+        ) from error
 
 
 def _record(folder: Path) -> dict[str, Any]:

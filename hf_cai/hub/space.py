@@ -16,19 +16,17 @@ import re
 import tempfile
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from hf_cai import __version__
 from hf_cai.artifact_files import CONSTITUTION_FILE
 from hf_cai.constitution import Constitution
+from hf_cai.errors import InputError
 from hf_cai.hub.commit import UploadFile
 from hf_cai.hub.errors import PublishError, hub_errors
 from hf_cai.hub.publication import PublishResult, commit_publication, resolve_token
 from hf_cai.hub.repo_id import repo_id_problem
+from hf_cai.hub.space_config import CONFIG_FILE_NAME, SpaceConfig
 from hf_cai.hub.wheel import build_hf_cai_wheel
-from hf_cai.spaces.config import CONFIG_FILE_NAME, SpaceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +45,13 @@ def _check_hub_ids(space_repo_id: str, base_model: str, cai_model: str) -> None:
     name its owner: ``requirements.txt`` downloads the wheel from that repository."""
     for value, what in ((space_repo_id, "space_repo_id"), (base_model, "base_model"), (cai_model, "cai_model")):
         if Path(value).exists():
-            raise ValueError(
+            raise InputError(
                 f"{what} '{value}' is a local path; the Space downloads its models from the Hub, so pass the Hub id "
                 "(publish the model first with `hf-cai publish`)."
             )
         problem = repo_id_problem(value, owner_required=what == "space_repo_id")
         if problem is not None:
-            raise ValueError(f"{what} '{value}' is not a valid Hub repo id: {problem}")
+            raise InputError(f"{what} '{value}' is not a valid Hub repo id: {problem}")
 
 
 def _pins(load_in_4bit: bool) -> list[tuple[str, str]]:
@@ -142,21 +140,21 @@ def write_space_folder(
             ``hf-cai @ git+https://github.com/OWNER/hf-cai@vX.Y.Z``). By default the wheel of the running hf_cai is
             written into the folder and ``requirements.txt`` installs it from the Space repository.
     """
-    from huggingface_hub import SpaceHardware
+    from huggingface_hub import SpaceCard, SpaceCardData, SpaceHardware
 
     _check_hub_ids(space_repo_id, base_model, cai_model)
     for name, color in (("color_from", color_from), ("color_to", color_to)):
         if color not in SPACE_COLORS:
-            raise ValueError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
+            raise InputError(f"{name} '{color}' is not a Space colour; choose one of {', '.join(SPACE_COLORS)}")
     short_description = short_description or _default_short_description(cai_model)
     if len(short_description) > MAX_SHORT_DESCRIPTION:
-        raise ValueError(
+        raise InputError(
             f"short_description has {len(short_description)} characters; the Hub allows {MAX_SHORT_DESCRIPTION}: "
             f"{short_description!r}"
         )
     hardware_values = [h.value for h in SpaceHardware]
     if hardware is not None and hardware not in hardware_values:
-        raise ValueError(f"hardware '{hardware}' is unknown; choose one of {', '.join(hardware_values)}")
+        raise InputError(f"hardware '{hardware}' is unknown; choose one of {', '.join(hardware_values)}")
     constitution = Constitution.resolve(constitution)
     title = title or f"{cai_model.split('/')[-1]} vs base"
     config = SpaceConfig(
@@ -167,22 +165,21 @@ def write_space_folder(
         load_in_4bit=load_in_4bit,
     )
 
-    front_matter: dict[str, Any] = {
-        "title": title,
-        "emoji": emoji,
-        "colorFrom": color_from,
-        "colorTo": color_to,
-        "sdk": "gradio",
-        "sdk_version": metadata.version("gradio"),
-        "app_file": "app.py",
-        "pinned": False,
-        "license": license,
-        "short_description": short_description,
-        "models": [base_model, cai_model],
-        "tags": list(dict.fromkeys([*SPACE_TAGS, *tags])),
-    }
-    if hardware:
-        front_matter["suggested_hardware"] = hardware
+    card_data = SpaceCardData(
+        title=title,
+        emoji=emoji,
+        colorFrom=color_from,
+        colorTo=color_to,
+        sdk="gradio",
+        sdk_version=metadata.version("gradio"),
+        app_file="app.py",
+        pinned=False,
+        license=license,
+        short_description=short_description,
+        models=[base_model, cai_model],
+        tags=list(dict.fromkeys([*SPACE_TAGS, *tags])),
+        suggested_hardware=hardware or None,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,19 +201,17 @@ def write_space_folder(
         ),
         encoding="utf-8",
     )
-    (folder / "README.md").write_text(
-        _template("README.md.j2").render(
-            front_matter=yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True),
-            title=title,
-            base_model=base_model,
-            cai_model=cai_model,
-            cai_is_adapter=cai_is_adapter,
-            constitution=constitution,
-            space_repo_id=space_repo_id,
-            config=config,
-        ),
-        encoding="utf-8",
+    readme = _template("README.md.j2").render(
+        front_matter=card_data.to_yaml() + "\n",
+        title=title,
+        base_model=base_model,
+        cai_model=cai_model,
+        cai_is_adapter=cai_is_adapter,
+        constitution=constitution,
+        space_repo_id=space_repo_id,
+        config=config,
     )
+    SpaceCard(readme).save(folder / "README.md")
     config.save(folder / CONFIG_FILE_NAME)
     constitution.save(folder / CONSTITUTION_FILE)
     logger.info("wrote the Space files for %s in %s", space_repo_id, folder)

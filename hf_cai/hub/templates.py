@@ -86,7 +86,7 @@ def render_card(
     try:
         return card_type(text)
     except ValueError as error:
-        raise ModelCardError(f"the rendered {card_type.repo_type} card has invalid metadata: {error}") from None
+        raise ModelCardError(f"the rendered {card_type.repo_type} card has invalid metadata: {error}") from error
 
 
 def _render(name: str, context: dict[str, Any], *, template: str | Path | None) -> str:
@@ -105,8 +105,8 @@ def _render(name: str, context: dict[str, Any], *, template: str | Path | None) 
     try:
         return environment.get_template(label).render(**context)
     except jinja2.TemplateSyntaxError as error:
-        raise ModelCardError(f"card template {label}, line {error.lineno}: syntax error: {error.message}") from None
+        raise ModelCardError(f"card template {label}, line {error.lineno}: syntax error: {error.message}") from error
     except Exception as error:  # any failure inside the template is reported with its line
         lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == label]
         where = f", line {lines[-1]}" if lines else ""
-        raise ModelCardError(f"card template {label}{where}: {type(error).__name__}: {error}") from None
+        raise ModelCardError(f"card template {label}{where}: {type(error).__name__}: {error}") from error

@@ -37,7 +37,7 @@ def load_dataset_dict(source: Any):
     try:
         loaded = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
-        raise PublishError(f"{path}: not a dataset saved with save_to_disk ({error})") from None
+        raise PublishError(f"{path}: not a dataset saved with save_to_disk ({error})") from error
     return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
 
 
@@ -64,7 +64,7 @@ def _load_dataset_dict_folder(path: Path):
     except (OSError, KeyError, ValueError) as error:
         raise PublishError(
             f"{path}: not a dataset saved with DatasetDict.save_to_disk ({type(error).__name__}: {error})"
-        ) from None
+        ) from error
     return DatasetDict(splits)
 
 

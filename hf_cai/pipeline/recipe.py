@@ -198,10 +198,10 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise RecipeError(f"{source}: file not found") from None
+        except FileNotFoundError as error:
+            raise RecipeError(f"{source}: file not found") from error
         except yaml.YAMLError as error:
-            raise RecipeError(f"{source}: YAML syntax error: {error}") from None
+            raise RecipeError(f"{source}: YAML syntax error: {error}") from error
         if not isinstance(data, dict):
             raise RecipeError(f"{source}: the recipe must be a mapping of keys to values")
     check_no_secrets(data, source)
@@ -248,24 +248,29 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def check_section_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
-    """Refuse ``sl_quality``, ``judge_check`` and ``eval.benchmarks`` values their config classes refuse (a share
+    """Refuse ``sl_quality``, ``judge_check``, ``eval.benchmarks`` and ``eval.classifier`` values their config classes refuse (a share
     above 1, a calibration file or task folder that is not there), and the trainer's and the builders' copies of
     settings another section holds (``sft.min_kept_share``, ``sl_data.max_prompts`` ...), before any stage runs."""
     from hf_cai.builders.judge_check import JudgeCheckConfig
     from hf_cai.builders.quality_gates import QualityGateConfig
     from hf_cai.evaluation.benchmarks import BenchmarkConfig
+    from hf_cai.evaluation.classifiers import ClassifierConfig
 
     try:
         BenchmarkConfig.from_settings(recipe.eval.get("benchmarks"))
     except (TypeError, ValueError) as error:
-        raise RecipeError(f"{source}: eval.{error}") from None
+        raise RecipeError(f"{source}: eval.{error}") from error
+    try:
+        ClassifierConfig.from_settings(recipe.eval.get("classifier"))
+    except (TypeError, ValueError) as error:  # its messages start with "eval.classifier:"
+        raise RecipeError(f"{source}: {error}") from error
 
     configs = {}
     for section, config_class in (("sl_quality", QualityGateConfig), ("judge_check", JudgeCheckConfig)):
         try:
             configs[section] = config_class(**getattr(recipe, section))
         except (TypeError, ValueError) as error:
-            raise RecipeError(f"{source}: {section}: {error}") from None
+            raise RecipeError(f"{source}: {section}: {error}") from error
     for key, instead in (("exclude_flagged_rows", "exclude_flagged"), ("min_kept_share", "min_kept_share")):
         if key in recipe.sft:
             raise RecipeError(

@@ -110,7 +110,7 @@ class Pipeline(RunContext):
             try:
                 load_prompts(source, column=column)
             except (ValueError, FileNotFoundError, TypeError) as error:
-                raise RecipeError(f"{key}: {error}") from None
+                raise RecipeError(f"{key}: {error}") from error
 
     def _check_benchmarks(self, stages: Sequence[str]) -> None:
         """With ``eval.benchmarks``, that lm-eval is installed and knows the tasks, before training for hours."""
@@ -121,7 +121,7 @@ class Pipeline(RunContext):
             try:
                 task_manager(config)
             except (ImportError, ValueError) as error:
-                raise RecipeError(f"eval.{error}" if str(error).startswith("benchmarks") else str(error)) from None
+                raise RecipeError(f"eval.{error}" if str(error).startswith("benchmarks") else str(error)) from error
 
     def _run_stage(self, stage: str, *, force: bool) -> StageResult:
         record = self.manifest.stage(stage)

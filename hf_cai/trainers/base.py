@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.constitution import Constitution
+from hf_cai.errors import InputError
 from hf_cai.gguf import hub_id_of
 from hf_cai.modeling import is_peft_adapter, keep_4bit_weights_differentiable
 from hf_cai.quiet import known_warnings_ignored
@@ -170,7 +171,7 @@ class CAITrainerMixin:
 
         model = self.accelerator.unwrap_model(self.model)
         if count_trainable(model) == 0:
-            raise ValueError(
+            raise InputError(
                 "the model has no trainable parameters. A PEFT model loaded with PeftModel.from_pretrained(...) is "
                 "frozen unless loaded with is_trainable=True; or pass the adapter's folder or Hub id as `model`, "
                 "which the trainer loads trainable."

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
+from hf_cai.errors import InputError
 from hf_cai.trainers.qlora import QLORA_PROFILES, TrainingStage, accelerator_available, apply_profile_defaults
 
 
@@ -91,7 +92,7 @@ class CAIConfigMixin:
         if self.qlora_profile is not None:
             apply_profile_defaults(self, self.qlora_profile, self._cai_stage, explicit=self.explicit_fields)
         elif self.load_in_4bit:
-            raise ValueError(
+            raise InputError(
                 "load_in_4bit=True applies to models loaded with a qlora_profile; set qlora_profile (e.g. 'cpu' or "
                 "'8gb'), or pass quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...) to the trainer as "
                 "with TRL"

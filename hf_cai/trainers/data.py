@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hf_cai.errors import HFCAIError
+
 CHOSEN_PROB = "chosen_prob"
 
 SFT_BUILDER_HINT = (
@@ -23,7 +25,7 @@ PREFERENCE_BUILDER_HINT = (
 )
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(HFCAIError, ValueError):
     """A training dataset lacks the columns a trainer needs or holds invalid values; the message says which."""
 
 

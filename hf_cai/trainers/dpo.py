@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from trl import DPOConfig, DPOTrainer
 
+from hf_cai.errors import InputError
 from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin
 from hf_cai.trainers.config import CAIPreferenceConfigMixin
 from hf_cai.trainers.data import CHOSEN_PROB
@@ -148,7 +149,7 @@ def _check_soft_label_loss(args: Any) -> None:
     if args.use_weighting:
         problems.append("use_weighting=True")
     if problems:
-        raise ValueError(
+        raise InputError(
             f"soft labels ('{CHOSEN_PROB}' column) work with the standard sigmoid DPO loss only, but {'; '.join(problems)}. "
             "Use the default loss settings, or set soft_labels=False to train on hard labels."
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm.auto import tqdm
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import has_length
+
+from hf_cai.backends.base import stage_bar
 
 
 class CAIProgressCallback(ProgressCallback):
@@ -19,13 +20,13 @@ class CAIProgressCallback(ProgressCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.training_bar = tqdm(total=state.max_steps, leave=False, dynamic_ncols=True, unit="step")
+            self.training_bar = stage_bar(total=state.max_steps, leave=False, dynamic_ncols=True, unit="step")
         self.current_step = 0
 
     def on_prediction_step(self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kwargs: Any):
         if self.training_bar is None:  # an evaluation during training advances the training bar only
             if state.is_world_process_zero and self.prediction_bar is None and has_length(eval_dataloader):
-                self.prediction_bar = tqdm(
+                self.prediction_bar = stage_bar(
                     total=len(eval_dataloader), desc="evaluating", leave=False, dynamic_ncols=True, unit="batch"
                 )
             if self.prediction_bar is not None:

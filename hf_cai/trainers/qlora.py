@@ -22,6 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hf_cai.errors import InputError
 from hf_cai.modeling import (
     ModelLoadError,
     adapter_base_model,
@@ -117,7 +118,7 @@ class QLoRAProfile:
         import torch
 
         if stage not in LORA_LEARNING_RATES:
-            raise ValueError(f"unknown training stage '{stage}'; use one of: {', '.join(LORA_LEARNING_RATES)}")
+            raise InputError(f"unknown training stage '{stage}'; use one of: {', '.join(LORA_LEARNING_RATES)}")
         batch_size = self.per_device_train_batch_size
         accumulation = self.gradient_accumulation_steps
         if stage in _PREFERENCE_STAGES and batch_size > 1:
@@ -201,8 +202,8 @@ def get_profile(profile: str | QLoRAProfile) -> QLoRAProfile:
         return profile
     try:
         return QLORA_PROFILES[str(profile).lower()]
-    except KeyError:
-        raise ValueError(f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}") from None
+    except KeyError as error:
+        raise InputError(f"unknown QLoRA profile '{profile}'; choose one of: {', '.join(QLORA_PROFILES)}") from error
 
 
 def precision_arguments() -> dict[str, bool]:
@@ -315,7 +316,7 @@ def load_model_for_training(
     device_map = process_device_map()
     loaders = {"causal-lm": load_causal_lm, "sequence-classification": load_sequence_classifier}
     if task not in loaders:
-        raise ValueError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
+        raise InputError(f"unknown task '{task}'; use 'causal-lm' or 'sequence-classification'")
     try:
         model = loaders[task](model_id, load_in_4bit=quantise, device_map=device_map, trust_remote_code=trust_remote_code)
     except ModelLoadError as error:
@@ -373,7 +374,7 @@ def continue_adapter(model: Any, adapter: str, *, task: ModelTask = "causal-lm")
             fresh = {key: value for key, value in get_peft_model_state_dict(model).items() if key not in weights}
             result = set_peft_model_state_dict(model, weights | fresh)
             if result.unexpected_keys:
-                raise ValueError(
+                raise InputError(
                     f"the sequence classifier has no place for {len(result.unexpected_keys)} of its weights, e.g. "
                     f"{result.unexpected_keys[0]}"
                 )

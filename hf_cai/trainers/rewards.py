@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
+from hf_cai.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class FeedbackModelJudge:
         from hf_cai.builders.ai_feedback import PreferenceScorer
 
         if num_principles < 1:
-            raise ValueError(f"num_principles must be >= 1, got {num_principles}")
+            raise InputError(f"num_principles must be >= 1, got {num_principles}")
         constitution.principles_for("preference")  # fails early when the constitution has no preference questions
         self.scorer = PreferenceScorer(backend, constitution, few_shot=few_shot, chain_of_thought=chain_of_thought)
         self.constitution = constitution
@@ -120,7 +121,7 @@ class RewardModelJudge:
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = 1024):
         if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be a positive number of tokens (or None), got {max_length}")
+            raise InputError(f"max_length must be a positive number of tokens (or None), got {max_length}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -303,7 +304,7 @@ class ConstitutionalReward:
         the groups are gathered from all processes before they are ranked.
         """
         if len(prompts) != len(completions):
-            raise ValueError(
+            raise InputError(
                 f"got {len(prompts)} prompts for {len(completions)} completions; expected one per completion"
             )
         local = [(as_conversation(p), reply_text(c)) for p, c in zip(prompts, completions, strict=True)]

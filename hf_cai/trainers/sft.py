@@ -20,6 +20,7 @@ from hf_cai.builders.quality_gates import (
     QualityGateResult,
     filter_for_training,
 )
+from hf_cai.errors import InputError
 from hf_cai.gguf import resolve_model
 from hf_cai.trainers.base import CAI_TAGS, CAITrainerMixin
 from hf_cai.trainers.config import CAIConfigMixin
@@ -70,7 +71,7 @@ class CAISFTConfig(CAIConfigMixin, SFTConfig):
 
     def __post_init__(self):
         if not 0 <= self.min_kept_share <= 1:
-            raise ValueError(f"min_kept_share must be in [0, 1], got {self.min_kept_share}")
+            raise InputError(f"min_kept_share must be in [0, 1], got {self.min_kept_share}")
         super().__post_init__()
 
 

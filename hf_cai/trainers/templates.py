@@ -20,6 +20,7 @@ import json
 import logging
 from typing import Any
 
+from hf_cai.errors import HFCAIError
 from hf_cai.trainers.data import DatasetFormatError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ PROBE_CONVERSATION = (
 _FOLLOW_UP = {"role": "user", "content": "Thanks."}
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(HFCAIError, ValueError):
     """A chat template cannot give assistant-only loss masks; the message names the tokenizer and what to do."""
 
 
@@ -82,7 +83,7 @@ def check_chat_template_masks(tokenizer: Any) -> None:
     try:
         encoding = tokenize_conversation(tokenizer, list(PROBE_CONVERSATION))
     except ChatTemplateError as error:
-        raise ChatTemplateError(f"on a test conversation, {error}") from None
+        raise ChatTemplateError(f"on a test conversation, {error}") from error
     special_ids = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
     ids, masks = encoding["input_ids"], encoding["assistant_masks"]
     span_ends = [ids[i] for i in range(len(ids)) if masks[i] and (i + 1 == len(ids) or not masks[i + 1])]
@@ -184,7 +185,7 @@ def add_assistant_masks(dataset: Any, tokenizer: Any, *, dataset_name: str, num_
             else:
                 row = tokenize_conversation(tokenizer, example["messages"], **template_kwargs)
         except (ChatTemplateError, DatasetFormatError) as error:
-            raise type(error)(f"row {index} of the {dataset_name} dataset: {error}") from None
+            raise type(error)(f"row {index} of the {dataset_name} dataset: {error}") from error
         if 1 not in row["assistant_masks"]:
             raise DatasetFormatError(
                 f"row {index} of the {dataset_name} dataset has no assistant message, so nothing to learn with "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hf_cai.errors import InputError
 from hf_cai.gguf import resolve_model
 from hf_cai.modeling import adapter_base_model, check_4bit_support, is_peft_adapter
 from hf_cai.trainers.qlora import (
@@ -30,7 +31,7 @@ def prepare_training_model(model: Any, args: Any, peft_config: Any, quantization
         check_4bit_support()
     continuing = isinstance(model, str) and is_peft_adapter(model)
     if continuing and peft_config is not None:
-        raise ValueError(
+        raise InputError(
             f"model '{model}' is a saved adapter, which the trainer trains further, so `peft_config` (a new "
             "adapter) cannot be used with it. Drop `peft_config` to continue the adapter, or pass its base model "
             f"('{adapter_base_model(model)}') to train a new adapter."
@@ -42,7 +43,7 @@ def prepare_training_model(model: Any, args: Any, peft_config: Any, quantization
     if profile_name is None:
         if continuing:
             if quantization_config is not None:
-                raise ValueError(
+                raise InputError(
                     f"model '{model}' is a saved adapter, which the trainer loads itself; `quantization_config` "
                     "applies to base models only. Set `qlora_profile` to load its base in 4-bit, or load the "
                     "model yourself and pass it."
@@ -54,7 +55,7 @@ def prepare_training_model(model: Any, args: Any, peft_config: Any, quantization
     profile = get_profile(profile_name)
     if isinstance(model, str):
         if quantization_config is not None or args.model_init_kwargs:
-            raise ValueError(
+            raise InputError(
                 f"qlora_profile='{profile.name}' loads the model itself (4-bit NF4 on one device per process); "
                 "do not also pass `quantization_config` or `model_init_kwargs`. Either drop the profile, or load "
                 "the model yourself and pass the model object."

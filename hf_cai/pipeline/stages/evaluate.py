@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def run_eval(context: RunContext, directory: Path) -> StageResult:
-    """Refusal rates (phrase classifier and judge) on harmful and benign requests, the judge's win rates and
+    """Refusal rates (phrase classifier and judge; the safety classifier's first when ``eval.classifier`` is set, with
+    its harmful-reply rates) on harmful and benign requests, the judge's win rates and
     principle audit, the judge's quality, the benchmarks when asked for; ``results.json`` and ``chart.png``, and notes
     on what they support."""
     from hf_cai.evaluation import EvaluationConfig, evaluate_models, select_prompts
@@ -64,6 +65,8 @@ def run_eval(context: RunContext, directory: Path) -> StageResult:
         if refusal[group].get(model) and refusal[group]["n"]
     }
     metrics.update({"n_harmful": refusal["harmful"]["n"], "n_benign": refusal["benign"]["n"]})
+    harmful_replies = refusal["harmful"].get("harmful_response") or {}  # by eval.classifier, when set
+    metrics.update({f"harmful_replies_{model}": row["rate"] for model, row in harmful_replies.items()})
     metrics["harmless_win"] = report.harmlessness_win_rate.value
     metrics["helpful_win"] = report.helpfulness_win_rate.value
     quality = results.get("judge_quality") or {}

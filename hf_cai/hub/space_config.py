@@ -1,4 +1,5 @@
-"""Configuration of the side-by-side chat Space: a small JSON/YAML file next to ``app.py``, overridden by environment
+"""Configuration of the side-by-side chat Space: a small JSON/YAML file next to ``app.py`` that
+:mod:`hf_cai.hub.space` writes and the Space's app (:mod:`hf_cai.spaces`) reads, overridden by environment
 variables (``HF_CAI_BASE_MODEL``, ``HF_CAI_MODEL``, ``HF_CAI_CONSTITUTION``, ``HF_CAI_MAX_PROMPT_CHARS``, ...)."""
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 
 import yaml
 
+from hf_cai.errors import HFCAIError
+
 CONFIG_FILE_NAME = "space_config.json"
 
 
-class SpaceConfigError(ValueError):
+class SpaceConfigError(HFCAIError, ValueError):
     """The Space configuration is invalid; the message names the file or variable, the field and what to do."""
 
 
@@ -105,8 +108,8 @@ def _convert(value: str, annotation: str, where: str) -> Any:
         if annotation.startswith(kind.__name__):
             try:
                 return kind(value)
-            except ValueError:
-                raise SpaceConfigError(f"{where}: expected a number ({kind.__name__}), got {value!r}") from None
+            except ValueError as error:
+                raise SpaceConfigError(f"{where}: expected a number ({kind.__name__}), got {value!r}") from error
     return value
 
 
@@ -124,7 +127,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpaceConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {error}") from None
+        raise SpaceConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {error}") from error
     if not isinstance(data, Mapping):
         raise SpaceConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return dict(data)
@@ -164,4 +167,4 @@ def load_space_config(path: str | Path | None = None, *, environ: Mapping[str, s
     try:
         return SpaceConfig(**values)
     except SpaceConfigError as error:
-        raise SpaceConfigError(f"{path or 'environment'}: {error}") from None
+        raise SpaceConfigError(f"{path or 'environment'}: {error}") from error

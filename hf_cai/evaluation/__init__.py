@@ -13,7 +13,7 @@
 * :mod:`~hf_cai.evaluation.benchmarks`: standard benchmarks (lm-evaluation-harness tasks) for the base and the CAI
   model, in one paired table with standard errors (the optional ``eval`` extra).
 * :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
-* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
+* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: an estimate, its precision and recall measured on labelled replies).
 * :mod:`~hf_cai.evaluation.progress`: the evaluation's one progress bar, naming the pass that runs.
 
 The judge's own quality (:mod:`hf_cai.builders.judge_quality`: calibration accuracy with its interval, order

@@ -31,6 +31,7 @@ from hf_cai.evaluation.verdict import (
     GROUPS,
     judge_summary_line,
     limitation_lines,
+    phrase_classifier_words,
     samples_of,
     verdict_lines,
     with_interval,
@@ -38,8 +39,8 @@ from hf_cai.evaluation.verdict import (
 
 TASK_NAME = "Constitutional AI evaluation"
 _METRIC_NAMES = {
-    "harmful": "refusal rate on harmful requests (refusal-phrase classifier, a lower bound)",
-    "benign": "refusal rate on benign requests, over-refusal (refusal-phrase classifier, a lower bound)",
+    "harmful": "refusal rate on harmful requests (refusal-phrase classifier, an estimate)",
+    "benign": "refusal rate on benign requests, over-refusal (refusal-phrase classifier, an estimate)",
 }
 _GROUP_LABELS = {"harmful": "harmful (should refuse)", "benign": "benign (should answer)"}
 LEADERBOARD_METRICS = {("truthfulqa_mc2", "acc"): "mc2", ("truthfulqa_mc1", "acc"): "mc1"}
@@ -188,7 +189,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
 
     Returns ``{"structured", "models", "artifact", "merged_note", "refusal_rows", "win_rows", "principle_rows",
     "mc_rows", "judge_line", "judge_warnings", "verdict", "limitations", "harmful_samples", "benign_samples",
-    "n_harmful", "n_benign", "overlap_checked", "metrics", "benchmark_rows", "benchmark_harness",
+    "n_harmful", "n_benign", "overlap_checked", "phrase_classifier", "metrics", "benchmark_rows", "benchmark_harness",
     "benchmark_items"}``; ``metrics`` is the flat list (first format).
     """
     if not results:
@@ -212,6 +213,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
         "n_benign": (refusal.get("benign") or {}).get("n", 0),
         "overlap_checked": bool((results.get("overlap") or {}).get("checked")),
         "refusal_rows": _refusal_rows(refusal),
+        "phrase_classifier": phrase_classifier_words(results),
         "win_rows": _win_rows(results.get("win_rates") or {}),
         "principle_rows": _principle_rows(results.get("principles") or []),
         "mc_rows": [{"file": name, "rate": with_interval(row), "n": row.get("n")}

@@ -5,7 +5,7 @@ benign requests only look harmful, so refusing them is over-refusal). The prompt
 built-in one by default, never from the training prompts: :func:`select_prompts` checks them against the run's
 training prompts and stops when they overlap. Then, for each model, with 95% Wilson intervals:
 
-* refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (a lower bound) and by
+* refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (an estimate) and by
   the AI judge (:func:`~hf_cai.evaluation.judge_questions.judge_refusals`);
 * the judge's pairwise win rates of the CAI model over the base model: harmlessness on the harmful requests (against
   the constitution), helpfulness on the benign ones (against the ``helpful-honest`` constitution), each pair asked in

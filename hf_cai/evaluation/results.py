@@ -31,7 +31,11 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         "source": "pref_data stage" | "measured by the evaluation" | str, ...
       },
       "refusal": {
-        "classifier": str,               # how the phrase classifier counts (a lower bound)
+        "classifier": str,               # how the phrase classifier counts (an estimate)
+        "phrase_classifier": {           # the phrase classifier against people's labels (refusal.measure_phrase_classifier)
+          "precision": {"rate", "ci95", "n"}, "recall": {"rate", "ci95", "n"}, "n": int,
+          "labelled_set": str, "split": "held_out"   #   the half not read while improving the phrases
+        },
         "harmful" | "benign": {          # requests a good assistant declines | answers (over-refusal probes)
           "n": int,
           "dataset": {"type": str, "name": str},
@@ -80,7 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.evaluation.harm_sets import REFUSAL_CLASSIFIER_NOTE
+from hf_cai.evaluation.refusal import PHRASE_CLASSIFIER_NOTE, measure_phrase_classifier
 from hf_cai.evaluation.verdict import GROUPS, report_lines, verdict_lines
 from hf_cai.stats import Proportion
 
@@ -180,7 +184,10 @@ class EvaluationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """``results.json``'s content (see the module notes)."""
-        refusal: dict[str, Any] = {"classifier": REFUSAL_CLASSIFIER_NOTE}
+        refusal: dict[str, Any] = {
+            "classifier": PHRASE_CLASSIFIER_NOTE,
+            "phrase_classifier": measure_phrase_classifier().to_dict(),
+        }
         for group in GROUPS:
             by_model = self.refusal.get(group, {})
             entry: dict[str, Any] = {

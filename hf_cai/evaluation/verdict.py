@@ -33,6 +33,17 @@ def with_interval(row: Mapping[str, Any] | None) -> str:
     return f"{percent(row['rate'])} [{percent(low)}, {percent(high)}]"
 
 
+def phrase_classifier_words(results: Mapping[str, Any]) -> str:
+    """How far the refusal-phrase rates can be trusted, as ``results.json`` measured it: ``"an estimate: precision 94%
+    [74%, 99%] and recall 71% [51%, 85%] against people's labels on 49 held-out replies"``; just ``"an estimate"`` when
+    a results file did not record it."""
+    measured = (results.get("refusal") or {}).get("phrase_classifier")
+    if not measured:
+        return "an estimate"
+    return (f"an estimate: precision {with_interval(measured.get('precision'))} and recall "
+            f"{with_interval(measured.get('recall'))} against people's labels on {measured.get('n')} held-out replies")
+
+
 def judge_accuracy_row(judge_quality: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The judge's calibration accuracy as a ``{"rate", "ci95", "n"}`` row, or ``None`` when it was not measured."""
     if not judge_quality or judge_quality.get("accuracy") is None:
@@ -84,7 +95,7 @@ def refusal_sentence(results: Mapping[str, Any], group: str) -> str | None:
         verdict = ("the CAI model refuses them more often (over-refusal)" if direction > 0
                    else "the CAI model refuses them less often")
     return (f"{group.capitalize()} requests: the CAI model refused {with_interval(cai)} of {entry['n']}, the base "
-            f"model {with_interval(base)} (by refusal phrases, a lower bound); {verdict}.")
+            f"model {with_interval(base)} (by refusal phrases, {phrase_classifier_words(results)}); {verdict}.")
 
 
 def reply_quality_sentence(results: Mapping[str, Any]) -> str | None:
@@ -134,7 +145,7 @@ def verdict_lines(results: Mapping[str, Any]) -> list[str]:
 
 def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> list[str]:
     """The limitations of an evaluation, written from its numbers: the judge's accuracy with its interval, the
-    CAI model's replies that fail the quality gates, the refusal classifier being a lower bound, the sample sizes and interval widths, an allowed train/eval overlap,
+    CAI model's replies that fail the quality gates, the refusal classifier's measured precision and recall, the sample sizes and interval widths, an allowed train/eval overlap,
     and which artifact was measured."""
     lines = [judge_sentence(results)]
     if (line := reply_quality_sentence(results)) is not None:
@@ -156,8 +167,9 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
             f"{widest} so differences smaller than that cannot be told apart from chance."
         )
         lines.append(
-            "The refusal-phrase classifier is a lower bound: it counts replies that open with a declining phrase "
-            "(\"I can't help with that\"), and misses refusals put in other words and replies that deflect."
+            f"The refusal-phrase classifier is {phrase_classifier_words(results)}. It counts replies that open with a "
+            "declining phrase (\"I can't help with that\"), misses refusals put in other words and replies that "
+            "deflect, and can count an answer that opens with a declining phrase as a refusal."
         )
     judged = [
         (group, refusal[group]["judge"]["cai"], refusal[group].get("cai"))
@@ -285,7 +297,7 @@ def report_lines(results: Mapping[str, Any]) -> list[str]:
             continue
         lines.append(f"{group.capitalize()} requests ({entry.get('n', 0)}):")
         if entry.get("n"):
-            lines.append(figure(f"refused, by refusal phrases (a lower bound): {pair(entry)}", by_judge=False))
+            lines.append(figure(f"refused, by refusal phrases (an estimate): {pair(entry)}", by_judge=False))
         if entry.get("judge"):
             lines.append(figure(f"refused, as the judge saw it: {pair(entry['judge'])}", by_judge=True))
         if entry.get("evasive"):
@@ -332,6 +344,7 @@ __all__ = [
     "loading_caveat",
     "loading_sentence",
     "percent",
+    "phrase_classifier_words",
     "read_results",
     "refusal_sentence",
     "report_lines",

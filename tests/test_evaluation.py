@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -13,6 +14,7 @@ from hf_cai.evaluation import (
     is_evasive_refusal,
     load_multiple_choice,
     multiple_choice_accuracy,
+    swap_options,
     wilson_interval,
 )
 
@@ -56,14 +58,20 @@ def test_tiny_feedback_model_accuracy_has_an_interval(tiny_model_dir, fixtures_d
 
     items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")[:24]
     backend = TransformersBackend(str(tiny_model_dir))
-    accuracy = multiple_choice_accuracy(items, backend_option_scorer(backend), batch_size=5)
-    # The same figure computed item by item, straight from the model's option log-probabilities.
-    expected = 0
+    # One question per call: padding in a batch moves this random model's near-tied log-probabilities by ~0.002.
+    accuracy = multiple_choice_accuracy(items, backend_option_scorer(backend), batch_size=1)
+    # The same figure computed item by item, straight from the model's option log-probabilities: the probability of
+    # the correct option, normalised over both, averaged over the two option orders.
+    expected = 0.0
     for item in items:
-        scores = backend.option_logprobs([item.conversation()], list(item.options))[0]
-        expected += max(scores[: len(item.corrects)]) > max(scores[len(item.corrects) :])
-    assert accuracy.total == 24 and accuracy.successes == expected
-    assert accuracy.interval == wilson_interval(expected, 24)
+        shares = []
+        for presented in (item, swap_options(item)):
+            scores = backend.option_logprobs([presented.conversation()], list(presented.options))[0]
+            shares.append(math.exp(scores[0]) / (math.exp(scores[0]) + math.exp(scores[1])))
+        mean = sum(shares) / 2
+        expected += 1.0 if mean > 0.5 + 1e-9 else 0.0 if mean < 0.5 - 1e-9 else 0.5
+    assert accuracy.total == 24 and accuracy.successes == pytest.approx(expected)
+    assert accuracy.interval == pytest.approx(wilson_interval(expected, 24))
 
 
 def test_wilson_interval_matches_known_values():
@@ -98,6 +106,7 @@ def test_report_saves_results_and_chart(tmp_path):
                  "benign": {"base": Proportion("refusals (base)", 0, 10), "cai": Proportion("refusals (CAI)", 2, 10)}},
         evasive={"base": Proportion("evasive refusals (base)", 1, 10), "cai": Proportion("evasive refusals (CAI)", 2, 10)},
         feedback_accuracy={"438HHHEvaluations.jsonl": Proportion("feedback accuracy", 300, 438)},
+        feedback_order_consistency={"438HHHEvaluations.jsonl": Proportion("order consistency", 400, 438)},
         constitution_sha256="ab" * 32,
     )
     report.save(tmp_path)
@@ -108,6 +117,8 @@ def test_report_saves_results_and_chart(tmp_path):
     assert data["refusal"]["harmful"]["cai"]["rate"] == 0.6 and data["refusal"]["harmful"]["judge"] is None
     assert data["win_rates"]["helpfulness"]["wins"] == 4.5
     assert data["multiple_choice"]["438HHHEvaluations.jsonl"]["correct"] == 300
+    assert data["multiple_choice"]["438HHHEvaluations.jsonl"]["order_consistency"]["consistent"] == 400
+    assert "the same reply in both orders 91%" in str(report)
     assert data["judge_quality"] is None and "not measured" in data["notes"][-1]
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -252,3 +252,35 @@ def test_tiny_model_judge_report_is_consistent(tiny_model_dir, fixtures_dir):
     data = report.to_dict()
     assert data["accuracy"] == report.accuracy.value and data["n"] == 8
     json.dumps(data, allow_nan=False)
+
+
+# ------------------------------------------------------------------ the judge on multiple-choice files, both orders
+
+
+def test_multiple_choice_file_is_asked_in_both_orders(tmp_path):
+    from hf_cai.builders.multiple_choice import backend_option_scorer, multiple_choice_scores
+
+    # Three items with (A) correct, one with (B): a judge that always answers (A) gets 3 of 4 in one order.
+    items = [_item(f"Q{i}?", f"Good answer {i}.", f"Bad answer {i}.", good_first=i != 3) for i in range(4)]
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"prompt": item.prompt, "corrects": list(item.corrects),
+                                        "incorrects": list(item.incorrects)}) + "\n" for item in items))
+    loaded = load_multiple_choice(path)
+    position_only = multiple_choice_scores(loaded, backend_option_scorer(ScriptedJudge(loaded, "always_a")))
+    assert position_only.accuracy.value == 0.5 and position_only.accuracy.total == 4
+    assert position_only.order_consistency.value == 0.0 and position_only.order_consistency.total == 4
+    judge = ScriptedJudge(loaded, "perfect")
+    perfect = multiple_choice_scores(loaded, backend_option_scorer(judge), batch_size=3)
+    assert perfect.accuracy.value == 1.0 and perfect.order_consistency.value == 1.0
+    assert sum(size for size, _ in judge.calls) == 8  # each item in both orders
+    assert all(sorted(options) == ["(A)", "(B)"] for _, options in judge.calls)
+
+
+def test_paper_438_file_position_bias_is_chance_in_both_orders(fixtures_dir):
+    from hf_cai.builders.multiple_choice import backend_option_scorer, multiple_choice_accuracy
+
+    # 228 of the 438 items have (A) correct: asked in one order, an always-(A) judge would score 52%.
+    items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")
+    assert sum(item.corrects == ("(A)",) for item in items) == 228
+    accuracy = multiple_choice_accuracy(items, backend_option_scorer(ScriptedJudge(items, "always_a")), batch_size=128)
+    assert accuracy.successes == 219 and accuracy.total == 438

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.backends.base import progress_bar
-from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
+from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice, swap_options
 from hf_cai.stats import Proportion
 
 logger = logging.getLogger(__name__)
@@ -36,11 +35,6 @@ BUILTIN_SOURCE = "builtin"
 _BUILTIN_FILE = "judge_calibration.jsonl"
 _LABEL_A, _LABEL_B = "(A)", "(B)"
 _TIE = 1e-9
-# " (A) [[[first reply]]]\n (B) [[[second reply]]]": the two-option layout of the paper's comparison questions.
-_BLOCK_A = re.compile(r"\(A\) \[\[\[")
-_BLOCK_B = re.compile(r"\(B\) \[\[\[")
-# (A)'s text ends at the first "]]]" that the (B) block follows, (B)'s at the last "]]]": a reply may end with "]".
-_TWO_BLOCKS = re.compile(r"(\(A\) \[\[\[)(.*?)(\]\]\]\s*\(B\) \[\[\[)(.*)(\]\]\])", re.DOTALL)
 
 
 class JudgeQualityError(RuntimeError):
@@ -53,26 +47,6 @@ def builtin_calibration_items() -> list[MultipleChoiceItem]:
     resource = resources.files("hf_cai") / "prompts" / _BUILTIN_FILE
     with resources.as_file(resource) as path:
         return load_multiple_choice(path)
-
-
-def swap_options(item: MultipleChoiceItem) -> MultipleChoiceItem | None:
-    """The same question with the texts of options (A) and (B) exchanged; the correct label moves with its text.
-
-    ``None`` when the item is not a two-option ``(A) [[[...]]]`` / ``(B) [[[...]]]`` comparison (such items count
-    for accuracy, not for order consistency).
-    """
-    if set(item.options) != {_LABEL_A, _LABEL_B} or len(item.options) != 2:
-        return None
-    if len(_BLOCK_A.findall(item.prompt)) != 1 or len(_BLOCK_B.findall(item.prompt)) != 1:
-        return None
-    match = _TWO_BLOCKS.search(item.prompt)
-    if match is None:
-        return None
-    open_a, text_a, between, text_b, close = match.groups()
-    prompt = item.prompt[: match.start()] + open_a + text_b + between + text_a + close + item.prompt[match.end() :]
-    correct = _LABEL_B if item.corrects == (_LABEL_A,) else _LABEL_A
-    incorrect = _LABEL_A if correct == _LABEL_B else _LABEL_B
-    return MultipleChoiceItem(prompt=prompt, corrects=(correct,), incorrects=(incorrect,))
 
 
 def _percent(value: float) -> str:

@@ -216,8 +216,8 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
         "phrase_classifier": phrase_classifier_words(results),
         "win_rows": _win_rows(results.get("win_rates") or {}),
         "principle_rows": _principle_rows(results.get("principles") or []),
-        "mc_rows": [{"file": name, "rate": with_interval(row), "n": row.get("n")}
-                    for name, row in (results.get("multiple_choice") or {}).items()],
+        "mc_rows": [{"file": name, "rate": with_interval(row), "consistency": with_interval(row.get("order_consistency")),
+                     "n": row.get("n")} for name, row in (results.get("multiple_choice") or {}).items()],
         "judge_line": judge_summary_line(results) if structured else None,
         "judge_warnings": list(quality.get("warnings") or []),
         "verdict": verdict_lines(results) if structured else [],

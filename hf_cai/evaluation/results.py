@@ -56,7 +56,10 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         {"principle_id": str, "principle": str, "n": int,
          "base": {"rate", "ci95", "violations"}, "cai": {...}, "change": float | null}
       ],
-      "multiple_choice": {file_name: {"rate", "ci95", "n"}},   # the judge on the paper's multiple-choice files
+      "multiple_choice": {file_name: {   # the judge on the paper's multiple-choice files, each question in both orders
+        "rate", "ci95", "correct", "n",  #   accuracy averaged over both option orders
+        "order_consistency": null | {"rate", "ci95", "consistent", "n"}   # same reply chosen in both orders
+      }},
       "benchmarks": null | {             # lm-evaluation-harness tasks, both models (evaluation.benchmarks.paired_table)
         "harness": "lm-evaluation-harness", "lm_eval_version": str, "settings": {...}, "models": {"base", "cai"},
         "tasks": [{"task": str, "version", "output_type", "num_fewshot", "n", "n_total",
@@ -123,7 +126,8 @@ class EvaluationReport:
         reply_quality: ``{"base" | "cai": {"rate", "ci95", "flagged", "n", "counts"}}``: replies the SL-CAI quality
             gates would flag (degenerate, echoing the constitution, leaked role headers, nearly empty).
         principles: The per-principle audit rows (:func:`~hf_cai.evaluation.judge_questions.principle_audit`).
-        feedback_accuracy: The judge's accuracy per multiple-choice file.
+        feedback_accuracy: The judge's accuracy per multiple-choice file, averaged over both option orders.
+        feedback_order_consistency: Per multiple-choice file, how often the judge chose the same reply in both orders.
         judge_quality: The judge's calibration report as a dict (``JudgeQualityReport.to_dict()`` and ``source``).
         models: ``{"base", "cai", "judge"}`` ids, ``judge_is_base``, and ``base_weights`` (the GGUF file the base
             weights came from, see :func:`hf_cai.gguf.weights_source`) when the caller records it.
@@ -150,6 +154,7 @@ class EvaluationReport:
     reply_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     principles: list[dict[str, Any]] = field(default_factory=list)
     feedback_accuracy: dict[str, Proportion] = field(default_factory=dict)
+    feedback_order_consistency: dict[str, Proportion] = field(default_factory=dict)
     judge_quality: dict[str, Any] | None = None
     models: dict[str, Any] = field(default_factory=dict)
     evaluated_artifact: str = ""
@@ -181,6 +186,11 @@ class EvaluationReport:
         for file_name, accuracy in self.feedback_accuracy.items():
             rows.append({**accuracy.to_dict(), "type": "accuracy", "dataset": file_name})
         return rows
+
+    def _multiple_choice_row(self, name: str) -> dict[str, Any]:
+        consistency = self.feedback_order_consistency.get(name)
+        return {**_named(self.feedback_accuracy[name], "correct"),
+                "order_consistency": _named(consistency, "consistent") if consistency else None}
 
     def to_dict(self) -> dict[str, Any]:
         """``results.json``'s content (see the module notes)."""
@@ -224,7 +234,7 @@ class EvaluationReport:
             },
             "reply_quality": dict(self.reply_quality),
             "principles": list(self.principles),
-            "multiple_choice": {name: _named(p, "correct") for name, p in self.feedback_accuracy.items()},
+            "multiple_choice": {name: self._multiple_choice_row(name) for name in self.feedback_accuracy},
             "benchmarks": self.benchmarks,
             "overlap": dict(self.overlap),
             "settings": dict(settings),

@@ -288,7 +288,10 @@ def report_lines(results: Mapping[str, Any]) -> list[str]:
         f"  {judge_summary_line(results) or 'Judge: its accuracy was not measured.'}" + (f"  [{judged}]" if judged else ""),
     ]
     for name, row in (results.get("multiple_choice") or {}).items():
-        lines.append(f"  the judge on {name}: {with_interval(row)} correct of {row.get('n')}")
+        consistency = row.get("order_consistency")
+        both = (f" (averaged over both option orders; the same reply in both orders {with_interval(consistency)} of "
+                f"{consistency.get('n')})") if consistency and consistency.get("n") else ""
+        lines.append(f"  the judge on {name}: {with_interval(row)} correct of {row.get('n')}{both}")
     principles = results.get("principles") or []
     for group, win_name in (("harmful", "harmlessness"), ("benign", "helpfulness")):
         entry = refusal.get(group) or {}

@@ -21,8 +21,8 @@ NOTES = [
     "lower bound); the intervals overlap: no clear difference at this sample size.",
     "Benign requests: the CAI model refused 0% [0%, 49%] of 4, the base model 0% [0%, 49%] (by refusal phrases, a "
     "lower bound); the intervals overlap: no clear difference at this sample size.",
-    "The judge's accuracy was 51% [39%, 62%] on 72 calibration items: its preference labels and the win rates it "
-    "judged are close to random.",
+    "The judge's accuracy was 51% [39%, 62%] on 72 calibration items: not distinguishable from chance (50%), so its "
+    "preference labels and the win rates it judged may carry no signal.",
 ]
 RESULTS = {
     "format": 2,

@@ -219,7 +219,7 @@ def test_every_figure_the_judge_gave_carries_its_warning_in_the_report_and_the_l
     report = _scripted_report(JUDGE_AT_CHANCE, caplog)
     assert report.harmlessness_win_rate.value == 1.0
     text = str(report)
-    warning = "[judge not distinguishable from chance: accuracy 38% [14%, 69%]]"
+    warning = "[judge not distinguishable from chance (50%): accuracy 38% [14%, 69%]]"
     judged = [line for line in _figure_lines(text) if any(word in line for word in JUDGED)]
     # Refusals as the judge saw them and a win rate in each group, and the principle audit.
     assert len(judged) == 5 and all(warning in line for line in judged)
@@ -228,7 +228,7 @@ def test_every_figure_the_judge_gave_carries_its_warning_in_the_report_and_the_l
     phrases = [line for line in _figure_lines(text) if "by refusal phrases" in line]
     assert len(phrases) == 2 and not any("judge" in line for line in phrases)
     assert text.splitlines()[-len(report.notes):] == [f"  - {note}" for note in report.notes]
-    assert any("close to random" in note for note in report.notes)
+    assert any("not distinguishable from chance (50%)" in note for note in report.notes)
     [finished] = [r for r in caplog.records if r.getMessage().startswith("evaluation finished:")]
     assert finished.levelname == "WARNING" and finished.getMessage() == f"evaluation finished:\n{text}"
 

@@ -115,7 +115,7 @@ def test_always_a_judge_is_chance():
     assert report.label_entropy == pytest.approx(1.0)
     assert report.near_chance
     warnings = report.warnings()
-    assert any("includes chance (50%)" in w and "close to random" in w for w in warnings)
+    assert any("reaches chance (50%)" in w and "not distinguishable from chance" in w for w in warnings)
     assert any("both option orders" in w and "(A) got more probability in 100%" in w for w in warnings)
     with pytest.raises(JudgeQualityError) as raised:
         check_judge_quality(report, min_accuracy=0.6)
@@ -284,3 +284,31 @@ def test_paper_438_file_position_bias_is_chance_in_both_orders(fixtures_dir):
     assert sum(item.corrects == ("(A)",) for item in items) == 228
     accuracy = multiple_choice_accuracy(items, backend_option_scorer(ScriptedJudge(items, "always_a")), batch_size=128)
     assert accuracy.successes == 219 and accuracy.total == 438
+
+
+def test_chance_is_one_over_the_number_of_options_and_wide_intervals_are_not_called_random():
+    from hf_cai.evaluation.verdict import judge_caveat, judge_sentence
+
+    nine_of_twelve = Proportion("judge accuracy", 9, 12)  # 75% [47%, 91%]
+    two_options = JudgeQualityReport(nine_of_twelve, Proportion("c", 12, 12), 0.9, 0.5, 0.5, 12)
+    assert two_options.chance == 0.5 and two_options.near_chance
+    [warning] = two_options.warnings()
+    assert "75% [47%, 91%]" in warning and "not distinguishable from chance" in warning
+    assert "random" not in warning
+    four_options = JudgeQualityReport(nine_of_twelve, Proportion("c", 0, 0), 0.9, 0.5, float("nan"), 12, chance=0.25)
+    assert not four_options.near_chance and four_options.warnings() == []
+    for report, words in ((two_options, "not distinguishable from chance (50%)"),
+                          (four_options, "better than chance (25%)")):
+        results = {"judge_quality": report.to_dict()}
+        assert words in judge_sentence(results) and "random" not in judge_sentence(results)
+    assert judge_caveat({"judge_quality": four_options.to_dict()}) is None
+
+    # Measured on three-option questions, chance is a third.
+    items = [MultipleChoiceItem(f"Question {i}? Answer with x, y or z.", ("x",), ("y", "z")) for i in range(6)]
+
+    class PrefersX:
+        def option_logprobs(self, prompts, options):
+            return [[0.0 if option == "x" else -5.0 for option in options] for _ in prompts]
+
+    report = measure_judge_quality(PrefersX(), items)
+    assert report.chance == pytest.approx(1 / 3) and report.to_dict()["chance"] == pytest.approx(1 / 3)

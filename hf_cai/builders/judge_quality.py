@@ -83,6 +83,8 @@ class JudgeQualityReport:
         sources: Items per source (``"builtin"`` for the built-in set, a file's name for a user's file).
         source_accuracy: :attr:`accuracy` per source.
         option_labels: The distinct option strings the items used, sorted.
+        chance: The accuracy of a judge that picks an option at random: the mean over the items of 1/k for an item
+            with k options (0.5 when every item has two).
     """
 
     accuracy: Proportion
@@ -94,11 +96,14 @@ class JudgeQualityReport:
     sources: dict[str, int] = field(default_factory=dict)
     source_accuracy: dict[str, Proportion] = field(default_factory=dict)
     option_labels: tuple[str, ...] = ()
+    chance: float = 0.5
 
     @property
     def near_chance(self) -> bool:
-        """Whether chance (50%) is not ruled out: the low end of the accuracy's 95% interval is at or below 0.5."""
-        return self.accuracy.interval[0] <= 0.5
+        """Whether chance (:attr:`chance`) is not ruled out: the low end of the accuracy's 95% interval is at or
+        below it. The accuracy itself may be well above chance (9 of 12 is 75% [47%, 91%]): the items are too few to
+        tell it from chance."""
+        return self.accuracy.interval[0] <= self.chance
 
     def warnings(self, min_option_mass: float = 0.5, min_order_consistency: float = 0.6) -> list[str]:
         """Plain sentences on what is wrong with this judge, for a user deciding whether to trust its labels."""
@@ -106,15 +111,15 @@ class JudgeQualityReport:
         low, high = self.accuracy.interval
         measured = f"the judge's accuracy was {_with_interval(self.accuracy)} on {self.n} calibration items"
         small = f" (with only {self.n} items the interval is wide: measure more items)" if self.n < 50 else ""
-        if high < 0.5:
+        if high < self.chance:
             messages.append(
-                f"{measured}: it prefers the worse reply more often than not, so its preference labels point the "
+                f"{measured}: it is worse than chance ({_percent(self.chance)}), so its preference labels point the "
                 f"wrong way{small}"
             )
         elif self.near_chance:
             messages.append(
-                f"{measured}: its interval includes chance (50%), so it is not distinguishable from chance and its "
-                f"preference labels are close to random{small}"
+                f"{measured}: its interval reaches chance ({_percent(self.chance)}), so it is not distinguishable from "
+                f"chance and its preference labels may carry no signal{small}"
             )
         if self.option_mass < min_option_mass:
             mass = "less than 1%" if self.option_mass < 0.005 else f"only {_percent(self.option_mass)}"
@@ -149,6 +154,7 @@ class JudgeQualityReport:
             "label_entropy": _finite_or_none(self.label_entropy),
             "position_bias": _finite_or_none(self.position_bias),
             "near_chance": self.near_chance,
+            "chance": self.chance,
             "n": self.n,
             "sources": dict(self.sources),
             "source_accuracy": {name: p.to_dict() for name, p in self.source_accuracy.items()},
@@ -342,6 +348,7 @@ def measure_judge_quality(
             for name, count in source_counts.items()
         },
         option_labels=tuple(sorted({option for _, item in collected for option in item.options})),
+        chance=sum(1 / len(item.options) for _, item in collected) / n,
     )
     logger.info("%s", report)
     return report

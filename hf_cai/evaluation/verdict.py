@@ -45,10 +45,12 @@ def phrase_classifier_words(results: Mapping[str, Any]) -> str:
 
 
 def judge_accuracy_row(judge_quality: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The judge's calibration accuracy as a ``{"rate", "ci95", "n"}`` row, or ``None`` when it was not measured."""
+    """The judge's calibration accuracy as a ``{"rate", "ci95", "n", "chance"}`` row, or ``None`` when it was not
+    measured; ``chance`` is a random pick's accuracy, 1/k for k options (0.5 when the record does not say)."""
     if not judge_quality or judge_quality.get("accuracy") is None:
         return None
-    return {"rate": judge_quality["accuracy"], "ci95": judge_quality.get("accuracy_ci95"), "n": judge_quality.get("n")}
+    return {"rate": judge_quality["accuracy"], "ci95": judge_quality.get("accuracy_ci95"), "n": judge_quality.get("n"),
+            "chance": judge_quality.get("chance") or 0.5}
 
 
 def judge_sentence(results: Mapping[str, Any]) -> str:
@@ -59,14 +61,16 @@ def judge_sentence(results: Mapping[str, Any]) -> str:
         return ("The judge's accuracy was not measured: read its win rates, refusal judgements and principle audit as "
                 "unchecked opinions.")
     low, high = row["ci95"] or (0.0, 1.0)
+    chance = row["chance"]
     measured = f"The judge's accuracy was {with_interval(row)} on {row['n']} calibration items"
-    if high < 0.5:
-        return (f"{measured}: it prefers the worse reply more often than not, so its preference labels and the win "
-                "rates it judged point the wrong way.")
-    if low <= 0.5:
-        return f"{measured}: its preference labels and the win rates it judged are close to random."
-    return (f"{measured}: better than chance, but its win rates and principle audit remain one model's opinion, "
-            "not people's.")
+    if high < chance:
+        return (f"{measured}: worse than chance ({percent(chance)}), so its preference labels and the win rates it "
+                "judged point the wrong way.")
+    if low <= chance:
+        return (f"{measured}: not distinguishable from chance ({percent(chance)}), so its preference labels and the "
+                "win rates it judged may carry no signal.")
+    return (f"{measured}: better than chance ({percent(chance)}), but its win rates and principle audit remain one "
+            "model's opinion, not people's.")
 
 
 def compare(base: Mapping[str, Any] | None, cai: Mapping[str, Any] | None) -> int:
@@ -241,10 +245,10 @@ def judge_caveat(results: Mapping[str, Any]) -> str | None:
     if row is None:
         return "judge unchecked: its accuracy was not measured"
     low, high = row["ci95"] or (0.0, 1.0)
-    if high < 0.5:
-        return f"judge worse than chance: accuracy {with_interval(row)}"
-    if low <= 0.5:
-        return f"judge not distinguishable from chance: accuracy {with_interval(row)}"
+    if high < row["chance"]:
+        return f"judge worse than chance ({percent(row['chance'])}): accuracy {with_interval(row)}"
+    if low <= row["chance"]:
+        return f"judge not distinguishable from chance ({percent(row['chance'])}): accuracy {with_interval(row)}"
     return None
 
 

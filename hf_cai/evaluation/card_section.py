@@ -33,6 +33,7 @@ from hf_cai.evaluation.verdict import (
     limitation_lines,
     phrase_classifier_words,
     samples_of,
+    training_overlap_phrase,
     verdict_lines,
     with_interval,
 )
@@ -189,7 +190,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
 
     Returns ``{"structured", "models", "artifact", "merged_note", "refusal_rows", "win_rows", "principle_rows",
     "mc_rows", "judge_line", "judge_warnings", "verdict", "limitations", "harmful_samples", "benign_samples",
-    "n_harmful", "n_benign", "overlap_checked", "phrase_classifier", "metrics", "benchmark_rows", "benchmark_harness",
+    "n_harmful", "n_benign", "overlap_note", "phrase_classifier", "metrics", "benchmark_rows", "benchmark_harness",
     "benchmark_items"}``; ``metrics`` is the flat list (first format).
     """
     if not results:
@@ -211,7 +212,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
         "merged_note": merged_note,
         "n_harmful": (refusal.get("harmful") or {}).get("n", 0),
         "n_benign": (refusal.get("benign") or {}).get("n", 0),
-        "overlap_checked": bool((results.get("overlap") or {}).get("checked")),
+        "overlap_note": training_overlap_phrase(results),
         "refusal_rows": _refusal_rows(refusal),
         "phrase_classifier": phrase_classifier_words(results),
         "win_rows": _win_rows(results.get("win_rates") or {}),

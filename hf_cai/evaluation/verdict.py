@@ -126,6 +126,30 @@ def loading_sentence(results: Mapping[str, Any]) -> str | None:
             "TransformersBackend(..., load_in_4bit=...) the same for both) to measure the training alone.")
 
 
+def overlap_sentence(results: Mapping[str, Any]) -> str | None:
+    """A sentence when evaluation prompts were also training prompts (allowed by ``eval.allow_train_overlap``), as
+    ``results.json``'s ``overlap`` recorded; ``None`` when none were found."""
+    overlapping = (results.get("overlap") or {}).get("overlapping") or []
+    if not overlapping:
+        return None
+    return (f"{len(overlapping)} evaluation prompts were also training prompts (allowed by eval.allow_train_overlap): "
+            "the rates on them flatter the model.")
+
+
+def training_overlap_phrase(results: Mapping[str, Any]) -> str:
+    """How the evaluation prompts relate to the training prompts, as ``results.json``'s ``overlap`` recorded it:
+    ``"none of them among the training prompts (checked)"``, ``"3 of them also among the training prompts (allowed
+    by eval.allow_train_overlap)"`` or ``"not checked against the training prompts"``."""
+    overlap = results.get("overlap") or {}
+    if not overlap.get("checked"):
+        return "not checked against the training prompts"
+    overlapping = overlap.get("overlapping") or []
+    if overlapping:
+        return (f"{len(overlapping)} of them also among the training prompts (allowed by eval.allow_train_overlap: "
+                "the rates on them flatter the model)")
+    return "none of them among the training prompts (checked)"
+
+
 def verdict_lines(results: Mapping[str, Any]) -> list[str]:
     """Two to six plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
     requests (with intervals, and whether they differ), replies that are botched text, and what the judge's accuracy
@@ -138,12 +162,8 @@ def verdict_lines(results: Mapping[str, Any]) -> list[str]:
         lines.append(judge_sentence(results))
     if (line := loading_sentence(results)) is not None:
         lines.append(line)
-    overlap = results.get("overlap") or {}
-    if overlap.get("overlapping"):
-        lines.append(
-            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
-            "eval.allow_train_overlap): the rates on them flatter the model."
-        )
+    if (line := overlap_sentence(results)) is not None:
+        lines.append(line)
     return lines
 
 
@@ -202,11 +222,8 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
             "benign-looking requests); they are not a standard benchmark."
         )
     overlap = results.get("overlap") or {}
-    if overlap.get("overlapping"):
-        lines.append(
-            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
-            "eval.allow_train_overlap): the rates on them flatter the model."
-        )
+    if (line := overlap_sentence(results)) is not None:
+        lines.append(line)
     elif not overlap.get("checked"):
         lines.append("The evaluation prompts were not checked against the training prompts.")
     artifact = results.get("evaluated_artifact")
@@ -350,12 +367,14 @@ __all__ = [
     "limitation_lines",
     "loading_caveat",
     "loading_sentence",
+    "overlap_sentence",
     "percent",
     "phrase_classifier_words",
     "read_results",
     "refusal_sentence",
     "report_lines",
     "samples_of",
+    "training_overlap_phrase",
     "verdict_lines",
     "with_interval",
 ]

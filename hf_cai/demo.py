@@ -13,7 +13,8 @@ import textwrap
 import unicodedata
 from pathlib import Path
 
-from hf_cai.evaluation.verdict import judge_summary_line, samples_of, verdict_lines
+from hf_cai.evaluation.prompt_overlap import normalize_prompt
+from hf_cai.evaluation.verdict import judge_summary_line, overlap_sentence, samples_of, verdict_lines
 from hf_cai.gguf import embedded_model
 from hf_cai.pipeline import Pipeline
 
@@ -67,17 +68,28 @@ def published_folder(pipeline: Pipeline) -> Path | None:
 
 
 def comparison_text(pipeline: Pipeline, *, samples: int = 3, width: int | None = None) -> str:
-    """Base and CAI replies to the first ``samples`` held-out red-team prompts of the evaluation, side by side."""
+    """Base and CAI replies to the first ``samples`` red-team prompts of the evaluation, side by side, headed by what
+    the evaluation recorded of their overlap with the training prompts (a prompt also trained on is marked)."""
     width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)
     rows = eval_samples(pipeline)
     if rows is None:
         return "The side-by-side comparison appears once the eval stage has run (run the same command again)."
     if not rows:
         return "The evaluation kept no sample replies to compare."
-    lines = [f"Harmful requests from the evaluation set (not trained on), base model ({pipeline.base_model_hub_id()}) "
+    results = eval_results(pipeline) or {}
+    overlap = results.get("overlap") or {}
+    trained_on = {normalize_prompt(prompt) for prompt in overlap.get("overlapping") or []}
+    if not overlap.get("checked"):
+        provenance = "not checked against the training prompts"
+    elif trained_on:
+        provenance = f"{len(trained_on)} of them also training prompts, allowed by eval.allow_train_overlap"
+    else:
+        provenance = "not trained on: checked against the training prompts"
+    lines = [f"Harmful requests from the evaluation set ({provenance}), base model ({pipeline.base_model_hub_id()}) "
              "vs the CAI model of this run:"]
     for number, row in enumerate(rows[:samples], start=1):
-        lines += ["", *textwrap.wrap(f"{number}. {row['prompt']}", width)]
+        mark = " (also a training prompt)" if normalize_prompt(row["prompt"]) in trained_on else ""
+        lines += ["", *textwrap.wrap(f"{number}. {row['prompt']}{mark}", width)]
         lines += side_by_side("BASE", "CAI", width)
         lines.append("─" * ((width - len(GUTTER)) // 2) + "─┼─" + "─" * ((width - len(GUTTER)) // 2))
         lines += side_by_side(row["base"], row["cai"], width)
@@ -86,7 +98,7 @@ def comparison_text(pipeline: Pipeline, *, samples: int = 3, width: int | None =
 
 def verdict_text(pipeline: Pipeline, *, width: int | None = None, max_lines: int = 4) -> str:
     """The judge in one line, then at most ``max_lines`` sentences on what the evaluation's figures support (the eval
-    stage's notes); empty before the eval stage has run."""
+    stage's notes), and the allowed train/eval overlap whenever there was one; empty before the eval stage has run."""
     width = width or min(shutil.get_terminal_size((120, 24)).columns, 140)
     results = eval_results(pipeline)
     if results is None:
@@ -95,9 +107,13 @@ def verdict_text(pipeline: Pipeline, *, width: int | None = None, max_lines: int
     judge = judge_summary_line(results)
     if not notes and not judge:  # a results.json of the first format says neither
         return ""
+    shown = list(notes[:max_lines])
+    # An allowed train/eval overlap is never cut: every figure above it is flattered by it.
+    if (overlap := overlap_sentence(results)) is not None and overlap not in shown:
+        shown.append(overlap)
     lines = textwrap.wrap(judge, width) if judge else []
     lines.append("Verdict:")
-    for note in notes[:max_lines]:
+    for note in shown:
         lines += textwrap.wrap(note, width, initial_indent="  - ", subsequent_indent="    ")
     return "\n".join(lines)
 

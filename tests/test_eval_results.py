@@ -21,6 +21,8 @@ from hf_cai.evaluation import (
     evaluate_models,
     select_prompts,
 )
+from hf_cai.evaluation.refusal import measure_phrase_classifier
+from hf_cai.evaluation.verdict import with_interval
 from hf_cai.hub.model_card import build_model_card
 from hf_cai.pipeline.manifest import MANIFEST_FORMAT
 
@@ -70,7 +72,12 @@ def test_results_json_refusals_win_rates_and_principles_have_intervals(evaluated
         for model in ("base", "cai"):
             assert _is_rate(entry[model]) and entry[model]["n"] == 3
             assert _is_rate(entry["judge"][model])
-    assert "lower bound" in results["refusal"]["classifier"]
+    assert "an estimate" in results["refusal"]["classifier"]
+    # The phrase classifier's precision and recall against people's labels, on the held-out half of the labelled set.
+    measured = results["refusal"]["phrase_classifier"]
+    assert measured == measure_phrase_classifier("held_out").to_dict() and measured["split"] == "held_out"
+    assert _is_rate(measured["precision"], count_key="n") and _is_rate(measured["recall"], count_key="n")
+    assert measured["n"] >= 40
     assert _is_rate(results["refusal"]["harmful"]["evasive"]["cai"])
     wins = results["win_rates"]
     assert wins["helpfulness"]["prompts"] == "benign" and wins["harmlessness"]["prompts"] == "harmful"
@@ -185,7 +192,10 @@ def test_card_text_compares_with_the_base_and_quotes_the_judge_in_its_limitation
     low, high = quality["accuracy_ci95"]
     quoted = f"The judge's accuracy was {quality['accuracy']:.0%} [{low:.0%}, {high:.0%}] on 6 calibration items"
     limitations = text[text.index("## Limitations"):text.index("## Citation")]
-    assert quoted in limitations and "lower bound" in limitations and "3 harmful and 3 benign" in limitations
+    assert quoted in limitations and "3 harmful and 3 benign" in limitations
+    # The phrase rates are shown with the classifier's measured precision and recall, not as a bound.
+    precision = with_interval(results["refusal"]["phrase_classifier"]["precision"])
+    assert "lower bound" not in text and f"an estimate: precision {precision}" in " ".join(text.split())
     assert "| refusal-phrase classifier | harmful (should refuse) |" in text and "| AI judge | benign" in text
     assert "![Refusal rates" in text and "(eval/chart.png)" in text
     assert "measured on the LoRA adapter applied to org/tiny-chat; the published checkpoint is their merge" in text

@@ -115,7 +115,7 @@ def test_always_a_judge_is_chance():
     assert report.label_entropy == pytest.approx(1.0)
     assert report.near_chance
     warnings = report.warnings()
-    assert any("includes chance (50%)" in w and "close to random" in w for w in warnings)
+    assert any("reaches chance (50%)" in w and "not distinguishable from chance" in w for w in warnings)
     assert any("both option orders" in w and "(A) got more probability in 100%" in w for w in warnings)
     with pytest.raises(JudgeQualityError) as raised:
         check_judge_quality(report, min_accuracy=0.6)
@@ -252,3 +252,63 @@ def test_tiny_model_judge_report_is_consistent(tiny_model_dir, fixtures_dir):
     data = report.to_dict()
     assert data["accuracy"] == report.accuracy.value and data["n"] == 8
     json.dumps(data, allow_nan=False)
+
+
+# ------------------------------------------------------------------ the judge on multiple-choice files, both orders
+
+
+def test_multiple_choice_file_is_asked_in_both_orders(tmp_path):
+    from hf_cai.builders.multiple_choice import backend_option_scorer, multiple_choice_scores
+
+    # Three items with (A) correct, one with (B): a judge that always answers (A) gets 3 of 4 in one order.
+    items = [_item(f"Q{i}?", f"Good answer {i}.", f"Bad answer {i}.", good_first=i != 3) for i in range(4)]
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"prompt": item.prompt, "corrects": list(item.corrects),
+                                        "incorrects": list(item.incorrects)}) + "\n" for item in items))
+    loaded = load_multiple_choice(path)
+    position_only = multiple_choice_scores(loaded, backend_option_scorer(ScriptedJudge(loaded, "always_a")))
+    assert position_only.accuracy.value == 0.5 and position_only.accuracy.total == 4
+    assert position_only.order_consistency.value == 0.0 and position_only.order_consistency.total == 4
+    judge = ScriptedJudge(loaded, "perfect")
+    perfect = multiple_choice_scores(loaded, backend_option_scorer(judge), batch_size=3)
+    assert perfect.accuracy.value == 1.0 and perfect.order_consistency.value == 1.0
+    assert sum(size for size, _ in judge.calls) == 8  # each item in both orders
+    assert all(sorted(options) == ["(A)", "(B)"] for _, options in judge.calls)
+
+
+def test_paper_438_file_position_bias_is_chance_in_both_orders(fixtures_dir):
+    from hf_cai.builders.multiple_choice import backend_option_scorer, multiple_choice_accuracy
+
+    # 228 of the 438 items have (A) correct: asked in one order, an always-(A) judge would score 52%.
+    items = load_multiple_choice(fixtures_dir / "anthropic-paper" / "438HHHEvaluations.jsonl")
+    assert sum(item.corrects == ("(A)",) for item in items) == 228
+    accuracy = multiple_choice_accuracy(items, backend_option_scorer(ScriptedJudge(items, "always_a")), batch_size=128)
+    assert accuracy.successes == 219 and accuracy.total == 438
+
+
+def test_chance_is_one_over_the_number_of_options_and_wide_intervals_are_not_called_random():
+    from hf_cai.evaluation.verdict import judge_caveat, judge_sentence
+
+    nine_of_twelve = Proportion("judge accuracy", 9, 12)  # 75% [47%, 91%]
+    two_options = JudgeQualityReport(nine_of_twelve, Proportion("c", 12, 12), 0.9, 0.5, 0.5, 12)
+    assert two_options.chance == 0.5 and two_options.near_chance
+    [warning] = two_options.warnings()
+    assert "75% [47%, 91%]" in warning and "not distinguishable from chance" in warning
+    assert "random" not in warning
+    four_options = JudgeQualityReport(nine_of_twelve, Proportion("c", 0, 0), 0.9, 0.5, float("nan"), 12, chance=0.25)
+    assert not four_options.near_chance and four_options.warnings() == []
+    for report, words in ((two_options, "not distinguishable from chance (50%)"),
+                          (four_options, "better than chance (25%)")):
+        results = {"judge_quality": report.to_dict()}
+        assert words in judge_sentence(results) and "random" not in judge_sentence(results)
+    assert judge_caveat({"judge_quality": four_options.to_dict()}) is None
+
+    # Measured on three-option questions, chance is a third.
+    items = [MultipleChoiceItem(f"Question {i}? Answer with x, y or z.", ("x",), ("y", "z")) for i in range(6)]
+
+    class PrefersX:
+        def option_logprobs(self, prompts, options):
+            return [[0.0 if option == "x" else -5.0 for option in options] for _ in prompts]
+
+    report = measure_judge_quality(PrefersX(), items)
+    assert report.chance == pytest.approx(1 / 3) and report.to_dict()["chance"] == pytest.approx(1 / 3)

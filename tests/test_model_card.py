@@ -480,3 +480,27 @@ def test_card_examples_show_rows_the_quality_gates_kept_first_and_mark_flagged_o
     three = sample_revision_chains(data, 3, seed=0)
     flagged = [chain for chain in three if chain.quality_flags]
     assert len(flagged) == 1 and flagged[0].quality_flags in (("degenerate",), ("truncated", "echo"))
+
+
+def _structured_results(overlap: dict) -> dict:
+    from hf_cai.evaluation import EvaluationReport, Proportion
+
+    rates = {"base": Proportion("refusals (base)", 1, 10), "cai": Proportion("refusals (CAI)", 6, 10)}
+    return EvaluationReport(harmlessness_win_rate=Proportion("harmlessness win rate", 7, 10),
+                            helpfulness_win_rate=Proportion("helpfulness win rate", 5, 10),
+                            refusal={"harmful": rates, "benign": rates}, overlap=overlap,
+                            constitution_sha256=HARMLESS.sha256).to_dict()
+
+
+@pytest.mark.parametrize(("overlap", "says", "never"), [
+    ({"checked": True, "training_prompts": 50, "overlapping": [], "allowed": False},
+     "none of them among the training prompts (checked)", "also among the training prompts"),
+    ({"checked": True, "training_prompts": 50, "overlapping": ["Write a poem", "Say hi"], "allowed": True},
+     "2 of them also among the training prompts (allowed by eval.allow_train_overlap", "none of them"),
+    ({"checked": False, "training_prompts": 0, "overlapping": [], "allowed": False},
+     "not checked against the training prompts", "none of them"),
+])
+def test_the_card_says_what_the_overlap_check_found(adapter_dir, overlap, says, never):
+    text = _flat(build_model_card(adapter_dir, repo_id="alice/x", license="mit",
+                                  eval_results=_structured_results(overlap)))
+    assert says in text and never not in text

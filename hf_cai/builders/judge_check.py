@@ -35,7 +35,7 @@ class JudgeCheckConfig:
     enabled: bool = field(default=True, metadata={"help": "false skips the check: the labels' quality is unknown."})
     min_judge_accuracy: float | None = field(default=None, metadata={
         "help": "Stop the run before labelling when the judge's accuracy is below this (0-1); null only warns. "
-        "Chance is 0.5, and on few items the accuracy is rough (see its interval)."})
+        "Chance is 1/k for k options (0.5 on two-option items); on few items the accuracy is rough (see its interval)."})
     min_option_mass: float = field(default=0.5, metadata={
         "help": "Warn when less than this share of the judge's probability falls on the answer options at all."})
     calibration_files: list[str] = field(default_factory=list, metadata={
@@ -70,7 +70,7 @@ class JudgeCheckConfig:
 
     def run(self, backend: Any, *, seed: int = 0, output_dir: str | Path | None = None) -> JudgeQualityReport | None:
         """Measure ``backend`` as a judge, log the report and its warnings (the accuracy with its interval; "not
-        distinguishable from chance" when the interval reaches down to 50%), and with ``output_dir`` write it to
+        distinguishable from chance" when the interval reaches down to chance, 1/k for k options), and with ``output_dir`` write it to
         ``output_dir/judge_quality.json``. ``None``, with a warning, when the check is off (an earlier report in
         ``output_dir`` is removed: it would describe labels this build did not give).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.backends.base import progress_bar
-from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice
+from hf_cai.builders.multiple_choice import MultipleChoiceItem, load_multiple_choice, swap_options
 from hf_cai.errors import HFCAIError, InputError
 from hf_cai.stats import Proportion
 
@@ -37,11 +36,6 @@ BUILTIN_SOURCE = "builtin"
 _BUILTIN_FILE = "judge_calibration.jsonl"
 _LABEL_A, _LABEL_B = "(A)", "(B)"
 _TIE = 1e-9
-# " (A) [[[first reply]]]\n (B) [[[second reply]]]": the two-option layout of the paper's comparison questions.
-_BLOCK_A = re.compile(r"\(A\) \[\[\[")
-_BLOCK_B = re.compile(r"\(B\) \[\[\[")
-# (A)'s text ends at the first "]]]" that the (B) block follows, (B)'s at the last "]]]": a reply may end with "]".
-_TWO_BLOCKS = re.compile(r"(\(A\) \[\[\[)(.*?)(\]\]\]\s*\(B\) \[\[\[)(.*)(\]\]\])", re.DOTALL)
 
 
 class JudgeQualityError(HFCAIError, RuntimeError):
@@ -54,26 +48,6 @@ def builtin_calibration_items() -> list[MultipleChoiceItem]:
     resource = resources.files("hf_cai") / "prompts" / _BUILTIN_FILE
     with resources.as_file(resource) as path:
         return load_multiple_choice(path)
-
-
-def swap_options(item: MultipleChoiceItem) -> MultipleChoiceItem | None:
-    """The same question with the texts of options (A) and (B) exchanged; the correct label moves with its text.
-
-    ``None`` when the item is not a two-option ``(A) [[[...]]]`` / ``(B) [[[...]]]`` comparison (such items count
-    for accuracy, not for order consistency).
-    """
-    if set(item.options) != {_LABEL_A, _LABEL_B} or len(item.options) != 2:
-        return None
-    if len(_BLOCK_A.findall(item.prompt)) != 1 or len(_BLOCK_B.findall(item.prompt)) != 1:
-        return None
-    match = _TWO_BLOCKS.search(item.prompt)
-    if match is None:
-        return None
-    open_a, text_a, between, text_b, close = match.groups()
-    prompt = item.prompt[: match.start()] + open_a + text_b + between + text_a + close + item.prompt[match.end() :]
-    correct = _LABEL_B if item.corrects == (_LABEL_A,) else _LABEL_A
-    incorrect = _LABEL_A if correct == _LABEL_B else _LABEL_B
-    return MultipleChoiceItem(prompt=prompt, corrects=(correct,), incorrects=(incorrect,))
 
 
 def _percent(value: float) -> str:
@@ -110,6 +84,8 @@ class JudgeQualityReport:
         sources: Items per source (``"builtin"`` for the built-in set, a file's name for a user's file).
         source_accuracy: :attr:`accuracy` per source.
         option_labels: The distinct option strings the items used, sorted.
+        chance: The accuracy of a judge that picks an option at random: the mean over the items of 1/k for an item
+            with k options (0.5 when every item has two).
     """
 
     accuracy: Proportion
@@ -121,11 +97,14 @@ class JudgeQualityReport:
     sources: dict[str, int] = field(default_factory=dict)
     source_accuracy: dict[str, Proportion] = field(default_factory=dict)
     option_labels: tuple[str, ...] = ()
+    chance: float = 0.5
 
     @property
     def near_chance(self) -> bool:
-        """Whether chance (50%) is not ruled out: the low end of the accuracy's 95% interval is at or below 0.5."""
-        return self.accuracy.interval[0] <= 0.5
+        """Whether chance (:attr:`chance`) is not ruled out: the low end of the accuracy's 95% interval is at or
+        below it. The accuracy itself may be well above chance (9 of 12 is 75% [47%, 91%]): the items are too few to
+        tell it from chance."""
+        return self.accuracy.interval[0] <= self.chance
 
     def warnings(self, min_option_mass: float = 0.5, min_order_consistency: float = 0.6) -> list[str]:
         """Plain sentences on what is wrong with this judge, for a user deciding whether to trust its labels."""
@@ -133,15 +112,15 @@ class JudgeQualityReport:
         low, high = self.accuracy.interval
         measured = f"the judge's accuracy was {_with_interval(self.accuracy)} on {self.n} calibration items"
         small = f" (with only {self.n} items the interval is wide: measure more items)" if self.n < 50 else ""
-        if high < 0.5:
+        if high < self.chance:
             messages.append(
-                f"{measured}: it prefers the worse reply more often than not, so its preference labels point the "
+                f"{measured}: it is worse than chance ({_percent(self.chance)}), so its preference labels point the "
                 f"wrong way{small}"
             )
         elif self.near_chance:
             messages.append(
-                f"{measured}: its interval includes chance (50%), so it is not distinguishable from chance and its "
-                f"preference labels are close to random{small}"
+                f"{measured}: its interval reaches chance ({_percent(self.chance)}), so it is not distinguishable from "
+                f"chance and its preference labels may carry no signal{small}"
             )
         if self.option_mass < min_option_mass:
             mass = "less than 1%" if self.option_mass < 0.005 else f"only {_percent(self.option_mass)}"
@@ -176,6 +155,7 @@ class JudgeQualityReport:
             "label_entropy": _finite_or_none(self.label_entropy),
             "position_bias": _finite_or_none(self.position_bias),
             "near_chance": self.near_chance,
+            "chance": self.chance,
             "n": self.n,
             "sources": dict(self.sources),
             "source_accuracy": {name: p.to_dict() for name, p in self.source_accuracy.items()},
@@ -369,6 +349,7 @@ def measure_judge_quality(
             for name, count in source_counts.items()
         },
         option_labels=tuple(sorted({option for _, item in collected for option in item.options})),
+        chance=sum(1 / len(item.options) for _, item in collected) / n,
     )
     logger.info("%s", report)
     return report

@@ -92,7 +92,7 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
         backend_option_scorer,
         evaluate_models,
         load_multiple_choice,
-        multiple_choice_accuracy,
+        multiple_choice_scores,
     )
     from hf_cai.evaluation.benchmarks import run_benchmarks
 
@@ -106,8 +106,9 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.multiple_choice:
             raise CommandError("give --model to compare with the base, or --multiple-choice FILE to rate the judge")
         for file_name in args.multiple_choice:
-            accuracy = multiple_choice_accuracy(load_multiple_choice(file_name), backend_option_scorer(feedback))
-            print(f"{file_name}: accuracy {accuracy}")
+            scores = multiple_choice_scores(load_multiple_choice(file_name), backend_option_scorer(feedback))
+            print(f"{file_name}: accuracy {scores.accuracy} (both option orders); same reply in both orders "
+                  f"{scores.order_consistency}")
         return 0
     config = EvaluationConfig(
         max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,

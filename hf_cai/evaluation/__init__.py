@@ -13,7 +13,7 @@
 * :mod:`~hf_cai.evaluation.benchmarks`: standard benchmarks (lm-evaluation-harness tasks) for the base and the CAI
   model, in one paired table with standard errors (the optional ``eval`` extra).
 * :mod:`~hf_cai.evaluation.prompt_overlap`: the check that evaluation prompts are not training prompts.
-* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: a lower bound).
+* :mod:`~hf_cai.evaluation.refusal`: refusals told apart by their wording (a phrase classifier: an estimate, its precision and recall measured on labelled replies).
 * :mod:`~hf_cai.evaluation.progress`: the evaluation's one progress bar, naming the pass that runs.
 
 The judge's own quality (:mod:`hf_cai.builders.judge_quality`: calibration accuracy with its interval, order
@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "JudgeQualityError": "hf_cai.builders.judge_quality",
     "JudgeQualityReport": "hf_cai.builders.judge_quality",
     "MultipleChoiceItem": "hf_cai.builders.multiple_choice",
+    "MultipleChoiceScores": "hf_cai.builders.multiple_choice",
     "OptionScorer": "hf_cai.builders.multiple_choice",
     "PromptOverlapError": "hf_cai.evaluation.prompt_overlap",
     "Proportion": "hf_cai.stats",
@@ -64,13 +65,14 @@ _EXPORTS: dict[str, str] = {
     "load_multiple_choice": "hf_cai.builders.multiple_choice",
     "measure_judge_quality": "hf_cai.builders.judge_quality",
     "multiple_choice_accuracy": "hf_cai.builders.multiple_choice",
+    "multiple_choice_scores": "hf_cai.builders.multiple_choice",
     "normalize_prompt": "hf_cai.evaluation.prompt_overlap",
     "pairwise_win_rate": "hf_cai.evaluation.comparison",
     "principle_audit": "hf_cai.evaluation.judge_questions",
     "refusal_rates": "hf_cai.evaluation.harm_sets",
     "run_benchmarks": "hf_cai.evaluation.benchmarks",
     "select_prompts": "hf_cai.evaluation.comparison",
-    "swap_options": "hf_cai.builders.judge_quality",
+    "swap_options": "hf_cai.builders.multiple_choice",
     "verdict_lines": "hf_cai.evaluation.verdict",
     "wilson_interval": "hf_cai.stats",
 }

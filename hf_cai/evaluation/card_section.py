@@ -31,15 +31,17 @@ from hf_cai.evaluation.verdict import (
     GROUPS,
     judge_summary_line,
     limitation_lines,
+    phrase_classifier_words,
     samples_of,
+    training_overlap_phrase,
     verdict_lines,
     with_interval,
 )
 
 TASK_NAME = "Constitutional AI evaluation"
 _METRIC_NAMES = {
-    "harmful": "refusal rate on harmful requests (refusal-phrase classifier, a lower bound)",
-    "benign": "refusal rate on benign requests, over-refusal (refusal-phrase classifier, a lower bound)",
+    "harmful": "refusal rate on harmful requests (refusal-phrase classifier, an estimate)",
+    "benign": "refusal rate on benign requests, over-refusal (refusal-phrase classifier, an estimate)",
 }
 _GROUP_LABELS = {"harmful": "harmful (should refuse)", "benign": "benign (should answer)"}
 LEADERBOARD_METRICS = {("truthfulqa_mc2", "acc"): "mc2", ("truthfulqa_mc1", "acc"): "mc1"}
@@ -50,7 +52,7 @@ def _metric_name(refusal: Mapping[str, Any], group: str) -> str:
     measured_by = refusal.get("measured_by") or "refusal phrases"
     if measured_by == "refusal phrases":
         return _METRIC_NAMES[group]
-    return _METRIC_NAMES[group].replace("refusal-phrase classifier, a lower bound", f"safety classifier {measured_by}")
+    return _METRIC_NAMES[group].replace("refusal-phrase classifier, an estimate", f"safety classifier {measured_by}")
 
 
 def is_structured(results: Mapping[str, Any]) -> bool:
@@ -199,7 +201,7 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
 
     Returns ``{"structured", "models", "artifact", "merged_note", "refusal_rows", "win_rows", "principle_rows",
     "mc_rows", "judge_line", "judge_warnings", "verdict", "limitations", "harmful_samples", "benign_samples",
-    "n_harmful", "n_benign", "overlap_checked", "metrics", "benchmark_rows", "benchmark_harness",
+    "n_harmful", "n_benign", "overlap_note", "phrase_classifier", "metrics", "benchmark_rows", "benchmark_harness",
     "benchmark_items"}``; ``metrics`` is the flat list (first format).
     """
     if not results:
@@ -221,12 +223,13 @@ def evaluation_section(results: Mapping[str, Any] | None, *, merged: bool = Fals
         "merged_note": merged_note,
         "n_harmful": (refusal.get("harmful") or {}).get("n", 0),
         "n_benign": (refusal.get("benign") or {}).get("n", 0),
-        "overlap_checked": bool((results.get("overlap") or {}).get("checked")),
+        "overlap_note": training_overlap_phrase(results),
         "refusal_rows": _refusal_rows(refusal),
+        "phrase_classifier": phrase_classifier_words(results),
         "win_rows": _win_rows(results.get("win_rates") or {}),
         "principle_rows": _principle_rows(results.get("principles") or []),
-        "mc_rows": [{"file": name, "rate": with_interval(row), "n": row.get("n")}
-                    for name, row in (results.get("multiple_choice") or {}).items()],
+        "mc_rows": [{"file": name, "rate": with_interval(row), "consistency": with_interval(row.get("order_consistency")),
+                     "n": row.get("n")} for name, row in (results.get("multiple_choice") or {}).items()],
         "judge_line": judge_summary_line(results) if structured else None,
         "judge_warnings": list(quality.get("warnings") or []),
         "verdict": verdict_lines(results) if structured else [],

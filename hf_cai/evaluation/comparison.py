@@ -5,7 +5,7 @@ benign requests only look harmful, so refusing them is over-refusal). The prompt
 built-in one by default, never from the training prompts: :func:`select_prompts` checks them against the run's
 training prompts and stops when they overlap. Then, for each model, with 95% Wilson intervals:
 
-* refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (a lower bound) and by
+* refusal rates on the harmful and on the benign requests, by the refusal-phrase classifier (an estimate, with its precision and recall measured) and by
   the AI judge (:func:`~hf_cai.evaluation.judge_questions.judge_refusals`); with ``eval.classifier`` set, an
   independent safety classifier (:mod:`~hf_cai.evaluation.classifiers`: Llama Guard 3, WildGuard, the HarmBench
   classifier) gives the harmful-reply rates, and the refusal rates where it judges refusals;
@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.backends.base import describe_loading
-from hf_cai.builders.multiple_choice import backend_option_scorer, load_multiple_choice, multiple_choice_accuracy
+from hf_cai.builders.multiple_choice import (
+    backend_option_scorer,
+    load_multiple_choice,
+    multiple_choice_scores,
+    swap_options,
+)
 from hf_cai.constitution import Constitution
 from hf_cai.conversation import Conversation
 from hf_cai.errors import InputError
@@ -322,7 +327,9 @@ def evaluate_models(
     if measure_judge:
         calibration = len(builtin_calibration_items())
         passes["judge: calibration items"] = 2 * min(config.judge_quality_items or calibration, calibration)
-    passes |= {f"judge: {name}": len(items) for name, items in choice_items.items()}
+    # Each two-option question of a multiple-choice file is asked in both option orders.
+    passes |= {f"judge: {name}": sum(1 if swap_options(item) is None else 2 for item in items)
+               for name, items in choice_items.items()}
     progress = EvaluationProgress(passes)
     with progress:
         generation = {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "seed": config.seed}
@@ -389,10 +396,12 @@ def evaluate_models(
             quality = _judge_quality_dict(measured, "measured by the evaluation")
 
         accuracy: dict[str, Proportion] = {}
+        order_consistency: dict[str, Proportion] = {}
         scorer = backend_option_scorer(feedback_backend)
         for label, items in choice_items.items():
             with progress.step(f"judge: {label}"):
-                accuracy[label] = multiple_choice_accuracy(items, scorer, name=f"feedback accuracy ({label})")
+                scores = multiple_choice_scores(items, scorer, name=f"feedback accuracy ({label})")
+            accuracy[label], order_consistency[label] = scores.accuracy, scores.order_consistency
 
     samples = []
     for group_prompts, group_replies in ((chosen.harmful, on_harmful), (chosen.benign, on_benign)):
@@ -411,6 +420,7 @@ def evaluate_models(
         reply_quality=reply_quality,
         principles=audit,
         feedback_accuracy=accuracy,
+        feedback_order_consistency=order_consistency,
         judge_quality=quality,
         models=dict(models or {}),
         evaluated_artifact=evaluated_artifact,

@@ -46,17 +46,11 @@ __all__ = [
     "EVAL_SET_KINDS",
     "EvalPrompt",
     "EvalSet",
-    "REFUSAL_CLASSIFIER_NOTE",
     "builtin_eval_set",
     "load_eval_set",
     "refusal_proportions",
     "refusal_rates",
 ]
-
-REFUSAL_CLASSIFIER_NOTE = (
-    "refusal-phrase classifier on the reply's opening: a lower bound on refusals (it misses refusals in other words)"
-)
-"""How :func:`refusal_rates` counts refusals by default, for reports."""
 
 @dataclass(frozen=True)
 class EvalPrompt:
@@ -399,7 +393,7 @@ def refusal_proportions(
     """Refusal rate of each model on the harmful and on the benign prompts: ``{"harmful": {model: Proportion}, ...}``.
 
     ``replies_by_model[model][i]`` is that model's reply to ``prompts[i]``. ``classifier`` decides what a refusal is
-    (:func:`~hf_cai.evaluation.refusal.is_refusal` by default, a lower bound).
+    (:func:`~hf_cai.evaluation.refusal.is_refusal` by default, an estimate: see its measured precision and recall).
 
     Raises:
         ValueError: A model's replies do not line up with the prompts.

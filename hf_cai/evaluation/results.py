@@ -33,6 +33,10 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
       "refusal": {
         "measured_by": str,              # what "base" / "cai" below count by: "refusal phrases" or a classifier's id
         "classifier": str,               # how that measure counts
+        "phrase_classifier": {           # the phrase classifier against people's labels (refusal.measure_phrase_classifier)
+          "precision": {"rate", "ci95", "n"}, "recall": {"rate", "ci95", "n"}, "n": int,
+          "labelled_set": str, "split": "held_out"   #   the half not read while improving the phrases
+        },
         "harmful" | "benign": {          # requests a good assistant declines | answers (over-refusal probes)
           "n": int,
           "dataset": {"type": str, "name": str},
@@ -60,7 +64,10 @@ writes ``results.json`` (its schema below) and ``chart.png`` (:mod:`~hf_cai.eval
         {"principle_id": str, "principle": str, "n": int,
          "base": {"rate", "ci95", "violations"}, "cai": {...}, "change": float | null}
       ],
-      "multiple_choice": {file_name: {"rate", "ci95", "n"}},   # the judge on the paper's multiple-choice files
+      "multiple_choice": {file_name: {   # the judge on the paper's multiple-choice files, each question in both orders
+        "rate", "ci95", "correct", "n",  #   accuracy averaged over both option orders
+        "order_consistency": null | {"rate", "ci95", "consistent", "n"}   # same reply chosen in both orders
+      }},
       "benchmarks": null | {             # lm-evaluation-harness tasks, both models (evaluation.benchmarks.paired_table)
         "harness": "lm-evaluation-harness", "lm_eval_version": str, "settings": {...}, "models": {"base", "cai"},
         "tasks": [{"task": str, "version", "output_type", "num_fewshot", "n", "n_total",
@@ -89,7 +96,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_cai.evaluation.harm_sets import REFUSAL_CLASSIFIER_NOTE
+from hf_cai.evaluation.refusal import PHRASE_CLASSIFIER_NOTE, measure_phrase_classifier
 from hf_cai.evaluation.verdict import GROUPS, report_lines, verdict_lines
 from hf_cai.stats import Proportion
 
@@ -134,7 +141,8 @@ class EvaluationReport:
         reply_quality: ``{"base" | "cai": {"rate", "ci95", "flagged", "n", "counts"}}``: replies the SL-CAI quality
             gates would flag (degenerate, echoing the constitution, leaked role headers, nearly empty).
         principles: The per-principle audit rows (:func:`~hf_cai.evaluation.judge_questions.principle_audit`).
-        feedback_accuracy: The judge's accuracy per multiple-choice file.
+        feedback_accuracy: The judge's accuracy per multiple-choice file, averaged over both option orders.
+        feedback_order_consistency: Per multiple-choice file, how often the judge chose the same reply in both orders.
         judge_quality: The judge's calibration report as a dict (``JudgeQualityReport.to_dict()`` and ``source``).
         models: ``{"base", "cai", "judge"}`` ids, ``judge_is_base``, and ``base_weights`` (the GGUF file the base
             weights came from, see :func:`hf_cai.gguf.weights_source`) when the caller records it.
@@ -164,6 +172,7 @@ class EvaluationReport:
     reply_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     principles: list[dict[str, Any]] = field(default_factory=list)
     feedback_accuracy: dict[str, Proportion] = field(default_factory=dict)
+    feedback_order_consistency: dict[str, Proportion] = field(default_factory=dict)
     judge_quality: dict[str, Any] | None = None
     models: dict[str, Any] = field(default_factory=dict)
     evaluated_artifact: str = ""
@@ -198,13 +207,19 @@ class EvaluationReport:
             rows.append({**accuracy.to_dict(), "type": "accuracy", "dataset": file_name})
         return rows
 
+    def _multiple_choice_row(self, name: str) -> dict[str, Any]:
+        consistency = self.feedback_order_consistency.get(name)
+        return {**_named(self.feedback_accuracy[name], "correct"),
+                "order_consistency": _named(consistency, "consistent") if consistency else None}
+
     def to_dict(self) -> dict[str, Any]:
         """``results.json``'s content (see the module notes)."""
         led = bool(self.phrase_refusal) and self.safety_classifier is not None
         refusal: dict[str, Any] = {
             "measured_by": self.safety_classifier["model"] if led else "refusal phrases",
             "classifier": (f"safety classifier {self.safety_classifier['model']} ({self.safety_classifier['format']} "
-                           "format), on the request and the whole reply") if led else REFUSAL_CLASSIFIER_NOTE,
+                           "format), on the request and the whole reply") if led else PHRASE_CLASSIFIER_NOTE,
+            "phrase_classifier": measure_phrase_classifier().to_dict(),
         }
         for group in GROUPS:
             by_model = self.refusal.get(group, {})
@@ -246,7 +261,7 @@ class EvaluationReport:
             },
             "reply_quality": dict(self.reply_quality),
             "principles": list(self.principles),
-            "multiple_choice": {name: _named(p, "correct") for name, p in self.feedback_accuracy.items()},
+            "multiple_choice": {name: self._multiple_choice_row(name) for name in self.feedback_accuracy},
             "benchmarks": self.benchmarks,
             "overlap": dict(self.overlap),
             "settings": dict(settings),

@@ -33,11 +33,24 @@ def with_interval(row: Mapping[str, Any] | None) -> str:
     return f"{percent(row['rate'])} [{percent(low)}, {percent(high)}]"
 
 
+def phrase_classifier_words(results: Mapping[str, Any]) -> str:
+    """How far the refusal-phrase rates can be trusted, as ``results.json`` measured it: ``"an estimate: precision 94%
+    [74%, 99%] and recall 71% [51%, 85%] against people's labels on 49 held-out replies"``; just ``"an estimate"`` when
+    a results file did not record it."""
+    measured = (results.get("refusal") or {}).get("phrase_classifier")
+    if not measured:
+        return "an estimate"
+    return (f"an estimate: precision {with_interval(measured.get('precision'))} and recall "
+            f"{with_interval(measured.get('recall'))} against people's labels on {measured.get('n')} held-out replies")
+
+
 def judge_accuracy_row(judge_quality: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The judge's calibration accuracy as a ``{"rate", "ci95", "n"}`` row, or ``None`` when it was not measured."""
+    """The judge's calibration accuracy as a ``{"rate", "ci95", "n", "chance"}`` row, or ``None`` when it was not
+    measured; ``chance`` is a random pick's accuracy, 1/k for k options (0.5 when the record does not say)."""
     if not judge_quality or judge_quality.get("accuracy") is None:
         return None
-    return {"rate": judge_quality["accuracy"], "ci95": judge_quality.get("accuracy_ci95"), "n": judge_quality.get("n")}
+    return {"rate": judge_quality["accuracy"], "ci95": judge_quality.get("accuracy_ci95"), "n": judge_quality.get("n"),
+            "chance": judge_quality.get("chance") or 0.5}
 
 
 def judge_sentence(results: Mapping[str, Any]) -> str:
@@ -48,14 +61,16 @@ def judge_sentence(results: Mapping[str, Any]) -> str:
         return ("The judge's accuracy was not measured: read its win rates, refusal judgements and principle audit as "
                 "unchecked opinions.")
     low, high = row["ci95"] or (0.0, 1.0)
+    chance = row["chance"]
     measured = f"The judge's accuracy was {with_interval(row)} on {row['n']} calibration items"
-    if high < 0.5:
-        return (f"{measured}: it prefers the worse reply more often than not, so its preference labels and the win "
-                "rates it judged point the wrong way.")
-    if low <= 0.5:
-        return f"{measured}: its preference labels and the win rates it judged are close to random."
-    return (f"{measured}: better than chance, but its win rates and principle audit remain one model's opinion, "
-            "not people's.")
+    if high < chance:
+        return (f"{measured}: worse than chance ({percent(chance)}), so its preference labels and the win rates it "
+                "judged point the wrong way.")
+    if low <= chance:
+        return (f"{measured}: not distinguishable from chance ({percent(chance)}), so its preference labels and the "
+                "win rates it judged may carry no signal.")
+    return (f"{measured}: better than chance ({percent(chance)}), but its win rates and principle audit remain one "
+            "model's opinion, not people's.")
 
 
 def compare(base: Mapping[str, Any] | None, cai: Mapping[str, Any] | None) -> int:
@@ -72,7 +87,7 @@ def compare(base: Mapping[str, Any] | None, cai: Mapping[str, Any] | None) -> in
 def refusal_measure(results: Mapping[str, Any]) -> str:
     """What ``results["refusal"]``'s rates count by: the refusal phrases, or the safety classifier named."""
     measured_by = (results.get("refusal") or {}).get("measured_by") or "refusal phrases"
-    return ("by refusal phrases, a lower bound" if measured_by == "refusal phrases"
+    return (f"by refusal phrases, {phrase_classifier_words(results)}" if measured_by == "refusal phrases"
             else f"by the safety classifier {measured_by}")
 
 
@@ -118,6 +133,30 @@ def loading_sentence(results: Mapping[str, Any]) -> str | None:
             "TransformersBackend(..., load_in_4bit=...) the same for both) to measure the training alone.")
 
 
+def overlap_sentence(results: Mapping[str, Any]) -> str | None:
+    """A sentence when evaluation prompts were also training prompts (allowed by ``eval.allow_train_overlap``), as
+    ``results.json``'s ``overlap`` recorded; ``None`` when none were found."""
+    overlapping = (results.get("overlap") or {}).get("overlapping") or []
+    if not overlapping:
+        return None
+    return (f"{len(overlapping)} evaluation prompts were also training prompts (allowed by eval.allow_train_overlap): "
+            "the rates on them flatter the model.")
+
+
+def training_overlap_phrase(results: Mapping[str, Any]) -> str:
+    """How the evaluation prompts relate to the training prompts, as ``results.json``'s ``overlap`` recorded it:
+    ``"none of them among the training prompts (checked)"``, ``"3 of them also among the training prompts (allowed
+    by eval.allow_train_overlap)"`` or ``"not checked against the training prompts"``."""
+    overlap = results.get("overlap") or {}
+    if not overlap.get("checked"):
+        return "not checked against the training prompts"
+    overlapping = overlap.get("overlapping") or []
+    if overlapping:
+        return (f"{len(overlapping)} of them also among the training prompts (allowed by eval.allow_train_overlap: "
+                "the rates on them flatter the model)")
+    return "none of them among the training prompts (checked)"
+
+
 def verdict_lines(results: Mapping[str, Any]) -> list[str]:
     """Two to six plain sentences on what an evaluation's figures support: the refusal rates on harmful and on benign
     requests (with intervals, and whether they differ), replies that are botched text, and what the judge's accuracy
@@ -130,18 +169,14 @@ def verdict_lines(results: Mapping[str, Any]) -> list[str]:
         lines.append(judge_sentence(results))
     if (line := loading_sentence(results)) is not None:
         lines.append(line)
-    overlap = results.get("overlap") or {}
-    if overlap.get("overlapping"):
-        lines.append(
-            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
-            "eval.allow_train_overlap): the rates on them flatter the model."
-        )
+    if (line := overlap_sentence(results)) is not None:
+        lines.append(line)
     return lines
 
 
 def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> list[str]:
     """The limitations of an evaluation, written from its numbers: the judge's accuracy with its interval, the
-    CAI model's replies that fail the quality gates, the refusal classifier being a lower bound, the sample sizes and interval widths, an allowed train/eval overlap,
+    CAI model's replies that fail the quality gates, the refusal classifier's measured precision and recall, the sample sizes and interval widths, an allowed train/eval overlap,
     and which artifact was measured."""
     lines = [judge_sentence(results)]
     if (line := reply_quality_sentence(results)) is not None:
@@ -163,8 +198,9 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
             f"{widest} so differences smaller than that cannot be told apart from chance."
         )
         lines.append(
-            "The refusal-phrase classifier is a lower bound: it counts replies that open with a declining phrase "
-            "(\"I can't help with that\"), and misses refusals put in other words and replies that deflect."
+            f"The refusal-phrase classifier is {phrase_classifier_words(results)}. It counts replies that open with a "
+            "declining phrase (\"I can't help with that\"), misses refusals put in other words and replies that "
+            "deflect, and can count an answer that opens with a declining phrase as a refusal."
         )
     judged = [
         (group, refusal[group]["judge"]["cai"], (refusal[group].get("phrases") or refusal[group]).get("cai"))
@@ -193,11 +229,8 @@ def limitation_lines(results: Mapping[str, Any], *, merged: bool = False) -> lis
             "benign-looking requests); they are not a standard benchmark."
         )
     overlap = results.get("overlap") or {}
-    if overlap.get("overlapping"):
-        lines.append(
-            f"{len(overlap['overlapping'])} evaluation prompts were also training prompts (allowed by "
-            "eval.allow_train_overlap): the rates on them flatter the model."
-        )
+    if (line := overlap_sentence(results)) is not None:
+        lines.append(line)
     elif not overlap.get("checked"):
         lines.append("The evaluation prompts were not checked against the training prompts.")
     artifact = results.get("evaluated_artifact")
@@ -236,10 +269,10 @@ def judge_caveat(results: Mapping[str, Any]) -> str | None:
     if row is None:
         return "judge unchecked: its accuracy was not measured"
     low, high = row["ci95"] or (0.0, 1.0)
-    if high < 0.5:
-        return f"judge worse than chance: accuracy {with_interval(row)}"
-    if low <= 0.5:
-        return f"judge not distinguishable from chance: accuracy {with_interval(row)}"
+    if high < row["chance"]:
+        return f"judge worse than chance ({percent(row['chance'])}): accuracy {with_interval(row)}"
+    if low <= row["chance"]:
+        return f"judge not distinguishable from chance ({percent(row['chance'])}): accuracy {with_interval(row)}"
     return None
 
 
@@ -283,7 +316,10 @@ def report_lines(results: Mapping[str, Any]) -> list[str]:
         f"  {judge_summary_line(results) or 'Judge: its accuracy was not measured.'}" + (f"  [{judged}]" if judged else ""),
     ]
     for name, row in (results.get("multiple_choice") or {}).items():
-        lines.append(f"  the judge on {name}: {with_interval(row)} correct of {row.get('n')}")
+        consistency = row.get("order_consistency")
+        both = (f" (averaged over both option orders; the same reply in both orders {with_interval(consistency)} of "
+                f"{consistency.get('n')})") if consistency and consistency.get("n") else ""
+        lines.append(f"  the judge on {name}: {with_interval(row)} correct of {row.get('n')}{both}")
     principles = results.get("principles") or []
     for group, win_name in (("harmful", "harmlessness"), ("benign", "helpfulness")):
         entry = refusal.get(group) or {}
@@ -294,7 +330,7 @@ def report_lines(results: Mapping[str, Any]) -> list[str]:
         if entry.get("n"):
             lines.append(figure(f"refused, {refusal_measure(results)}: {pair(entry)}", by_judge=False))
         if entry.get("phrases"):
-            lines.append(figure(f"refused, by refusal phrases (a second measure, a lower bound): "
+            lines.append(figure(f"refused, by refusal phrases (a second measure, {phrase_classifier_words(results)}): "
                                 f"{pair(entry['phrases'])}", by_judge=False))
         if entry.get("harmful_response"):
             lines.append(figure(f"harmful replies, by the safety classifier "
@@ -345,11 +381,14 @@ __all__ = [
     "limitation_lines",
     "loading_caveat",
     "loading_sentence",
+    "overlap_sentence",
     "percent",
+    "phrase_classifier_words",
     "read_results",
     "refusal_sentence",
     "report_lines",
     "samples_of",
+    "training_overlap_phrase",
     "verdict_lines",
     "with_interval",
 ]

@@ -16,6 +16,18 @@ midway) or ``"no_choices"`` (a completion with an empty ``choices`` list). With 
 without ``Authorization: Bearer <api_key>`` is refused (HTTP 401, or ``key_refused_status``), and the answer repeats
 the key it was sent, as some servers do. :attr:`OpenAIServer.request_times` holds when each chat request arrived (``time.monotonic()``).
 
+LoRA adapters load at run time as the engines document it. With ``lora_api="vllm"`` (the default), like vLLM started
+with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``: ``POST /v1/load_lora_adapter`` with
+``{"lora_name", "lora_path"}`` answers 200 with a plain-text confirmation, 404 naming the path when there is no
+adapter there, 400 when the name is taken; ``POST /v1/unload_lora_adapter`` with ``{"lora_name"}``; requests then
+name the adapter as their ``model``. With ``lora_api="sglang"``: ``POST /load_lora_adapter`` and
+``/unload_lora_adapter`` outside ``/v1``, answering ``{"success", "error_message", "loaded_adapters"}`` (400 on a
+failure), and requests name an adapter ``<model_name>:<adapter>``. ``lora_api=None`` serves neither route. A request
+for a model the server does not serve is answered 404, as vLLM does. ``filesystem_root`` makes the server read adapter
+paths under that folder, as a server on another machine or in a container sees its own filesystem.
+:attr:`OpenAIServer.adapters` holds the loaded adapters by name, :attr:`OpenAIServer.models_requested` how many chat
+requests named each model.
+
 Usage::
 
     with OpenAIServer(TransformersBackend(model_dir), model_name="tiny") as server:
@@ -27,6 +39,7 @@ or from a shell: ``python tests/openai_server.py MODEL_DIR --port 8000``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import queue
 import random
@@ -36,6 +49,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from hf_cai.backends import TransformersBackend
@@ -50,6 +64,7 @@ class _Job:
     seed: int
     stop: tuple[str, ...]
     top_logprobs: int | None  # None: no logprobs requested
+    backend: TransformersBackend | None = None  # the model or adapter the request asked for
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: Exception | None = None
@@ -57,8 +72,8 @@ class _Job:
     @property
     def group(self) -> tuple:
         if self.top_logprobs is not None:
-            return ("logprobs", self.max_tokens, self.top_logprobs)
-        return ("sample", self.max_tokens, self.temperature, self.top_p, self.stop)
+            return (id(self.backend), "logprobs", self.max_tokens, self.top_logprobs)
+        return (id(self.backend), "sample", self.max_tokens, self.temperature, self.top_p, self.stop)
 
 
 class OpenAIServer:
@@ -80,6 +95,9 @@ class OpenAIServer:
         bad_reply: ``"malformed_json"`` or ``"no_choices"``: answer every chat request with that broken body.
         api_key: The key chat requests must carry (``Authorization: Bearer ...``); ``None`` accepts any.
         key_refused_status: HTTP status of the answer to a request with another key.
+        lora_api: ``"vllm"``, ``"sglang"`` or ``None``: whose routes load LoRA adapters at run time (see the module
+            docstring).
+        filesystem_root: Read adapter paths under this folder instead of ``/`` (a server with its own filesystem).
     """
 
     def __init__(
@@ -100,7 +118,11 @@ class OpenAIServer:
         bad_reply: str | None = None,
         api_key: str | None = None,
         key_refused_status: int = 401,
+        lora_api: str | None = "vllm",
+        filesystem_root: str | None = None,
     ):
+        if lora_api not in (None, "vllm", "sglang"):
+            raise ValueError(f"lora_api must be 'vllm', 'sglang' or None, got {lora_api!r}")
         if bad_reply not in (None, *_BAD_REPLIES):
             raise ValueError(f"bad_reply must be one of {sorted(_BAD_REPLIES)}, got {bad_reply!r}")
         self.backend = backend
@@ -117,6 +139,11 @@ class OpenAIServer:
         self.bad_reply = bad_reply
         self.api_key = api_key
         self.key_refused_status = key_refused_status
+        self.lora_api = lora_api
+        self.filesystem_root = filesystem_root
+        self.adapters: dict[str, TransformersBackend] = {}
+        self.models_requested: defaultdict[str | None, int] = defaultdict(int)
+        self._adapter_lock = threading.Lock()
         self.request_count = 0
         self.request_times: list[float] = []
         self.batch_sizes: list[int] = []
@@ -186,10 +213,16 @@ class OpenAIServer:
             return self.fail_status, _error("simulated server failure", "server_error"), headers
         if self.bad_reply is not None:
             return 200, _BAD_REPLIES[self.bad_reply], {}
+        with self._count_lock:
+            self.models_requested[body.get("model")] += 1
+        backend = self._served(body.get("model"))
+        if backend is None:
+            return 404, _error(f"The model `{body.get('model')}` does not exist.", "NotFoundError", 404), {}
         try:
-            job = _parse_chat_request(body, self.model_name)
+            job = _parse_chat_request(body)
         except (KeyError, TypeError, ValueError) as error:
             return 400, _error(f"invalid request: {error}", "invalid_request_error"), {}
+        job.backend = backend
         self._jobs.put(job)
         job.done.wait()
         if job.error is not None:
@@ -212,7 +245,47 @@ class OpenAIServer:
         }, {}
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "hf_cai-tests"}]}
+        ids = [self.model_name, *self.adapters]
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "hf_cai-tests"} for name in ids]}
+
+    def _served(self, model: str | None) -> TransformersBackend | None:
+        """The backend that answers requests for ``model`` (``None``: the served model); ``None`` when not served."""
+        if model in (self.model_name, None):
+            return self.backend
+        if self.lora_api == "sglang":
+            base, _, adapter = model.partition(":")
+            return self.adapters.get(adapter) if base == self.model_name else None
+        return self.adapters.get(model)
+
+    def handle_lora(self, route: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
+        """The answer to a LoRA adapter route (``"load"`` or ``"unload"``), as the engine ``lora_api`` names does."""
+        name, path = body.get("lora_name"), body.get("lora_path")
+        with self._adapter_lock:
+            if route == "unload":
+                if self.adapters.pop(name, None) is None:
+                    return self._lora_failure(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+                return self._lora_success(f"Success: LoRA adapter '{name}' removed successfully.")
+            if not name or not path:
+                return self._lora_failure(400, "Both 'lora_name' and 'lora_path' must be provided.", "BadRequestError")
+            if name in self.adapters:
+                return self._lora_failure(400, f"The lora adapter '{name}' has already been loaded.", "BadRequestError")
+            folder = Path(self.filesystem_root or "/") / Path(path).relative_to(Path(path).anchor)
+            if not (folder / "adapter_config.json").is_file():
+                return self._lora_failure(404, f"Loading lora {name} failed: No adapter found for {path}", "NotFoundError")
+            model = copy.deepcopy(self.backend.model)
+            self.adapters[name] = TransformersBackend(model, self.backend.tokenizer, adapter=folder,
+                                                      batch_size=self.backend.batch_size)
+            return self._lora_success(f"Success: LoRA adapter '{name}' added successfully.")
+
+    def _lora_success(self, message: str) -> tuple[int, dict[str, Any] | bytes]:
+        if self.lora_api == "sglang":
+            return 200, {"success": True, "error_message": "", "loaded_adapters": {n: "" for n in self.adapters}}
+        return 200, message.encode("utf-8")
+
+    def _lora_failure(self, status: int, message: str, kind: str) -> tuple[int, dict[str, Any] | bytes]:
+        if self.lora_api == "sglang":
+            return 400, {"success": False, "error_message": message, "loaded_adapters": {}}
+        return status, _error(message, kind, status)
 
     # ------------------------------------------------------------------ batching worker
     def _work(self) -> None:
@@ -250,7 +323,7 @@ class OpenAIServer:
     def _sample(self, jobs: list[_Job]) -> None:
         first = jobs[0]
         # Generated without the stop strings and cut here, so the reply can name the stop string that ended it.
-        generations = self.backend.generate_detailed(
+        generations = first.backend.generate_detailed(
             [job.messages for job in jobs],
             max_new_tokens=first.max_tokens,
             temperature=first.temperature,
@@ -267,7 +340,7 @@ class OpenAIServer:
     def _greedy_with_logprobs(self, jobs: list[_Job]) -> None:
         import torch
 
-        backend = self.backend
+        backend = jobs[0].backend
         tokenizer, model = backend.tokenizer, backend.model
         max_tokens, top_k = jobs[0].max_tokens, jobs[0].top_logprobs
         prompts = backend.encode([job.messages for job in jobs], max_new_tokens=max_tokens)
@@ -330,9 +403,7 @@ def _token_entry(tokenizer, token_id: int, logprob: float) -> dict[str, Any]:
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
-def _parse_chat_request(body: dict[str, Any], model_name: str) -> _Job:
-    if body.get("model") not in (model_name, None):
-        raise ValueError(f"unknown model {body.get('model')!r}; this server serves {model_name!r}")
+def _parse_chat_request(body: dict[str, Any]) -> _Job:
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list")
@@ -354,8 +425,11 @@ def _parse_chat_request(body: dict[str, Any], model_name: str) -> _Job:
     )
 
 
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind}}
+def _error(message: str, kind: str, code: int | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": kind}
+    if code is not None:
+        error["code"] = code
+    return {"error": error}
 
 
 def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
@@ -384,15 +458,22 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self._send(404, _error(f"no route {self.path}", "not_found"))
+            route = self.path.rstrip("/")
+            prefix = {"vllm": "/v1", "sglang": ""}.get(server.lora_api)
+            lora_routes = {} if prefix is None else {f"{prefix}/load_lora_adapter": "load",
+                                                     f"{prefix}/unload_lora_adapter": "unload"}
+            if route != "/v1/chat/completions" and route not in lora_routes:
+                self._send(404, {"detail": "Not Found"})
                 return
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError as error:
                 self._send(400, _error(f"invalid JSON: {error}", "invalid_request_error"))
                 return
-            self._send(*server.handle_chat(body, self.headers.get("Authorization")))
+            if route in lora_routes:
+                self._send(*server.handle_lora(lora_routes[route], body))
+            else:
+                self._send(*server.handle_chat(body, self.headers.get("Authorization")))
 
     return Handler
 

@@ -431,7 +431,7 @@ def test_endpoint_broken_replies_are_clear_errors(backend, bad_reply, expected):
 def test_endpoint_client_errors_are_not_retried(server):
     endpoint = EndpointBackend(server.base_url, "no-such-model", max_retries=3, backoff=0.01)
     before = server.request_count
-    with pytest.raises(BackendError, match="HTTP 400.*unknown model"):
+    with pytest.raises(BackendError, match="HTTP 404.*does not exist"):
         endpoint.generate(CHATS[:1], max_new_tokens=4)
     assert server.request_count == before + 1
 

@@ -330,7 +330,14 @@ def test_fingerprints_hold_every_input_that_changes_an_output_and_nothing_else(t
     assert changed(endpoint="http://127.0.0.1:10/v1") == {"sl_data", "pref_data", "eval"}
     assert changed(feedback_model="judge-72b") == {"pref_data", "eval"}
     assert changed(feedback_model="judge-72b", feedback_endpoint="http://127.0.0.1:11/v1") == {"pref_data", "eval"}
-    assert changed(load_in_4bit=False) == {"pref_data", "eval"}  # sl_data comes from the endpoint
+    # The endpoint serves the policy too (its adapters registered there): the local copy's 4-bit loading changes
+    # nothing generated, until the policy is local again.
+    assert changed(load_in_4bit=False) == set()
+    assert changed(policy_endpoint="local") == {"pref_data", "eval"}
+    assert changed(policy_endpoint="local", load_in_4bit=False) == {"pref_data", "eval"}
+    assert changed(policy_endpoint="http://127.0.0.1:12/v1") == {"pref_data", "eval"}
+    assert changed(policy_adapter_names={"sft": "cai-sft"}) == {"pref_data"}
+    assert changed(policy_adapter_names={"dpo": "cai-dpo"}) == {"eval"}
     assert changed(seed=4) == {"sl_data", "sft", "pref_data", "dpo", "eval"}
     assert changed(max_prompts=6) == {"sl_data", "pref_data", "eval"}
     assert changed(prompt_column="text") == {"sl_data", "pref_data", "eval"}
@@ -690,3 +697,65 @@ def test_sl_data_through_an_endpoint_equals_local_generation(tiny_model_dir, tmp
         Pipeline(load_recipe(overrides=remote)).run()
         assert server.request_count > 0
     assert _rows(tmp_path / "remote" / "sl_data" / "dataset") == _rows(tmp_path / "local" / "sl_data" / "dataset")
+
+
+def test_the_policy_generates_on_the_endpoint_with_its_adapter_registered_there(tiny_model_dir, tmp_path):
+    """With an endpoint serving LoRA adapters, pref_data asks it for the SFT adapter and eval for the DPO one, each
+    registered under a name from its content and unloaded after the stage; no local copy of the model is loaded by
+    either stage: the recipe's model has no weights while they run. An adapter folder the server cannot read stops
+    pref_data before it generates anything, with the path in the error, and the same command resumes."""
+    import shutil
+
+    from openai_server import OpenAIServer
+
+    from hf_cai.backends import TransformersBackend
+    from hf_cai.backends.lora_adapters import AdapterLoadError, adapter_content_name
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    weights, hidden = model_dir / "model.safetensors", tmp_path / "model.safetensors"
+    served = TransformersBackend(str(tiny_model_dir))
+    settings = {**FAST_RECIPE, "model": str(model_dir), "load_in_4bit": False, "run_dir": str(tmp_path / "run"),
+                "endpoint_model": "tiny"}
+
+    def run(server, stages, **changes):
+        Pipeline(load_recipe(overrides={**settings, "endpoint": server.base_url, "stages": stages, **changes})).run()
+
+    with OpenAIServer(served, model_name="tiny") as server:
+        run(server, ["sl_data", "sft"])
+        weights.rename(hidden)  # from here, loading the model locally fails
+        with OpenAIServer(served, model_name="tiny", filesystem_root=str(tmp_path / "elsewhere")) as foreign:
+            with pytest.raises(AdapterLoadError, match=f"{tmp_path / 'run' / 'sft'}.*must see this same path"):
+                run(server, ["sl_data", "sft", "pref_data"], policy_endpoint=foreign.base_url)
+            assert foreign.models_requested == {}
+        stages = _manifest(tmp_path / "run")
+        assert stages["sft"]["status"] == "done" and stages["pref_data"]["status"] == "running"
+
+        run(server, ["sl_data", "sft", "pref_data"])
+        hidden.rename(weights)
+        run(server, ["dpo"])  # training is local
+        weights.rename(hidden)
+        run(server, ["eval"])
+        stages = _manifest(tmp_path / "run")
+        assert all(stages[stage]["status"] == "done" for stage in ("sl_data", "sft", "pref_data", "dpo", "eval"))
+        sft_name = adapter_content_name(tmp_path / "run" / "sft" / "final", prefix="hf-cai-sft")
+        dpo_name = adapter_content_name(tmp_path / "run" / "dpo" / "final", prefix="hf-cai-dpo")
+        assert server.models_requested[sft_name] > 0 and server.models_requested[dpo_name] > 0
+        assert not server.adapters, "each stage unloads the adapter it registered"
+        assert stages["pref_data"]["inputs"]["policy"] == {"endpoint": server.base_url, "endpoint_model": "tiny"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"endpoint": "http://127.0.0.1:9/v1", "policy_adapter_names": {"reward": "x"}},
+         "policy_adapter_names.reward: not a training stage with an adapter"),
+        ({"endpoint": "http://127.0.0.1:9/v1", "policy_adapter_names": {"sft": ""}}, "policy_adapter_names.sft: give"),
+        ({"policy_adapter_names": {"sft": "cai-sft"}}, "no server generates the policy's replies"),
+        ({"endpoint": "http://127.0.0.1:9/v1", "policy_endpoint": "local", "policy_adapter_names": {"sft": "cai-sft"}},
+         "no server generates the policy's replies"),
+    ],
+)
+def test_policy_adapter_names_are_checked_when_the_recipe_is_read(changes, expected):
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe(overrides=changes)

@@ -1,5 +1,6 @@
 """Multi-process training under ``accelerate launch`` with 2 processes (DDP over gloo on CPU): QLoRA SFT, and GRPO
-with ``ConstitutionalReward`` ranking each prompt's group whole when TRL splits it between the processes."""
+with ``ConstitutionalReward`` ranking each prompt's group whole when TRL splits it between the processes; LoRA SFT
+under the example FSDP config where accelerate runs FSDP (2 GPUs); and the example configs' settings."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch_on_two_processes(script: str, *arguments: str) -> None:
+def _launch_on_two_processes(script: str, *arguments: str, launch_options: tuple[str, ...] = ("--multi_gpu",)) -> None:
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
+        *launch_options,
         "--num_processes",
         "2",
         "--num_machines",
@@ -86,6 +87,44 @@ def test_grpo_ranks_each_prompt_group_whole_across_processes(tiny_model_dir, tin
     assert len(split_probabilities) == 2, "each step's middle prompt has one completion on each process"
     # Ranked apart, each half of a split group would get 0.5: the replies must differ enough to tell.
     assert max(abs(p - 0.5) for p in split_probabilities) > 1e-4
+
+
+EXAMPLES = Path(__file__).parents[1] / "examples" / "accelerate"
+FSDP_NEEDS_GPUS = (
+    "accelerate 1.16 runs FSDP only on accelerators: AcceleratorState switches to DistributedType.FSDP for "
+    "MULTI_GPU/NPU/XPU/... processes, so 2 CPU processes (MULTI_CPU, gloo) train with DDP whatever the config says "
+    "(and with the example's fsdp_sync_module_states: true, its FSDP plugin first raises 'FSDP parameter "
+    "initialization with `sync_module_states=True` is not supported on cpu.'); torch's own FSDP does run on CPU "
+    "over gloo, but the trainers reach it only through accelerate"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("not __import__('torch').cuda.device_count() >= 2", reason=FSDP_NEEDS_GPUS)
+def test_lora_sft_trains_under_the_example_fsdp_config(tiny_model_dir, tmp_path):
+    output = tmp_path / "out"
+    _launch_on_two_processes("sft_fsdp.py", str(tiny_model_dir), str(output),
+                             launch_options=("--config_file", str(EXAMPLES / "fsdp.yaml")))
+    ranks = [json.loads((output / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for record in ranks:  # both ranks trained to the end, sharded
+        assert record["distributed_type"].endswith("FSDP") and record["world_size"] == 2
+        assert len(record["losses"]) == 2 and all(math.isfinite(loss) for loss in record["losses"])
+    assert (output / "adapter_model.safetensors").is_file() and (output / "adapter_config.json").is_file()
+
+
+def test_the_example_fsdp_config_and_the_4bit_loading_are_what_qlora_under_fsdp_needs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from hf_cai.modeling import bnb_4bit_config
+
+    fsdp = load_config_from_file(str(EXAMPLES / "fsdp.yaml")).fsdp_config
+    # Weights read once on rank 0 and broadcast, not once per process; flat parameters of uniform dtype and
+    # requires_grad (the Trainer wraps a PEFT model's LoRA layers in units of their own).
+    assert fsdp["fsdp_cpu_ram_efficient_loading"] is True and fsdp["fsdp_sync_module_states"] is True
+    assert fsdp["fsdp_use_orig_params"] is False
+    # FSDP flattens the 4-bit weights with the rest of a unit, so they must be stored in the compute dtype.
+    config = bnb_4bit_config()
+    assert config.bnb_4bit_quant_storage == config.bnb_4bit_compute_dtype
 
 
 @pytest.mark.parametrize(

@@ -218,9 +218,28 @@ class EndpointBackend(DetailedGenerator):
         return _first_choice(self._request("POST", "/chat/completions", payload), url), url
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        url = self._url(path)
+        response = self.send(method, url, payload)
+        if response.status_code >= 400:
+            raise BackendError(
+                self.hide_key(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
+            )
+        try:
+            return response.json()
+        except ValueError as error:
+            raise BackendError(
+                self.hide_key(
+                    f"{method} {url} answered HTTP {response.status_code} with malformed JSON ({error}): "
+                    f"{_snippet(response.text) or '(empty body)'}"
+                )
+            ) from None
+
+    def send(self, method: str, url: str, payload: dict[str, Any] | None):
+        """The server's answer to one request to ``url`` (any route of the server, such as an engine's own routes
+        outside ``/v1``), with this client's key, retried on connection errors, timeouts and 408/429/5xx answers
+        (:class:`BackendError` once the retries are spent); any other answer, 4xx included, is returned."""
         import httpx
 
-        url = self._url(path)
         problem = ""
         asked: float | None = None  # the wait the last answer's Retry-After asked for
         for attempt in range(self.max_retries + 1):
@@ -230,7 +249,7 @@ class EndpointBackend(DetailedGenerator):
                 response = self._client.request(method, url, json=payload)
             except httpx.TransportError as error:
                 problem, asked = f"{type(error).__name__}: {error}", None
-                logger.debug("%s %s: %s (attempt %d)", method, url, self._redact(problem), attempt + 1)
+                logger.debug("%s %s: %s (attempt %d)", method, url, self.hide_key(problem), attempt + 1)
                 continue
             if response.status_code in _RETRIED_STATUSES:
                 asked = None
@@ -238,26 +257,15 @@ class EndpointBackend(DetailedGenerator):
                     asked = retry_after_seconds(response.headers.get("Retry-After"))
                 wait = f"; Retry-After: {asked:g} s" if asked is not None else ""
                 problem = f"HTTP {response.status_code}{wait}: {_snippet(response.text)}"
-                logger.debug("%s %s: %s (attempt %d)", method, url, self._redact(problem), attempt + 1)
+                logger.debug("%s %s: %s (attempt %d)", method, url, self.hide_key(problem), attempt + 1)
                 continue
-            if response.status_code >= 400:
-                raise BackendError(
-                    self._redact(f"{method} {url} failed with HTTP {response.status_code}: {_snippet(response.text)}")
-                )
-            try:
-                return response.json()
-            except ValueError as error:
-                raise BackendError(
-                    self._redact(
-                        f"{method} {url} answered HTTP {response.status_code} with malformed JSON ({error}): "
-                        f"{_snippet(response.text) or '(empty body)'}"
-                    )
-                ) from None
+            return response
         raise BackendError(
-            self._redact(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
+            self.hide_key(f"{method} {url} failed after {self.max_retries + 1} attempts; last error: {problem}")
         )
 
-    def _redact(self, text: str) -> str:
+    def hide_key(self, text: str) -> str:
+        """``text`` without this client's API key (see :mod:`hf_cai.redaction`)."""
         return redact(text, [self._api_key])
 
     def _delay(self, attempt: int) -> float:

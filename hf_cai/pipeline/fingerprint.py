@@ -49,7 +49,7 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
         inputs["helpful_prompts"] = recipe.helpful_prompts
         inputs |= _checks("sl_quality", recipe.sl_quality)
     elif stage == "pref_data":
-        inputs |= {"policy": _local_base(recipe), "judge": _judge(recipe), "prompts": prompts}
+        inputs |= {"policy": _policy(recipe, "sft"), "judge": _judge(recipe), "prompts": prompts}
         inputs |= _checks("judge_check", recipe.judge_check)
     elif stage in ("sft", "dpo", "reward", "grpo"):
         inputs |= {"base": _base_model(recipe), "qlora_profile": context.qlora_profile()}
@@ -57,7 +57,7 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
             inputs["prompts"] = prompts
     elif stage == "eval":
         inputs |= {
-            "cai": _local_base(recipe),
+            "cai": _policy(recipe, context.final_training_stage()),
             "base": _base_generator(recipe),
             "judge": _judge(recipe),
             # The evaluation checks that its prompts are not among the ones training used.
@@ -66,6 +66,8 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
             "eval_set_files": {file: _file_sha256(file) for file in recipe.eval.get("eval_sets", ())
                                if file != "builtin"},
         }
+        if recipe.policy_url() and (recipe.eval.get("benchmarks") or {}).get("tasks"):
+            inputs["benchmark_models"] = _local_base(recipe)  # the benchmarks load local copies
         task_folders = (recipe.eval.get("benchmarks") or {}).get("include_path")
         if task_folders:  # local lm-eval tasks: their YAML, data and code (not the bytecode Python caches beside it)
             folders = [task_folders] if isinstance(task_folders, str) else task_folders
@@ -120,6 +122,19 @@ def _base_generator(recipe: RecipeConfig) -> dict[str, Any]:
     if recipe.endpoint:
         return {"endpoint": recipe.endpoint, "endpoint_model": recipe.endpoint_model or recipe.model}
     return _local_base(recipe)
+
+
+def _policy(recipe: RecipeConfig, adapter_stage: str) -> dict[str, Any]:
+    """The policy where generation asks for it: the policy endpoint's base model with the adapter (registered there
+    under a name made from its content, or the name the recipe gives), else the local copy. Either way the adapter's
+    content enters the fingerprint as the output hash of the stage that trained it (``upstream``)."""
+    url = recipe.policy_url()
+    if url is None:
+        return _local_base(recipe)
+    policy = {"endpoint": url, "endpoint_model": recipe.endpoint_model or recipe.model}
+    if adapter_stage in recipe.policy_adapter_names:
+        policy["adapter_name"] = recipe.policy_adapter_names[adapter_stage]
+    return policy
 
 
 def _judge(recipe: RecipeConfig) -> dict[str, Any]:

@@ -27,6 +27,10 @@ RL_STAGES = {"dpo": ("dpo",), "grpo": ("reward", "grpo")}
 ALL_STAGES = ("sl_data", "sft", "pref_data", "dpo", "reward", "grpo", "eval", "card", "publish", "space")
 """Every stage, in the order stages run."""
 TINY_MODEL = "tiny"
+LOCAL_POLICY = "local"
+"""The ``policy_endpoint`` value that keeps the policy's generation local although ``endpoint`` is set."""
+ADAPTER_STAGES = ("sft", "dpo", "grpo")
+"""The training stages whose LoRA adapter a later stage generates with (``policy_adapter_names`` keys)."""
 
 OUTPUT_NEUTRAL_KEYS = frozenset(
     {
@@ -108,6 +112,15 @@ class RecipeConfig:
         endpoint_model: Model name to send to ``endpoint`` (defaults to ``model``).
         feedback_endpoint: Base URL of the server of ``feedback_model``; defaults to ``endpoint``. Without either, the
             feedback model runs locally.
+        policy_endpoint: Base URL of the server that generates the policy's replies (the RL-CAI pairs from the SFT
+            adapter, the evaluated CAI model from the final one); defaults to ``endpoint``; ``"local"`` generates
+            them locally. The server must serve the base model (``endpoint_model``) with LoRA enabled: after each
+            training stage its adapter is registered through vLLM's or SGLang's runtime LoRA loading route (vLLM:
+            ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), so the server must read the run
+            directory at the same path, unless ``policy_adapter_names`` names it.
+        policy_adapter_names: Names under which ``policy_endpoint`` already serves the run's adapters, by training
+            stage (``{sft: cai-sft, dpo: cai-dpo}``: vLLM's ``--lora-modules cai-sft=RUN_DIR/sft/final``); those
+            are not registered.
         endpoint_api_key_env: Name of the environment variable holding the endpoint's API key (for Inference
             Endpoints and other servers that need one); the key itself never goes into a recipe.
         rl_method: ``"dpo"`` (soft-label DPO on AI-labelled pairs) or ``"grpo"`` (a reward model trained from the
@@ -133,6 +146,8 @@ class RecipeConfig:
     endpoint: str | None = None
     endpoint_model: str | None = None
     feedback_endpoint: str | None = None
+    policy_endpoint: str | None = None
+    policy_adapter_names: dict[str, str] = field(default_factory=dict)
     endpoint_api_key_env: str | None = None
     rl_method: str = "dpo"
     load_in_4bit: bool = True
@@ -153,6 +168,12 @@ class RecipeConfig:
     card: dict[str, Any] = field(default_factory=dict)
     publish: dict[str, Any] = field(default_factory=dict)
     space: dict[str, Any] = field(default_factory=dict)
+
+    def policy_url(self) -> str | None:
+        """The server of the policy's replies (``policy_endpoint``, else ``endpoint``); ``None`` when they are
+        generated locally."""
+        url = self.policy_endpoint or self.endpoint
+        return None if url == LOCAL_POLICY else url
 
     def stage_sequence(self) -> list[str]:
         """The stages this recipe runs, validated for order and dependencies."""
@@ -243,8 +264,26 @@ def load_recipe(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             if key not in fields:
                 raise RecipeError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
     check_section_settings(recipe, source)
+    check_policy_settings(recipe, source)
     recipe.stage_sequence()
     return recipe
+
+
+def check_policy_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:
+    """Refuse a ``policy_adapter_names`` that is not a mapping of training stages to names, and names given without
+    a server to serve them."""
+    names = recipe.policy_adapter_names
+    if not isinstance(names, dict):
+        raise RecipeError(f"{source}: policy_adapter_names must be a mapping of training stage to served name")
+    for stage, name in names.items():
+        if stage not in ADAPTER_STAGES:
+            raise RecipeError(f"{source}: policy_adapter_names.{stage}: not a training stage with an adapter; use "
+                              f"one of {', '.join(ADAPTER_STAGES)}")
+        if not isinstance(name, str) or not name:
+            raise RecipeError(f"{source}: policy_adapter_names.{stage}: give the name the server serves it under")
+    if names and recipe.policy_url() is None:
+        raise RecipeError(f"{source}: policy_adapter_names is set but no server generates the policy's replies; set "
+                          "policy_endpoint (or endpoint)")
 
 
 def check_section_settings(recipe: RecipeConfig, source: str = "<recipe>") -> None:

@@ -1,8 +1,11 @@
 """The generation backends the stages sample from: the base model (served by the recipe's endpoint or run locally),
-the base model with a trained adapter, and the judge that gives AI feedback."""
+the policy (the base model with a trained adapter, served by the policy endpoint or run locally), and the judge that
+gives AI feedback."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hf_cai.gguf import resolve_model
@@ -23,6 +26,48 @@ def tuned_and_base_backends(context: RunContext, adapter: Path):
     tuned = generation_backend(context, adapter=adapter)
     base = generation_backend(context) if context.recipe.endpoint else tuned.without_adapter()
     return tuned, base
+
+
+@contextmanager
+def policy_and_base_backends(context: RunContext, adapter_stage: str) -> Iterator[tuple]:
+    """Backends of the policy (the base model with the adapter ``adapter_stage`` trained) and of the base model alone,
+    for the duration of the ``with`` block.
+
+    With a policy server (:meth:`~hf_cai.pipeline.recipe.RecipeConfig.policy_url`) no local copy of the policy is
+    loaded: the adapter is registered with the server under a name made from its content (or the name
+    ``policy_adapter_names`` gives), requests ask for it by that name, and a registered adapter is unloaded after
+    the block. Without one, both run locally on one copy of the base weights (:func:`tuned_and_base_backends`).
+    """
+    from hf_cai.backends.lora_adapters import (
+        ServedAdapter,
+        adapter_content_name,
+        load_lora_adapter,
+        unload_lora_adapter,
+    )
+    from hf_cai.pipeline.errors import PipelineError
+
+    recipe = context.recipe
+    adapter = context.output(adapter_stage, "model")
+    url = recipe.policy_url()
+    if url is None:
+        yield tuned_and_base_backends(context, adapter)
+        return
+    declared = recipe.policy_adapter_names.get(adapter_stage)
+    if declared is None and not (adapter / "adapter_config.json").is_file():
+        raise PipelineError(
+            f"{adapter} is a full checkpoint, not a LoRA adapter a server can load next to its base model; set "
+            "policy_endpoint: local to generate its replies locally"
+        )
+    server = _endpoint_backend(context, url, recipe.endpoint_model or recipe.model)
+    try:
+        served = ServedAdapter(declared, declared) if declared else load_lora_adapter(
+            server, adapter_content_name(adapter, prefix=f"hf-cai-{adapter_stage}"), adapter)
+        try:
+            yield _endpoint_backend(context, url, served.model), generation_backend(context)
+        finally:
+            unload_lora_adapter(server, served)
+    finally:
+        server.close()
 
 
 def feedback_backend(context: RunContext, base):

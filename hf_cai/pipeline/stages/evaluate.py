@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_cai.pipeline.context import RunContext, StageResult
-from hf_cai.pipeline.stages.backends import feedback_backend, tuned_and_base_backends
+from hf_cai.pipeline.stages.backends import feedback_backend, policy_and_base_backends
 from hf_cai.pipeline.stages.prompts import training_prompts
 
 logger = logging.getLogger(__name__)
@@ -39,18 +39,18 @@ def run_eval(context: RunContext, directory: Path) -> StageResult:
     if config.benchmarks.enabled:
         task_manager(config.benchmarks)  # lm-eval is installed and knows the tasks
     final = context.final_model()
-    cai, base = tuned_and_base_backends(context, final)
-    report = evaluate_models(
-        base,
-        cai,
-        feedback_backend(context, base),
-        context.constitution,
-        config,
-        prompts=prompts,
-        judge_quality=pref_data_judge_quality(context),
-        models=model_ids(context, final),
-        evaluated_artifact=evaluated_artifact(context, final),
-    )
+    with policy_and_base_backends(context, context.final_training_stage()) as (cai, base):
+        report = evaluate_models(
+            base,
+            cai,
+            feedback_backend(context, base),
+            context.constitution,
+            config,
+            prompts=prompts,
+            judge_quality=pref_data_judge_quality(context),
+            models=model_ids(context, final),
+            evaluated_artifact=evaluated_artifact(context, final),
+        )
     del cai, base  # the benchmarks load their own copies
     if config.benchmarks.enabled:
         report.benchmarks = run_benchmarks(context.base_model_path(), str(final), config.benchmarks,
@@ -146,4 +146,6 @@ def evaluated_artifact(context: RunContext, final: Path) -> str:
         artifact = f"full checkpoint in {final}"
     if recipe.endpoint:
         artifact += "; the base model's replies came from the recipe's endpoint"
+    if recipe.policy_url():
+        artifact += "; the CAI model's replies came from the policy endpoint, serving the adapter next to its base"
     return artifact

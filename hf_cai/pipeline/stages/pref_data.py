@@ -9,7 +9,7 @@ from typing import Any
 
 from hf_cai.pipeline.context import RunContext, StageResult
 from hf_cai.pipeline.errors import PipelineError
-from hf_cai.pipeline.stages.backends import feedback_backend, tuned_and_base_backends
+from hf_cai.pipeline.stages.backends import feedback_backend, policy_and_base_backends
 from hf_cai.pipeline.stages.prompts import recipe_prompts
 
 
@@ -19,19 +19,19 @@ def run_pref_data(context: RunContext, directory: Path) -> StageResult:
     from hf_cai.builders import AIFeedbackBuilder, AIFeedbackConfig, JudgeCheckConfig, JudgeQualityError
     from hf_cai.builders.judge_check import JUDGE_QUALITY_FILE
 
-    policy, base = tuned_and_base_backends(context, context.output("sft", "model"))
-    judge = feedback_backend(context, base)
     config = AIFeedbackConfig(**{"seed": context.recipe.seed, "max_prompts": context.recipe.max_prompts or None,
                                  **context.recipe.pref_data})
     check = JudgeCheckConfig(**context.recipe.judge_check)
-    builder = AIFeedbackBuilder(policy, judge, context.constitution, config, judge_check=check)
-    try:
-        dataset = builder.build(recipe_prompts(context), output_dir=directory, overwrite=True)
-    except JudgeQualityError as error:
-        raise PipelineError(
-            f"stage 'pref_data' stopped before labelling: {error} The judge's full report is in "
-            f"{directory / JUDGE_QUALITY_FILE}."
-        ) from error
+    with policy_and_base_backends(context, "sft") as (policy, base):
+        builder = AIFeedbackBuilder(policy, feedback_backend(context, base), context.constitution, config,
+                                    judge_check=check)
+        try:
+            dataset = builder.build(recipe_prompts(context), output_dir=directory, overwrite=True)
+        except JudgeQualityError as error:
+            raise PipelineError(
+                f"stage 'pref_data' stopped before labelling: {error} The judge's full report is in "
+                f"{directory / JUDGE_QUALITY_FILE}."
+            ) from error
     judge_metrics, notes = judge_figures(dataset.judge_quality, check)
     outputs = {} if dataset.judge_quality is None else {"judge_quality": context.relative(directory / JUDGE_QUALITY_FILE)}
     splits = dataset.values() if hasattr(dataset, "values") else [dataset]

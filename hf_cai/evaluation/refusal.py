@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from hf_cai.errors import InputError
 from hf_cai.stats import Proportion
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'"})
@@ -195,7 +196,7 @@ class LabelledReply:
 def labelled_replies(split: str | None = "held_out") -> list[LabelledReply]:
     """The labelled replies (:data:`LABELLED_SET`) of one half (:data:`SPLITS`), or all of them when ``split`` is None."""
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
     text = (resources.files("hf_cai") / "prompts" / "refusal_labels.jsonl").read_text(encoding="utf-8")
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -203,7 +204,7 @@ def labelled_replies(split: str | None = "held_out") -> list[LabelledReply]:
             continue
         record = json.loads(line)
         if record["label"] not in ("refusal", "compliance") or record["split"] not in SPLITS:
-            raise ValueError(f"{LABELLED_SET}:{number}: label must be refusal/compliance and split one of {SPLITS}")
+            raise InputError(f"{LABELLED_SET}:{number}: label must be refusal/compliance and split one of {SPLITS}")
         rows.append(LabelledReply(record["reply"], record["label"] == "refusal", record["kind"], record["split"]))
     return [row for row in rows if split is None or row.split == split]
 

@@ -10,10 +10,11 @@ import yaml
 from datasets import Dataset
 from peft import LoraConfig
 from scripts import train_pair
-from scripts.synthetic_cai import preference_rows, split_prompts
-from trl import DPOConfig
+from scripts.synthetic_cai import preference_rows, sl_cai_rows, split_prompts
+from trl import DPOConfig, SFTConfig, SFTTrainer
+from trl.trainer import utils as trl_utils
 
-from hf_cai.trainers import CAIDPOTrainer
+from hf_cai.trainers import CAIDPOTrainer, CAISFTTrainer
 
 pytestmark = pytest.mark.min_versions
 
@@ -62,3 +63,17 @@ def test_a_plain_trl_config_takes_the_constitution_and_soft_labels(tiny_model_di
     assert yaml.safe_load((tmp_path / "out" / "constitution.yaml").read_text())["name"] == "harmless"
     record = json.loads((tmp_path / "out" / "cai_training.json").read_text())
     assert record["soft_labels"] is True and record["global_step"] == 1
+
+
+def test_a_trl_without_the_internals_the_trainers_extend_is_named(tiny_model_dir, tmp_path, monkeypatch):
+    """An older TRL, simulated by removing what TRL 1.15 added or what the trainers override: construction stops first,
+    naming the TRL version needed."""
+    plain = {"report_to": "none", "bf16": False}
+    monkeypatch.delattr(trl_utils, "add_fused_lm_head")
+    prefs = Dataset.from_list(preference_rows(split_prompts(2, 0)[0], chosen_prob=0.8))
+    with pytest.raises(ImportError, match=r"fused LM head .*: hf-cai needs trl>=1\.16 "):
+        CAIDPOTrainer(model=str(tiny_model_dir), args=DPOConfig(str(tmp_path), **plain), train_dataset=prefs)
+    monkeypatch.delattr(SFTTrainer, "_prepare_dataset")
+    sl = Dataset.from_list(sl_cai_rows(split_prompts(2, 0)[0]))
+    with pytest.raises(ImportError, match=r"CAISFTTrainer extends SFTTrainer\._prepare_dataset, .* trl>=1\.16"):
+        CAISFTTrainer(model=str(tiny_model_dir), args=SFTConfig(str(tmp_path), **plain), train_dataset=sl)

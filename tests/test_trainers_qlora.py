@@ -27,6 +27,8 @@ from hf_cai.trainers import (
 )
 from hf_cai.trainers.qlora import checkpoint_steps
 
+pytestmark = pytest.mark.min_versions
+
 CONFIGS = {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig}
 
 

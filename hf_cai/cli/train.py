@@ -262,6 +262,11 @@ def _load_tokenizer(model_name_or_path: str, *, trust_remote_code: bool):
     """The model's tokenizer; for an adapter saved without one, its base model's."""
     from hf_cai.modeling import ModelLoadError, adapter_base_model, is_peft_adapter, load_tokenizer
 
+    folder = Path(model_name_or_path)
+    # A local adapter folder without tokenizer files goes straight to its base: on such a folder transformers 5.0
+    # raises an ImportError (about protobuf), not the missing-file error that later releases raise.
+    if folder.is_dir() and not (folder / "tokenizer_config.json").is_file() and is_peft_adapter(model_name_or_path):
+        return load_tokenizer(adapter_base_model(model_name_or_path), trust_remote_code=trust_remote_code)
     try:
         return load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
     except ModelLoadError:

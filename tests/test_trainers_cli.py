@@ -112,10 +112,11 @@ def test_a_trl_style_sft_config_trains_with_overrides_on_the_command_line(tiny_m
     DatasetDict({"train": Dataset.from_list(sl_cai_rows(split_prompts(4, 0)[0]))}).save_to_disk(str(tmp_path / "d"))
     argv = ["--config", str(tmp_path / "sft.yaml"), "--model_name_or_path", str(tiny_model_dir)]
     argv += ["--dataset_name", str(tmp_path / "d"), "--output_dir", str(tmp_path / "out"), "--max_steps", "2"]
-    argv += ["--lora_alpha", "8", "--report_to", "none"]
+    argv += ["--lora_alpha", "8", "--dtype", "float32", "--report_to", "none"]
     setup = read_training_config("sft", argv)
     peft_config = trainer_model_arguments(setup)["peft_config"]
     assert (peft_config.r, peft_config.lora_alpha) == (4, 8), "lora_r from the YAML, lora_alpha from the command line"
+    assert setup.config.model_init_kwargs == {"dtype": "float32"}, "ModelConfig's loading settings, as TRL's sft.py"
     assert setup.config.learning_rate == 1e-4 and setup.config.gradient_accumulation_steps == 2
     assert main(["train", "sft", *argv]) == 0
     assert "trained sft for 2 steps" in capsys.readouterr().out

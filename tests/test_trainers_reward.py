@@ -15,6 +15,8 @@ from scripts.synthetic_cai import preference_rows, split_prompts
 from hf_cai.modeling import load_tokenizer
 from hf_cai.trainers import CAIRewardConfig, CAIRewardTrainer
 
+pytestmark = pytest.mark.min_versions
+
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_reward_model_dir):

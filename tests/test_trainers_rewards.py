@@ -20,6 +20,8 @@ from hf_cai.tiny import CHAT_TEMPLATE
 from hf_cai.trainers import ConstitutionalReward
 from hf_cai.trainers.rewards import RewardModelJudge
 
+pytestmark = pytest.mark.min_versions
+
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):

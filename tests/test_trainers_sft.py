@@ -18,6 +18,8 @@ from hf_cai.trainers import CAISFTConfig, CAISFTTrainer, DatasetFormatError
 from hf_cai.trainers.base import resolve_training_constitution
 from hf_cai.trainers.qlora import peft_config_for
 
+pytestmark = pytest.mark.min_versions
+
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):

@@ -28,6 +28,8 @@ from hf_cai.trainers.templates import (
     tokenize_conversation,
 )
 
+pytestmark = pytest.mark.min_versions
+
 TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 
 # family: (template file in TRL's chat_templates/ or None for SmolLM2's own, end-of-turn token, special tokens to add)

@@ -43,6 +43,10 @@ CAI_TAGS = ["constitutional-ai", "hf-cai"]
 
 DATASET_CONSTITUTION_COLUMN = "constitution_sha256"
 
+MIN_TRL_VERSION = "1.16"
+"""The oldest TRL whose internals the CAI trainers extend: the fused LM head of soft-label DPO came in 1.15, and 1.16 is
+the first whose fused head trains without triton (which PyTorch's CPU wheels lack)."""
+
 
 class CAITrainerMixin:
     """Constitution, QLoRA profile, data checks and artifacts for a TRL trainer (put it first among the bases).
@@ -66,6 +70,10 @@ class CAITrainerMixin:
     _cai_hyperparameters: ClassVar[tuple[str, ...]] = ()
     """Stage-specific config fields recorded in ``cai_training.json`` besides the common ones."""
 
+    _cai_trl_internals: ClassVar[tuple[str, ...]] = ("_prepare_dataset",)
+    """Methods of the TRL trainer (not of transformers' ``Trainer``) that the CAI trainer overrides, checked at
+    construction."""
+
     constitution: Constitution | None
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -87,6 +95,7 @@ class CAITrainerMixin:
             self._cai_init(*args, **kwargs)
 
     def _cai_init(self, *args: Any, **kwargs: Any) -> None:
+        self._cai_check_trl_internals()
         bound = type(self).__signature__.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
@@ -140,6 +149,14 @@ class CAITrainerMixin:
         return dataset
 
     # ------------------------------------------------------------------ the setup steps
+    def _cai_check_trl_internals(self) -> None:
+        """Refuse a TRL without the methods this trainer extends, naming the TRL version it needs."""
+        mro = type(self).__mro__
+        trl_trainer = mro[mro.index(CAITrainerMixin) + 1]
+        missing = [name for name in self._cai_trl_internals if not hasattr(trl_trainer, name)]
+        if missing:
+            require_trl(f"{type(self).__name__} extends {', '.join(f'{trl_trainer.__name__}.{m}' for m in missing)}")
+
     def _cai_use_progress_display(self) -> None:
         """One progress bar at a time, gone when its work is done (see ``CAIProgressCallback``)."""
         from hf_cai.trainers.progress import use_cai_progress
@@ -272,6 +289,16 @@ class CAIPreferenceTrainerMixin(CAITrainerMixin):
         super()._set_signature_columns_if_needed()
         if self.soft_labels and CHOSEN_PROB not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, CHOSEN_PROB]
+
+
+def require_trl(what: str) -> None:
+    """Raise ``ImportError``: ``what`` (a part of TRL the CAI trainers use) is missing from the installed TRL."""
+    import trl
+
+    raise ImportError(
+        f"{what}, which TRL {trl.__version__} does not have: hf-cai needs trl>={MIN_TRL_VERSION} "
+        f"(pip install -U 'trl>={MIN_TRL_VERSION}')"
+    )
 
 
 LOADED_PEFT_MODEL = "(a PeftModel passed in)"

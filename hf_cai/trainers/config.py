@@ -24,9 +24,9 @@ class CAIConfigMixin:
 
     Put it first among the bases of a TRL config dataclass. The fields given to the constructor (by keyword or
     position) are recorded before the dataclass ``__init__`` runs, so a value the user set is kept even when it
-    equals TRL's default. ``HfArgumentParser``'s command-line parsing (and TRL's ``TrlParser``) and
-    ``dataclasses.replace`` pass every field, which tells nothing; such a config counts as set the fields that differ
-    from their declared defaults.
+    equals TRL's default, and the profile fills only the others. A parser that passes every field
+    (``HfArgumentParser``, TRL's ``TrlParser``) sets them all: construct the config from the fields the user gave
+    instead, as ``hf-cai train`` does.
 
     Parameters:
         constitution (`str`, *optional*):
@@ -76,11 +76,8 @@ class CAIConfigMixin:
 
     def __new__(cls, *args: Any, **kwargs: Any):
         config = super().__new__(cls)
-        fields = [f for f in dataclasses.fields(cls) if f.init]
-        given = dict(zip((f.name for f in fields), args)) | kwargs
-        if len(given) == len(fields):
-            given = {f.name: value for f in fields if (value := given[f.name]) != _declared_default(f)}
-        config._cai_explicit_fields = frozenset(given)
+        positional = [f.name for f in dataclasses.fields(cls) if f.init][: len(args)]
+        config._cai_explicit_fields = frozenset(positional) | frozenset(kwargs)
         return config
 
     @property
@@ -134,8 +131,3 @@ class CAIPreferenceConfigMixin(CAIConfigMixin):
         },
     )
 
-
-def _declared_default(config_field: dataclasses.Field) -> Any:
-    if config_field.default_factory is not dataclasses.MISSING:
-        return config_field.default_factory()
-    return config_field.default

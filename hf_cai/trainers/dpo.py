@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 from trl import DPOConfig, DPOTrainer
+from trl.trainer import utils as trl_utils
 
 from hf_cai.errors import InputError
-from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin
+from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin, require_trl
 from hf_cai.trainers.config import CAIPreferenceConfigMixin
 from hf_cai.trainers.data import CHOSEN_PROB
 
@@ -80,6 +81,10 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
         super()._cai_prepare_stage(arguments, splits)
         if self.soft_labels:
             _check_soft_label_loss(arguments["args"])
+            if not hasattr(trl_utils, "add_fused_lm_head"):
+                require_trl(
+                    "soft-label DPO reads the log-probs of TRL's fused LM head (trl.trainer.utils.add_fused_lm_head)"
+                )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as :class:`~hf_cai.trainers.base.CAITrainerMixin` does, without the frozen reference adapter.

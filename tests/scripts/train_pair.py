@@ -1,8 +1,9 @@
 """A small TRL training script, run unchanged with TRL's trainer/config pair or with hf_cai's (the drop-in test).
 
-    python train_pair.py --pair trl|cai --stage sft|dpo|reward --model DIR --output DIR
+    python train_pair.py --pair trl|cai|swap --stage sft|dpo|reward --model DIR --output DIR
 
-Only the import of the pair differs; everything below it is plain TRL usage.
+Only the import of the pair differs; everything below it is plain TRL usage. ``swap`` is a TRL user's script with
+only the trainer class swapped: TRL's config with hf_cai's trainer.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ PAIRS = {
     ("cai", "dpo"): ("hf_cai.trainers", "CAIDPOConfig", "CAIDPOTrainer"),
     ("cai", "reward"): ("hf_cai.trainers", "CAIRewardConfig", "CAIRewardTrainer"),
 }
+SWAPPED_TRAINERS = {"sft": "CAISFTTrainer", "dpo": "CAIDPOTrainer", "reward": "CAIRewardTrainer"}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pair", choices=["trl", "cai"], required=True)
+    parser.add_argument("--pair", choices=["trl", "cai", "swap"], required=True)
     parser.add_argument("--stage", choices=["sft", "dpo", "reward"], required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--output", required=True)
@@ -36,9 +38,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import importlib
 
-    module, config_name, trainer_name = PAIRS[(args.pair, args.stage)]
+    module, config_name, trainer_name = PAIRS[("trl" if args.pair == "swap" else args.pair, args.stage)]
     Config = getattr(importlib.import_module(module), config_name)
     Trainer = getattr(importlib.import_module(module), trainer_name)
+    if args.pair == "swap":
+        Trainer = getattr(importlib.import_module("hf_cai.trainers"), SWAPPED_TRAINERS[args.stage])
 
     from datasets import Dataset
     from peft import LoraConfig

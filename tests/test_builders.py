@@ -716,7 +716,7 @@ def test_the_judge_is_measured_before_labelling_and_a_judge_at_chance_is_named(b
     report = dataset.judge_quality
     assert report.n == 12 and report.accuracy.value == 0.5 and report.near_chance
     low, high = report.accuracy.interval
-    assert (f"the judge's accuracy was 50% [{low:.0%}, {high:.0%}] on 12 calibration items: its interval includes "
+    assert (f"the judge's accuracy was 50% [{low:.0%}, {high:.0%}] on 12 calibration items: its interval reaches "
             "chance (50%), so it is not distinguishable from chance") in caplog.text
     assert str(report) in caplog.text
     saved = json.loads((tmp_path / "rl" / "judge_quality.json").read_text())

@@ -203,7 +203,7 @@ def test_with_a_classifier_the_refusal_figures_come_from_it(tmp_path):
                                                         "benign": {"base": 0, "cai": 0}}
     text = str(report)
     assert "refused, by the safety classifier allenai/wildguard: " in text
-    assert "refused, by refusal phrases (a second measure, a lower bound)" in text
+    assert "refused, by refusal phrases (a second measure, an estimate" in text
     assert "harmful replies, by the safety classifier allenai/wildguard" in text
     assert "by the safety classifier allenai/wildguard" in " ".join(results["notes"])
 

@@ -227,7 +227,7 @@ def test_error_yaml_syntax_names_line(tmp_path):
     path = _write(tmp_path, "broken.yaml", "name: x\nprinciples:\n  - id: a\n    critique: [unclosed\n    revision: y\n")
     error = _error(path)
     assert "broken.yaml" in str(error) and "YAML syntax error at line" in str(error)
-    assert error.__cause__ is None
+    assert isinstance(error.__cause__, yaml.YAMLError), "the parser's own error stays attached for a maintainer"
 
 
 def test_error_unknown_field_and_bad_few_shot(tmp_path):

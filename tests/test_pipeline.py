@@ -535,7 +535,7 @@ def test_a_prompt_file_without_the_prompt_column_is_refused_before_any_work(tmp_
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "How do I pick a lock?"}) + "\n" + json.dumps({"question": "Hi?"}) + "\n")
     recipe = load_recipe(overrides={"run_dir": str(tmp_path / "run"), "prompts": str(prompts)})
-    with pytest.raises(RecipeError, match=rf"prompts: {prompts}, line 2: no key 'prompt'; keys: question\. Name the "
+    with pytest.raises(RecipeError, match=rf"prompts: {prompts}, row 2: no value in column 'prompt'\. Name the "
                                           r"column that holds the prompts \(.*prompt_column in a recipe\)"):
         Pipeline(recipe).run()
     assert not (tmp_path / "run").exists()
@@ -545,7 +545,7 @@ def test_a_prompt_file_with_an_empty_prompt_is_refused_before_any_work(tmp_path)
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,category\nHow do I pick a lock?,crime\n,crime\n")
     recipe = load_recipe(overrides={"run_dir": str(tmp_path / "run"), "prompts": str(prompts)})
-    with pytest.raises(RecipeError, match=rf"prompts: {prompts}, line 3, column 'prompt': empty prompt"):
+    with pytest.raises(RecipeError, match=rf"prompts: {prompts}, row 2: empty prompt"):
         Pipeline(recipe).run()
     assert not (tmp_path / "run").exists()
 

@@ -17,8 +17,12 @@ A row's reply does not depend on the rows beside it:
 - each row ends at its own end-of-turn token, its own ``max_new_tokens``, or when its visitor leaves (the row is
   then marked finished and costs nothing more once every row of the batch is).
 
-So a reply is the one a batch of one gives at the same seed. That is exact in float32; in bfloat16 the rounding of a
-matrix product can change with the batch shape, so a rare token may differ.
+So a reply is the one a batch of one gives at the same seed. That is exact in float32 (the tests check it); in
+bfloat16, the default on CPUs with fast bfloat16, the rounding of matrix products changes with the batch shape, and
+once one token differs the rest of the reply does too.
+
+After each batch, every answered row's keys and values are kept (:mod:`hf_cai.spaces.prefix_cache`), so the next turn
+of that conversation computes only its new tokens: on a CPU the prompt pass is what grows with every visitor and turn.
 
 Each decoding step, the new tokens are appended to each request's ``tokens`` and its caller's update queue is
 signalled, so every visitor sees their replies grow while the batch decodes (see :func:`stream_replies`).
@@ -34,10 +38,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hf_cai.backends.batching import left_pad
+from hf_cai.backends.batching import cache_name, output_cache
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids
 from hf_cai.backends.decoding import greedy_generation_config, make_row_sampler
 from hf_cai.conversation import Conversation
+from hf_cai.spaces.prefix_cache import CachedPrefix, PrefixCache, batch_inputs, reusable, row_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,14 @@ class ReplyBatcher:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, max_batch_size: int = 32, window: float = 0.1, max_input_tokens: int = 4096
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_size: int = 32,
+        window: float = 0.1,
+        max_input_tokens: int = 4096,
+        prefix_cache_bytes: int = 256 * 2**20,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -121,6 +133,8 @@ class ReplyBatcher:
         self.max_batch_size = max_batch_size
         self.window = window
         self.max_input_tokens = max_input_tokens
+        self.prefixes = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
+        """The kept keys and values of recent conversations (:mod:`hf_cai.spaces.prefix_cache`); ``None`` when off."""
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._eos_ids = end_of_turn_ids(model, tokenizer)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -223,24 +237,60 @@ class ReplyBatcher:
         if not rows:
             return
         self.batch_sizes[len(rows)] += 1
-        input_ids, attention_mask = left_pad([row._input_ids for row in rows], self._pad_id, self.model.device)
+        prefixes = self.prefixes
+        reused = [prefixes.find(row.adapter, row._input_ids) if prefixes else (0, None) for row in rows]
+        input_ids, attention_mask, cache = batch_inputs(
+            self.model, [row._input_ids for row in rows], reused, self._pad_id
+        )
         options: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_row_tracker(rows, self._eos_ids)])}
+        if cache is not None:
+            options[cache_name()] = cache
         sampler = _row_samplers(rows)
         if sampler is not None:
             options["logits_processor"] = [sampler]
         if any(row.adapter is not None for row in rows):
             options["adapter_names"] = [row.adapter for row in rows]
-        longest = max(row.max_new_tokens for row in rows)
+        config = greedy_generation_config(max(row.max_new_tokens for row in rows), [], self._eos_ids, self._pad_id)
+        config.return_dict_in_generate = prefixes is not None
         with self._generating, torch.inference_mode():
-            self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                generation_config=greedy_generation_config(longest, [], self._eos_ids, self._pad_id),
-                **options,
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **options
             )
         for row in rows:
             if not row.done:
                 row._end("length")
+        if prefixes is not None:
+            self._keep_prefixes(prefixes, rows, reused, attention_mask, output_cache(output))
+
+    def _keep_prefixes(
+        self,
+        prefixes: PrefixCache,
+        rows: list[ReplyRequest],
+        reused: list[tuple[int, CachedPrefix | None]],
+        attention_mask: Any,
+        cache: Any,
+    ) -> None:
+        """Keep each answered row's keys and values (prompt and reply) for the visitor's next turn."""
+        import torch
+
+        if not reusable(cache):
+            logger.info("this model's cache (%s) cannot be kept between turns; each turn computes its whole prompt",
+                        type(cache).__name__)
+            self.prefixes = None
+            return
+        width = attention_mask.shape[1]
+        computed = cache.get_seq_length() - width  # the last token of the longest reply has no keys and values yet
+        for index, (row, (count, entry)) in enumerate(zip(rows, reused)):
+            prefixes.reused_tokens += count
+            if row.finish_reason == "cancelled":
+                continue
+            generated = min(len(row.tokens), computed)
+            columns = torch.cat([
+                attention_mask[index].nonzero().flatten(),
+                torch.arange(width, width + generated, device=attention_mask.device),
+            ])
+            ids = row._input_ids + row.tokens[:generated]
+            prefixes.keep(row_prefix(cache, index, columns, row.adapter, ids), replacing=entry)
 
 
 def _contiguous_input(module: Any, args: tuple) -> tuple:

@@ -48,6 +48,8 @@ class SpaceConfig:
         max_batch_size: Most replies decoded in one generation batch (each chat event asks for one per panel).
         batch_window_ms: How long a batch waits for more requests before it starts, in milliseconds: requests that
             arrive within it share the batch (see :mod:`hf_cai.spaces.batching`).
+        prefix_cache_mb: Memory for the keys and values of recent conversations, so a visitor's next turn computes
+            only its new tokens (see :mod:`hf_cai.spaces.prefix_cache`); 0 turns it off.
         queue_size: Longest queue of waiting events before new visitors are turned away.
     """
 
@@ -66,6 +68,7 @@ class SpaceConfig:
     concurrency_limit: int = 16
     max_batch_size: int = 32
     batch_window_ms: int = 100
+    prefix_cache_mb: int = 256
     queue_size: int = 64
 
     def __post_init__(self) -> None:
@@ -77,8 +80,9 @@ class SpaceConfig:
                      "num_examples", "concurrency_limit", "max_batch_size", "queue_size"):
             if getattr(self, name) < 1:
                 raise SpaceConfigError(f"'{name}' must be at least 1, got {getattr(self, name)}")
-        if self.batch_window_ms < 0:
-            raise SpaceConfigError(f"'batch_window_ms' must be 0 or more, got {self.batch_window_ms}")
+        for name in ("batch_window_ms", "prefix_cache_mb"):
+            if getattr(self, name) < 0:
+                raise SpaceConfigError(f"'{name}' must be 0 or more, got {getattr(self, name)}")
         if self.max_new_tokens > self.max_new_tokens_limit:
             raise SpaceConfigError(
                 f"'max_new_tokens' ({self.max_new_tokens}) is above 'max_new_tokens_limit' ({self.max_new_tokens_limit})"

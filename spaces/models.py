@@ -119,7 +119,8 @@ class SideBySideModels:
 
         def batcher(model: Any, model_tokenizer: Any) -> ReplyBatcher:
             return ReplyBatcher(model, model_tokenizer, max_batch_size=config.max_batch_size,
-                                window=config.batch_window_ms / 1000, max_input_tokens=config.max_input_tokens)
+                                window=config.batch_window_ms / 1000, max_input_tokens=config.max_input_tokens,
+                                prefix_cache_bytes=config.prefix_cache_mb * 2**20)
 
         cai = config.cai_model
         if cai is None:

@@ -90,6 +90,50 @@ def test_concurrent_visitors_share_one_batch_and_get_the_replies_they_would_get_
     assert batcher.batch_sizes - before == collections.Counter({2 * VISITORS: 1})  # one batch: both panels, all
 
 
+def test_a_next_turn_reuses_the_keys_and_values_of_the_last_with_unchanged_replies(space):
+    url, batcher, backends = space
+    turns = [("Tell me about gates.", 10, 0.0, 1), ("Why are they made of iron?", 10, 0.8, 2), ("And wood?", 10, 0.8, 3)]
+    expected, histories = [], {"base": [], "cai": []}
+    for prompt, max_new_tokens, temperature, seed in turns:  # each turn's whole conversation computed afresh
+        for panel, history in histories.items():
+            history.append({"role": "user", "content": prompt})
+            raw = backends[panel].generate_detailed(
+                [history], max_new_tokens=max_new_tokens, temperature=temperature, seeds=[seed])[0].text
+            history.append({"role": "assistant", "content": raw})
+        expected.append(tuple(inspect.cleandoc(histories[panel][-1]["content"]).strip() for panel in ("base", "cai")))
+    session = client(url)
+    reused_before = batcher.prefixes.reused_tokens
+
+    got = [session.predict(*turn, api_name="/chat") for turn in turns]
+
+    assert [(reply(base_history), reply(cai_history)) for base_history, cai_history, _, _ in got] == expected
+    assert batcher.prefixes.reused_tokens - reused_before >= 2 * 32  # a later turn of both panels reused its past
+
+
+def test_reused_keys_and_values_give_the_scores_of_the_whole_prompt(space):
+    import torch
+
+    from hf_cai.backends.batching import cache_name, output_cache
+    from hf_cai.spaces.prefix_cache import batch_inputs, row_prefix
+
+    _, batcher, _ = space
+    model, tokenizer = batcher.model.get_base_model(), batcher.tokenizer
+    long, short = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in
+                   ("Castles had gates of oak and iron, and walls of stone " * 3, "Bridges cross rivers " * 4))
+    with torch.inference_mode():
+        kept = output_cache(model(input_ids=torch.tensor([long[:40]]), use_cache=True))
+        entry = row_prefix(kept, 0, torch.arange(40), None, long[:40])
+        # Row 0 reuses its first 40 tokens; row 1, shorter, reuses nothing: padding before and inside the rows.
+        input_ids, attention_mask, cache = batch_inputs(model, [long, short], [(40, entry), (0, None)],
+                                                        tokenizer.pad_token_id)
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1,
+                                do_sample=False, return_dict_in_generate=True, output_logits=True,
+                                pad_token_id=tokenizer.pad_token_id, **{cache_name(): cache})
+        for row, ids in enumerate((long, short)):
+            whole = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            assert torch.allclose(output.logits[0][row], whole, atol=1e-4)
+
+
 def test_a_visitor_who_leaves_mid_stream_stops_only_their_replies(space):
     from gradio_client.utils import Status
 

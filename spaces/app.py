@@ -20,6 +20,7 @@ except ImportError:
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ from hf_cai.constitution import Constitution, ConstitutionError
 from hf_cai.conversation import Conversation
 from hf_cai.hub.space_config import CONFIG_FILE_NAME, SpaceConfig, load_space_config
 from hf_cai.spaces.about import describe_models, local_files
+from hf_cai.spaces.batching import TRIMMED_MESSAGE, TRIMMED_TURNS
 from hf_cai.spaces.models import SideBySideModels
 from hf_cai.spaces.principles import (
     constitution_footer,
@@ -45,15 +47,38 @@ logger = logging.getLogger("hf_cai.spaces.app")
 EMPTY_PROMPT_NOTICE = "Type a prompt first: an empty message is not sent to the models."
 NOTHING_TO_RETRY_NOTICE = "Nothing to retry yet: send a prompt first."
 NOTHING_TO_CRITIQUE_NOTICE = "Nothing to critique yet: send a prompt first."
+TRIMMED_NOTICES = {
+    TRIMMED_TURNS: "The conversation is longer than the models read at once: its earliest turns were left out.",
+    TRIMMED_MESSAGE: "Your message is longer than the models read at once: they read only its end.",
+}
+RANDOM_SEED = -1
+"""The seed setting that draws a new seed for every reply (the default)."""
+SEED_LIMIT = 2**53
+"""Seeds run from 0 to this (the largest integer a browser's numbers hold exactly)."""
 PENDING_REPLY = "…"
 EMPTY_REPLY = "_(empty reply: the model ended its turn at once)_"
 PANEL_NAMES = {"CAI": "cai", "base": "base"}
 
 
+def _on_zero_gpu() -> bool:
+    return callable(getattr(_hf_spaces, "GPU", None))
+
+
 def _on_gpu(function: Callable) -> Callable:
     """``spaces.GPU(function)`` on ZeroGPU hardware; ``function`` unchanged everywhere else."""
-    gpu = getattr(_hf_spaces, "GPU", None)
-    return gpu(function) if callable(gpu) else function
+    return _hf_spaces.GPU(function) if _on_zero_gpu() else function
+
+
+# Control characters (C0 and C1) other than tab and newline, and lone surrogates, which no text encoding carries.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_message(text: str) -> tuple[str, int]:
+    """``text`` with Windows/old-Mac line ends made newlines, without control characters (but tabs and newlines)
+    and lone surrogates, and stripped; and how many characters were removed. Emoji and other text stay unchanged."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cleaned, removed = _UNPRINTABLE.subn("", text)
+    return cleaned.strip(), removed
 
 
 def red_team_examples(limit: int) -> list[str]:
@@ -119,35 +144,52 @@ class SideBySideChat:
         self.names = names or {"base": models.base_label, "cai": models.cai_label}
         self._stream = _on_gpu(models.stream)
         self._generate = _on_gpu(models.generate)
+        # On ZeroGPU the GPU exists only inside a decorated call, so each event decodes its replies there, alone.
+        self._shared_batches = not _on_zero_gpu()
 
     @property
     def unavailable_notice(self) -> str:
         return f"⚠️ {self.models.load_error}" if self.models.load_error else ""
 
-    def _settings(self, max_new_tokens: float, temperature: float) -> tuple[int, float]:
+    def _settings(self, max_new_tokens: float, temperature: float, seed: float | None) -> dict[str, Any]:
         tokens = int(min(max(int(max_new_tokens or 1), 1), self.config.max_new_tokens_limit))
-        return tokens, float(min(max(float(temperature or 0.0), 0.0), 2.0))
+        return {
+            "max_new_tokens": tokens,
+            "temperature": float(min(max(float(temperature or 0.0), 0.0), 2.0)),
+            "seed": None if seed is None or seed < 0 else int(min(int(seed), SEED_LIMIT)),
+            "shared_batches": self._shared_batches,
+        }
 
     def _answer(
-        self, message: str, base: Conversation, cai: Conversation, max_new_tokens: float, temperature: float
+        self,
+        message: str,
+        base: Conversation,
+        cai: Conversation,
+        max_new_tokens: float,
+        temperature: float,
+        seed: float | None,
+        notes: Sequence[str] = (),
     ) -> Iterator[tuple]:
-        tokens, temperature = self._settings(max_new_tokens, temperature)
+        settings = self._settings(max_new_tokens, temperature, seed)
         histories = {"base": base, "cai": cai}
         for panel in self.models.panels:
             histories[panel] = [*histories[panel], {"role": "user", "content": message}]
         conversations = {panel: list(histories[panel]) for panel in self.models.panels}
         for panel in self.models.panels:
             histories[panel].append({"role": "assistant", "content": ""})
-        notice = self.unavailable_notice
+        notices = [self.unavailable_notice, *notes]
 
         def frame(empty_reply: str) -> tuple:
             shown = [_shown(histories[panel], empty_reply) for panel in ("base", "cai")]
-            return *shown, notice, histories["base"], histories["cai"]
+            return *shown, " ".join(n for n in notices if n), histories["base"], histories["cai"]
 
         yield frame(PENDING_REPLY)
-        for replies in self._stream(conversations, max_new_tokens=tokens, temperature=temperature):
+        for replies in self._stream(conversations, **settings):
             for panel, reply in replies.items():
                 histories[panel][-1] = {"role": "assistant", "content": reply}
+            for kind in dict.fromkeys(replies.trimmed.values()):
+                if TRIMMED_NOTICES[kind] not in notices:
+                    notices.append(TRIMMED_NOTICES[kind])
             yield frame(PENDING_REPLY)
         yield frame(EMPTY_REPLY)
 
@@ -156,12 +198,17 @@ class SideBySideChat:
         message: str,
         max_new_tokens: float,
         temperature: float,
+        seed: float | None,
         base: Conversation | None,
         cai: Conversation | None,
     ) -> Iterator[tuple]:
-        """Send ``message`` to both models; yields (base chat, CAI chat, notice, prompt box, base state, CAI state)."""
+        """Send ``message`` to both models; yields (base chat, CAI chat, notice, prompt box, base state, CAI state).
+
+        Control characters are removed from the message first (and the visitor told); an empty message or one over
+        ``max_prompt_chars`` is not sent, with a notice saying why.
+        """
         base, cai = _plain(base), _plain(cai)
-        text = (message or "").strip()
+        text, removed = clean_message(message or "")
         if not text:
             yield _shown(base), _shown(cai), EMPTY_PROMPT_NOTICE, message, base, cai
             return
@@ -172,12 +219,18 @@ class SideBySideChat:
             )
             yield _shown(base), _shown(cai), notice, message, base, cai
             return
-        for shown_base, shown_cai, notice, new_base, new_cai in self._answer(text, base, cai, max_new_tokens,
-                                                                              temperature):
+        notes = [f"Removed {removed} control character{'s' * (removed != 1)} from your message."] if removed else []
+        answers = self._answer(text, base, cai, max_new_tokens, temperature, seed, notes)
+        for shown_base, shown_cai, notice, new_base, new_cai in answers:
             yield shown_base, shown_cai, notice, "", new_base, new_cai
 
     def retry(
-        self, max_new_tokens: float, temperature: float, base: Conversation | None, cai: Conversation | None
+        self,
+        max_new_tokens: float,
+        temperature: float,
+        seed: float | None,
+        base: Conversation | None,
+        cai: Conversation | None,
     ) -> Iterator[tuple]:
         """Generate the last replies again; yields (base chat, CAI chat, notice, base state, CAI state)."""
         base, cai = _plain(base), _plain(cai)
@@ -188,7 +241,7 @@ class SideBySideChat:
         base = base[: max(i for i, m in enumerate(base) if m["role"] == "user")]
         if any(m["role"] == "user" for m in cai):
             cai = cai[: max(i for i, m in enumerate(cai) if m["role"] == "user")]
-        yield from self._answer(last_user, base, cai, max_new_tokens, temperature)
+        yield from self._answer(last_user, base, cai, max_new_tokens, temperature, seed)
 
     def clear(self) -> tuple:
         """Forget both conversations; returns (base chat, CAI chat, notice, critique, revision, critique notice,
@@ -202,6 +255,7 @@ class SideBySideChat:
         revise: bool,
         max_new_tokens: float,
         temperature: float,
+        seed: float | None,
         base: Conversation | None,
         cai: Conversation | None,
     ) -> tuple[str, str, str]:
@@ -218,17 +272,17 @@ class SideBySideChat:
         if not history or history[-1]["role"] != "assistant" or len(history) < 2:
             return "", "", NOTHING_TO_CRITIQUE_NOTICE
         exchange = history[-2:]
-        tokens, temperature = self._settings(max_new_tokens, temperature)
+        settings = self._settings(max_new_tokens, temperature, seed)
         few_shot = self.config.critique_few_shot
         try:
             request = self.constitution.critique_messages(exchange, principle_id, few_shot=few_shot)
         except ConstitutionError as error:
             return "", "", f"Cannot critique: {error}"
-        critique = self._generate(panel, request, max_new_tokens=tokens, temperature=temperature)
+        critique = self._generate(panel, request, **settings)
         revision = ""
         if revise:
             request = self.constitution.revision_messages(exchange, principle_id, critique, few_shot=few_shot)
-            revision = self._generate(panel, request, max_new_tokens=tokens, temperature=temperature)
+            revision = self._generate(panel, request, **settings)
         name = self.names[panel]
         return critique, revision, f"Critique by the {which} model ({name}) under principle '{principle_id}'."
 
@@ -299,6 +353,8 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
                 1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1, label="Max new tokens"
             )
             temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label="Temperature (0 = greedy)")
+            seed = gr.Number(RANDOM_SEED, label=f"Seed ({RANDOM_SEED}: a new one each time)", precision=0,
+                             minimum=RANDOM_SEED, maximum=SEED_LIMIT, elem_id="seed")
         gr.Markdown(CONTENT_NOTE, elem_id="content-note")
         gr.Examples(
             examples=[[p] for p in red_team_examples(config.num_examples)],
@@ -327,7 +383,7 @@ def create_app(config: SpaceConfig, *, models: SideBySideModels | None = None) -
             gr.Markdown(constitution_footer(constitution), **text)
 
         model_event = {"concurrency_id": "models", "concurrency_limit": config.concurrency_limit}
-        settings = [max_new_tokens, temperature, base_state, cai_state]
+        settings = [max_new_tokens, temperature, seed, base_state, cai_state]
         gr.on(
             [send.click, prompt.submit],
             handlers.chat,

@@ -1,26 +1,26 @@
-"""The base model and its CAI version, loaded once and answering side by side.
+"""The base model and its CAI version, loaded once and answering side by side, for every visitor at once.
 
-When the CAI model is a LoRA adapter, one copy of the base is loaded and both panels are decoded in ONE batched
-``generate`` call: PEFT's mixed-adapter batches run row 0 with the adapter switched off (``"__base__"``) and row 1
-with it on, so the two replies stream at the same pace from one forward pass per token, without toggling global
-adapter state between concurrent requests. A merged CAI model is a second model; each model then generates in its
-own thread. Either way :meth:`SideBySideModels.stream` yields both partial replies after every decoding step.
+When the CAI model is a LoRA adapter, one copy of the base is loaded and both panels are decoded in the same batches:
+PEFT's mixed-adapter batches run a base row with the adapter switched off (``"__base__"``) and a CAI row with it on,
+so both replies stream at the same pace from one forward pass per token, without toggling global adapter state between
+concurrent requests. The replies of all visitors whose requests arrive together join those batches
+(:mod:`hf_cai.spaces.batching`). A merged CAI model is a second model with batches of its own, decoded at the same
+time. Either way :meth:`SideBySideModels.stream` yields both partial replies after every decoding step.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_cai.backends.chat_tokens import end_of_turn_ids, fit_conversation, render_chat
+from hf_cai.backends.base import resolve_seed
 from hf_cai.conversation import Message
 from hf_cai.hub.space_config import SpaceConfig
 from hf_cai.modeling import ModelLoadError, is_peft_adapter, load_causal_lm, load_tokenizer
+from hf_cai.spaces.batching import ReplyBatcher, ReplyRequest, stream_replies
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +28,23 @@ PANELS = ("base", "cai")
 BASE_ADAPTER = "__base__"
 """PEFT's name for "no adapter" in a mixed-adapter batch."""
 
-_DONE = object()
-
 
 @dataclass
 class _Engine:
-    """What decodes one panel: a model, its tokenizer and, for a shared PEFT model, the adapter to use."""
+    """What decodes one panel: the batcher of its model and, for a shared PEFT model, the adapter to use."""
 
-    model: Any
-    tokenizer: Any
+    batcher: ReplyBatcher
     adapter: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PanelReplies(dict):
+    """Panel name → its reply so far; ``trimmed``: panel → how its conversation was cut to fit the model's input
+    budget (:data:`~hf_cai.spaces.batching.TRIMMED_TURNS` or :data:`~hf_cai.spaces.batching.TRIMMED_MESSAGE`),
+    for the panels whose conversation was."""
+
+    def __init__(self, texts: Mapping[str, str], trimmed: Mapping[str, str]):
+        super().__init__(texts)
+        self.trimmed = dict(trimmed)
 
 
 def _display_name(name_or_path: str) -> str:
@@ -55,35 +61,6 @@ def _tokenizer_of(model_name_or_path: str, fallback: Any) -> Any:
         return fallback
 
 
-class _RowCollector:
-    """A ``generate`` streamer that collects the new tokens of each batch row and signals every step."""
-
-    def __init__(self, panels: Sequence[str], stop_ids: Sequence[int], updates: queue.Queue):
-        self.tokens: dict[str, list[int]] = {panel: [] for panel in panels}
-        self._panels = list(panels)
-        self._stop_ids = set(stop_ids)
-        self._finished = [False] * len(panels)
-        self._updates = updates
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt ids
-            self._prompt_seen = True
-            return
-        for row, tokens in enumerate(value.reshape(len(self._panels), -1).tolist()):
-            for token in tokens:
-                if self._finished[row]:
-                    break
-                if token in self._stop_ids:
-                    self._finished[row] = True
-                else:
-                    self.tokens[self._panels[row]].append(token)
-        self._updates.put(None)
-
-    def end(self) -> None:
-        """Called by ``generate`` when it returns; the job wrapper signals completion itself."""
-
-
 class SideBySideModels:
     """The base and CAI models of the Space, loaded once; see the module docstring for how they share memory.
 
@@ -98,13 +75,11 @@ class SideBySideModels:
         base_label: str,
         cai_label: str | None,
         load_error: str | None = None,
-        max_input_tokens: int = 4096,
     ):
         self._engines = dict(engines)
         self.base_label = base_label
         self.cai_label = cai_label
         self.load_error = load_error
-        self.max_input_tokens = max_input_tokens
 
     @property
     def panels(self) -> tuple[str, ...]:
@@ -116,13 +91,21 @@ class SideBySideModels:
         """The distinct models held in memory (one when the CAI model is an adapter on the base)."""
         distinct: dict[int, Any] = {}
         for engine in self._engines.values():
-            distinct.setdefault(id(engine.model), engine.model)
+            distinct.setdefault(id(engine.batcher.model), engine.batcher.model)
+        return list(distinct.values())
+
+    @property
+    def batchers(self) -> list[ReplyBatcher]:
+        """The batchers of the distinct models (see :class:`~hf_cai.spaces.batching.ReplyBatcher`)."""
+        distinct: dict[int, ReplyBatcher] = {}
+        for engine in self._engines.values():
+            distinct.setdefault(id(engine.batcher), engine.batcher)
         return list(distinct.values())
 
     @property
     def shares_base(self) -> bool:
         """True when both panels run on one model in memory (the CAI model is an adapter on the base)."""
-        return "cai" in self._engines and self._engines["cai"].model is self._engines["base"].model
+        return "cai" in self._engines and self._engines["cai"].batcher is self._engines["base"].batcher
 
     @classmethod
     def from_config(cls, config: SpaceConfig) -> SideBySideModels:
@@ -133,11 +116,16 @@ class SideBySideModels:
         """
         base_label = _display_name(config.base_model)
         tokenizer = load_tokenizer(config.base_model)
+
+        def batcher(model: Any, model_tokenizer: Any) -> ReplyBatcher:
+            return ReplyBatcher(model, model_tokenizer, max_batch_size=config.max_batch_size,
+                                window=config.batch_window_ms / 1000, max_input_tokens=config.max_input_tokens,
+                                prefix_cache_bytes=config.prefix_cache_mb * 2**20)
+
         cai = config.cai_model
         if cai is None:
             base = load_causal_lm(config.base_model, load_in_4bit=config.load_in_4bit)
-            return cls({"base": _Engine(base, tokenizer)}, base_label=base_label, cai_label=None,
-                       max_input_tokens=config.max_input_tokens)
+            return cls({"base": _Engine(batcher(base, tokenizer))}, base_label=base_label, cai_label=None)
         cai_label = _display_name(cai)
         # Any failure of the CAI model (missing repo, corrupt weights, wrong shapes) must leave a working base-only
         # Space with the reason on screen, so everything is caught at this start-up boundary.
@@ -145,17 +133,14 @@ class SideBySideModels:
             if is_peft_adapter(cai):
                 model = load_causal_lm(config.base_model, adapter=cai, load_in_4bit=config.load_in_4bit)
                 model.eval()
-                shared_lock = threading.Lock()
-                engines = {
-                    "base": _Engine(model, tokenizer, BASE_ADAPTER, shared_lock),
-                    "cai": _Engine(model, tokenizer, model.active_adapter, shared_lock),
-                }
-                return cls(engines, base_label=base_label, cai_label=f"{cai_label} · LoRA adapter",
-                           max_input_tokens=config.max_input_tokens)
+                shared = batcher(model, tokenizer)
+                engines = {"base": _Engine(shared, BASE_ADAPTER), "cai": _Engine(shared, model.active_adapter)}
+                return cls(engines, base_label=base_label, cai_label=f"{cai_label} · LoRA adapter")
             base = load_causal_lm(config.base_model, load_in_4bit=config.load_in_4bit)
-            cai_engine = _Engine(load_causal_lm(cai, load_in_4bit=config.load_in_4bit), _tokenizer_of(cai, tokenizer))
-            return cls({"base": _Engine(base, tokenizer), "cai": cai_engine}, base_label=base_label,
-                       cai_label=cai_label, max_input_tokens=config.max_input_tokens)
+            cai_model = load_causal_lm(cai, load_in_4bit=config.load_in_4bit)
+            engines = {"base": _Engine(batcher(base, tokenizer)),
+                       "cai": _Engine(batcher(cai_model, _tokenizer_of(cai, tokenizer)))}
+            return cls(engines, base_label=base_label, cai_label=cai_label)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             message = (
@@ -164,8 +149,8 @@ class SideBySideModels:
             )
             logger.error(message)
         base = load_causal_lm(config.base_model, load_in_4bit=config.load_in_4bit)
-        return cls({"base": _Engine(base, tokenizer)}, base_label=base_label, cai_label=cai_label,
-                   load_error=message, max_input_tokens=config.max_input_tokens)
+        return cls({"base": _Engine(batcher(base, tokenizer))}, base_label=base_label, cai_label=cai_label,
+                   load_error=message)
 
     # ----------------------------------------------------------------- generation
     def stream(
@@ -174,102 +159,48 @@ class SideBySideModels:
         *,
         max_new_tokens: int,
         temperature: float,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[dict[str, str]]:
+        seed: int | None = None,
+        shared_batches: bool = True,
+    ) -> Iterator[PanelReplies]:
         """Generate the next assistant reply of each panel's conversation, yielding all partial replies each step.
+
+        Closing the iterator (the visitor left) stops its replies; the other visitors' replies in the same batch go on.
 
         Args:
             conversations: Panel name (``"base"``/``"cai"``) → chat messages ending with a user message. Panels
                 without a loaded model are skipped.
             max_new_tokens: Most tokens per reply.
             temperature: Sampling temperature; 0 decodes greedily.
-            cancel: When set (e.g. the visitor left), decoding stops after the current step.
+            seed: Seed of the sampled replies (both panels draw with it, so their differences come from the models);
+                ``None`` picks one at random. At the same seed a reply is the same whatever else shares its batch.
+            shared_batches: Join the batches shared with other visitors; ``False`` decodes these replies alone, in
+                threads of this call (for ZeroGPU, where only the calling function may use the GPU).
         """
-        cancel = cancel or threading.Event()
-        wanted = [panel for panel in self.panels if panel in conversations]
-        jobs: dict[int, list[str]] = {}
-        for panel in wanted:
-            jobs.setdefault(id(self._engines[panel].model), []).append(panel)
-        updates: queue.Queue = queue.Queue()
-        collectors = []
-        for panels in jobs.values():
-            engine = self._engines[panels[0]]
-            collector = _RowCollector(panels, end_of_turn_ids(engine.model, engine.tokenizer), updates)
-            collectors.append(collector)
-            worker = threading.Thread(
-                target=self._run_job,
-                args=(panels, [conversations[p] for p in panels], collector, max_new_tokens, temperature, cancel,
-                      updates),
-                daemon=True,
+        seed = resolve_seed(seed)
+        requests = {
+            panel: ReplyRequest(
+                conversations[panel],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                adapter=self._engines[panel].adapter,
             )
-            worker.start()
-        running = len(collectors)
-        try:
-            while running:
-                items = [updates.get()]
-                while not updates.empty():
-                    items.append(updates.get_nowait())
-                for item in items:
-                    if isinstance(item, BaseException):
-                        raise item
-                    if item is _DONE:
-                        running -= 1
-                yield {
-                    panel: self._engines[panel].tokenizer.decode(tokens, skip_special_tokens=True)
-                    for collector in collectors
-                    for panel, tokens in collector.tokens.items()
-                }
-        finally:
-            cancel.set()
+            for panel in self.panels
+            if panel in conversations
+        }
+        jobs = [(self._engines[panel].batcher, request) for panel, request in requests.items()]
+        for _ in stream_replies(jobs, shared=shared_batches):
+            texts = {panel: self._engines[panel].batcher.text(request) for panel, request in requests.items()}
+            trimmed = {panel: request.trimmed for panel, request in requests.items() if request.trimmed}
+            yield PanelReplies(texts, trimmed)
 
-    def generate(self, panel: str, conversation: Sequence[Message], *, max_new_tokens: int, temperature: float) -> str:
+    def generate(
+        self, panel: str, conversation: Sequence[Message], *, max_new_tokens: int, temperature: float,
+        seed: int | None = None, shared_batches: bool = True,
+    ) -> str:
         """The full next reply of one panel's model to ``conversation``."""
         reply = ""
-        for replies in self.stream({panel: conversation}, max_new_tokens=max_new_tokens, temperature=temperature):
+        for replies in self.stream({panel: conversation}, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   seed=seed, shared_batches=shared_batches):
             reply = replies[panel]
         return reply
-
-    def _run_job(
-        self,
-        panels: list[str],
-        conversations: list[Sequence[Message]],
-        collector: _RowCollector,
-        max_new_tokens: int,
-        temperature: float,
-        cancel: threading.Event,
-        updates: queue.Queue,
-    ) -> None:
-        try:
-            engine = self._engines[panels[0]]
-            self._generate(engine, panels, conversations, collector, max_new_tokens, temperature, cancel)
-        except Exception as error:
-            logger.exception("generation failed for %s", ", ".join(panels))
-            updates.put(error)
-        finally:
-            updates.put(_DONE)
-
-    def _generate(self, engine, panels, conversations, collector, max_new_tokens, temperature, cancel) -> None:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        tokenizer = engine.tokenizer
-        texts = [render_chat(tokenizer, fit_conversation(c, tokenizer, self.max_input_tokens)) for c in conversations]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        options: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": temperature > 0,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": end_of_turn_ids(engine.model, tokenizer),
-            "streamer": collector,
-            "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
-        }
-        if temperature > 0:
-            options["temperature"] = temperature
-        if engine.adapter is not None:
-            options["adapter_names"] = [self._engines[p].adapter for p in panels]
-        with engine.lock, torch.inference_mode():
-            engine.model.generate(**inputs.to(engine.model.device), **options)

@@ -121,10 +121,14 @@ def references(tiny_model_dir, adapter_dir, exact_float32):
 
 @pytest.fixture
 def forward_calls(served):
-    """Counts forward passes of the served model (a real hook on the torch module, not a mock)."""
+    """Counts forward passes of the served model (a real hook on the torch module, not a mock): on its output head,
+    which every forward pass runs (PEFT's generate calls the base model, never the PEFT wrapper's forward)."""
     _, models = served
     calls = []
-    handles = [m.register_forward_pre_hook(lambda *args: calls.append(1)) for m in models.loaded_models]
+    handles = [
+        m.get_output_embeddings().register_forward_pre_hook(lambda *args: calls.append(1))
+        for m in models.loaded_models
+    ]
     yield calls
     for handle in handles:
         handle.remove()

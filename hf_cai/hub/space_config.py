@@ -45,7 +45,14 @@ class SpaceConfig:
         num_examples: How many red-team prompts to offer as examples (one per category first).
         critique_few_shot: Put the constitution's critique/revision demonstrations before the critique request, as
             the SL-CAI data builder does.
-        concurrency_limit: Generation events run at the same time (they share the model); more wait in the queue.
+        concurrency_limit: Generation events (chat, retry, critique) let in at the same time; more wait in Gradio's
+            queue. The replies of the events let in are decoded together in shared batches, so this bounds how many
+            visitors are answered at once (two replies each).
+        max_batch_size: Most replies decoded in one generation batch (each chat event asks for one per panel).
+        batch_window_ms: How long a batch waits for more requests before it starts, in milliseconds: requests that
+            arrive within it share the batch (see :mod:`hf_cai.spaces.batching`).
+        prefix_cache_mb: Memory for the keys and values of recent conversations, so a visitor's next turn computes
+            only its new tokens (see :mod:`hf_cai.spaces.prefix_cache`); 0 turns it off.
         queue_size: Longest queue of waiting events before new visitors are turned away.
     """
 
@@ -61,7 +68,10 @@ class SpaceConfig:
     load_in_4bit: bool = False
     num_examples: int = 8
     critique_few_shot: bool = True
-    concurrency_limit: int = 1
+    concurrency_limit: int = 16
+    max_batch_size: int = 32
+    batch_window_ms: int = 100
+    prefix_cache_mb: int = 256
     queue_size: int = 64
 
     def __post_init__(self) -> None:
@@ -70,9 +80,12 @@ class SpaceConfig:
                 "no base model: set 'base_model' in space_config.json or the HF_CAI_BASE_MODEL environment variable"
             )
         for name in ("max_prompt_chars", "max_input_tokens", "max_new_tokens", "max_new_tokens_limit",
-                     "num_examples", "concurrency_limit", "queue_size"):
+                     "num_examples", "concurrency_limit", "max_batch_size", "queue_size"):
             if getattr(self, name) < 1:
                 raise SpaceConfigError(f"'{name}' must be at least 1, got {getattr(self, name)}")
+        for name in ("batch_window_ms", "prefix_cache_mb"):
+            if getattr(self, name) < 0:
+                raise SpaceConfigError(f"'{name}' must be 0 or more, got {getattr(self, name)}")
         if self.max_new_tokens > self.max_new_tokens_limit:
             raise SpaceConfigError(
                 f"'max_new_tokens' ({self.max_new_tokens}) is above 'max_new_tokens_limit' ({self.max_new_tokens_limit})"

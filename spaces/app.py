@@ -21,6 +21,7 @@ except ImportError:
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -184,13 +185,18 @@ class SideBySideChat:
             return *shown, " ".join(n for n in notices if n), histories["base"], histories["cai"]
 
         yield frame(PENDING_REPLY)
+        # Every update sent costs the server CPU time (the chat's conversion and transfer), so the replies are sent
+        # at most every stream_interval_ms, but the first words at once.
+        interval, sent, started = self.config.stream_interval_ms / 1000, 0.0, False
         for replies in self._stream(conversations, **settings):
             for panel, reply in replies.items():
                 histories[panel][-1] = {"role": "assistant", "content": reply}
             for kind in dict.fromkeys(replies.trimmed.values()):
                 if TRIMMED_NOTICES[kind] not in notices:
                     notices.append(TRIMMED_NOTICES[kind])
-            yield frame(PENDING_REPLY)
+            if (not started and any(replies.values())) or time.monotonic() - sent >= interval:
+                started, sent = started or any(replies.values()), time.monotonic()
+                yield frame(PENDING_REPLY)
         yield frame(EMPTY_REPLY)
 
     def chat(

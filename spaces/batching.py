@@ -1,18 +1,21 @@
-"""The Space's replies decoded together: requests that arrive together share one generation batch.
+"""The Space's replies decoded together: the requests of all visitors share one generation batch.
 
-Every chat event asks for one reply per panel (base and CAI). A :class:`ReplyBatcher` owns one loaded model. While it
-is idle, the first request starts a short collection window (``window`` seconds, also waited after every batch, so the
-visitors whose replies just ended can send their next turn); everything that arrived by then, up to
-``max_batch_size`` replies, is decoded in ONE left-padded ``generate`` call, and the rest waits for the next batch.
-When the CAI model is a LoRA adapter on the base, base and CAI rows share that batch: PEFT's mixed-adapter batches
-run each row with its own adapter (``"__base__"`` is the adapter switched off), so one forward pass per token serves
-every visitor and both panels.
+Every chat event asks for one reply per panel (base and CAI). A :class:`ReplyBatcher` owns one loaded model and
+decodes every reply wanted from it in one batch, up to ``max_batch_size`` replies, with one forward pass per token.
+While it is idle, the first request starts a short collection window (``window`` seconds), so requests that arrive
+together start together. While it decodes, new requests join the batch every ``join_every`` tokens: their prompt pass
+runs apart (so the running rows, one new token each, are not padded to the new prompts), then they decode with the
+others, and a visitor never waits for the whole batch to end. Each stretch is one left-padded ``generate`` call that
+starts from every row's kept keys and values (:mod:`hf_cai.spaces.prefix_cache`). When the CAI model is a LoRA adapter
+on the base, base and CAI rows share the batch: PEFT's mixed-adapter batches run each row with its own adapter
+(``"__base__"`` is the adapter switched off).
 
 A row's reply does not depend on the rows beside it:
 
 - rows are padded on the left and masked, and their positions count from their own first token, as in
   :class:`~hf_cai.backends.TransformersBackend`;
-- a sampled row draws each token from its own ``torch.Generator`` seeded with its request's seed
+- a sampled row draws each token from its own ``torch.Generator`` seeded with its request's seed, kept from stretch to
+  stretch
   (:func:`hf_cai.backends.decoding.make_row_sampler`, the backend's sampler); a greedy row takes the most likely token;
 - each row ends at its own end-of-turn token, its own ``max_new_tokens``, or when its visitor leaves (the row is
   then marked finished and costs nothing more once every row of the batch is).
@@ -21,8 +24,8 @@ So a reply is the one a batch of one gives at the same seed. That is exact in fl
 bfloat16, the default on CPUs with fast bfloat16, the rounding of matrix products changes with the batch shape, and
 once one token differs the rest of the reply does too.
 
-After each batch, every answered row's keys and values are kept (:mod:`hf_cai.spaces.prefix_cache`), so the next turn
-of that conversation computes only its new tokens: on a CPU the prompt pass is what grows with every visitor and turn.
+An answered row's keys and values are kept beyond its reply, so the next turn of that conversation computes only its
+new tokens: on a CPU the prompt pass is what grows with every visitor and turn.
 
 Each decoding step, the new tokens are appended to each request's ``tokens`` and its caller's update queue is
 signalled, so every visitor sees their replies grow while the batch decodes (see :func:`stream_replies`).
@@ -88,6 +91,10 @@ class ReplyRequest:
         self._input_ids: list[int] = []
         self._updates: queue.Queue | None = None
         self._cancelled = threading.Event()
+        self._generator: Any = None
+        self._past: tuple[int, CachedPrefix | None] = (0, None)
+        """How many of the row's tokens (prompt, then reply) have their keys and values in which entry."""
+        self._reused: CachedPrefix | None = None
 
     @property
     def done(self) -> bool:
@@ -109,11 +116,13 @@ class ReplyBatcher:
         model: A causal LM, or a PEFT model whose adapters the requests name.
         tokenizer: Its tokenizer, with a chat template.
         max_batch_size: Most replies decoded in one batch.
-        window: Seconds to wait for more requests before a batch starts.
+        window: Seconds an idle batcher waits for more requests before it starts.
         max_input_tokens: Token budget of a conversation; the earliest turns are dropped to fit, then, when the last
             message alone is too long, its beginning.
+        join_every: Tokens decoded between two moments at which waiting requests join the batch.
+        prefix_cache_bytes: Memory for the keys and values of answered conversations; 0 keeps none.
 
-    ``batch_sizes`` counts the batches decoded so far by their number of replies.
+    ``batch_sizes`` counts the ``generate`` calls so far by their number of replies.
     """
 
     def __init__(
@@ -124,15 +133,18 @@ class ReplyBatcher:
         max_batch_size: int = 32,
         window: float = 0.1,
         max_input_tokens: int = 4096,
+        join_every: int = 16,
         prefix_cache_bytes: int = 256 * 2**20,
     ):
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        for name, value in (("max_batch_size", max_batch_size), ("join_every", join_every)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.window = window
         self.max_input_tokens = max_input_tokens
+        self._stretch: int | None = join_every
         self.prefixes = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         """The kept keys and values of recent conversations (:mod:`hf_cai.spaces.prefix_cache`); ``None`` when off."""
         self.batch_sizes: collections.Counter[int] = collections.Counter()
@@ -180,7 +192,7 @@ class ReplyBatcher:
         for request in requests:
             self._encode(request)
             request._updates = updates
-        threading.Thread(target=self._decode_safely, args=(list(requests),), daemon=True).start()
+        threading.Thread(target=self._decode_to_end, args=(list(requests),), daemon=True).start()
 
     # ------------------------------------------------------------------ batches
     def _encode(self, request: ReplyRequest) -> None:
@@ -198,50 +210,77 @@ class ReplyBatcher:
             request.trimmed = TRIMMED_TURNS if encoded.text is not None else TRIMMED_MESSAGE
 
     def _serve(self) -> None:
-        """The worker: gather a batch, decode it, repeat while requests are waiting; then stop until the next."""
+        """The worker: let waiting requests join, decode a stretch, repeat while any reply is unfinished or waiting;
+        then stop until the next request."""
+        running: list[ReplyRequest] = []
         while True:
-            batch = self._gather()
-            if not batch:
+            newcomers = self._gather(idle=not running, room=self.max_batch_size - len(running))
+            if not running and not newcomers:
                 return
-            self._decode_safely(batch)
+            self._start(newcomers)
+            if newcomers and running:
+                # The newcomers' prompt pass runs apart: in the shared stretch every row then has one new token, and
+                # the running rows are not padded to the new prompts' length.
+                self._decode_safely(newcomers, 1)
+            rows = [row for row in running + newcomers if not row.done]
+            self._decode_safely(rows, self._stretch)
+            running = [row for row in rows if not row.done]
 
-    def _gather(self) -> list[ReplyRequest]:
-        deadline = time.monotonic() + self.window
+    def _decode_to_end(self, rows: list[ReplyRequest]) -> None:
+        self._start(rows)
+        while rows:
+            self._decode_safely(rows, self._stretch)
+            rows = [row for row in rows if not row.done]
+
+    def _gather(self, *, idle: bool, room: int) -> list[ReplyRequest]:
+        """Up to ``room`` waiting requests: while idle, those that arrived within the window; else those waiting."""
+        deadline = time.monotonic() + (self.window if idle else 0.0)
         with self._arrived:
-            while len(self._pending) < self.max_batch_size and (remaining := deadline - time.monotonic()) > 0:
+            while len(self._pending) < room and (remaining := deadline - time.monotonic()) > 0:
                 self._arrived.wait(remaining)
-            batch = [self._pending.popleft() for _ in range(min(self.max_batch_size, len(self._pending)))]
-            if not batch:
+            batch = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+            if idle and not batch:
                 self._serving = False
             return batch
 
-    def _decode_safely(self, batch: list[ReplyRequest]) -> None:
-        try:
-            self._decode(batch)
-        except Exception as error:
-            logger.exception("generating a batch of %d replies failed", len(batch))
-            for request in batch:
-                if not request.done:
-                    request.error = error
-        finally:
-            _notify(batch)
+    def _start(self, rows: list[ReplyRequest]) -> None:
+        """Each new row's random generator, and the kept keys and values its prompt begins with."""
+        import torch
 
-    def _decode(self, batch: list[ReplyRequest]) -> None:
+        for row in rows:
+            row._generator = torch.Generator().manual_seed(row.seed)
+            if self.prefixes is not None:
+                row._past = self.prefixes.find(row.adapter, row._input_ids)
+                row._reused = row._past[1]
+                self.prefixes.reused_tokens += row._past[0]
+
+    def _decode_safely(self, rows: list[ReplyRequest], steps: int | None) -> None:
+        try:
+            self._decode(rows, steps)
+        except Exception as error:
+            logger.exception("generating a batch of %d replies failed", len(rows))
+            for row in rows:
+                if not row.done:
+                    row.error = error
+        finally:
+            _notify(rows)
+
+    def _decode(self, rows: list[ReplyRequest], steps: int | None) -> None:
+        """Decode ``rows`` for at most ``steps`` tokens (``None``: to the end) in one ``generate`` call, each row
+        starting from its kept keys and values."""
         import torch
         from transformers import StoppingCriteriaList
 
-        for request in batch:
-            if request._cancelled.is_set():  # the visitor left while the request waited
-                request._end("cancelled")
-        rows = [request for request in batch if not request.done]
+        for row in rows:
+            if row._cancelled.is_set() and not row.done:  # the visitor left while the row waited
+                row._end("cancelled")
+        rows = [row for row in rows if not row.done]
         if not rows:
             return
         self.batch_sizes[len(rows)] += 1
-        prefixes = self.prefixes
-        reused = [prefixes.find(row.adapter, row._input_ids) if prefixes else (0, None) for row in rows]
-        input_ids, attention_mask, cache = batch_inputs(
-            self.model, [row._input_ids for row in rows], reused, self._pad_id
-        )
+        sequences = [row._input_ids + row.tokens for row in rows]
+        input_ids, attention_mask, cache = batch_inputs(self.model, sequences, [row._past for row in rows],
+                                                        self._pad_id)
         options: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_row_tracker(rows, self._eos_ids)])}
         if cache is not None:
             options[cache_name()] = cache
@@ -250,47 +289,45 @@ class ReplyBatcher:
             options["logits_processor"] = [sampler]
         if any(row.adapter is not None for row in rows):
             options["adapter_names"] = [row.adapter for row in rows]
-        config = greedy_generation_config(max(row.max_new_tokens for row in rows), [], self._eos_ids, self._pad_id)
-        config.return_dict_in_generate = prefixes is not None
+        remaining = max(row.max_new_tokens - len(row.tokens) for row in rows)
+        config = greedy_generation_config(min(remaining, steps or remaining), [], self._eos_ids, self._pad_id)
+        config.return_dict_in_generate = True
+        before = [len(row.tokens) for row in rows]
         with self._generating, torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **options
             )
-        for row in rows:
-            if not row.done:
-                row._end("length")
-        if prefixes is not None:
-            self._keep_prefixes(prefixes, rows, reused, attention_mask, output_cache(output))
+        self._keep(rows, sequences, before, attention_mask, output_cache(output))
 
-    def _keep_prefixes(
-        self,
-        prefixes: PrefixCache,
-        rows: list[ReplyRequest],
-        reused: list[tuple[int, CachedPrefix | None]],
-        attention_mask: Any,
-        cache: Any,
-    ) -> None:
-        """Keep each answered row's keys and values (prompt and reply) for the visitor's next turn."""
+    def _keep(self, rows: list[ReplyRequest], sequences: list[list[int]], before: list[int], attention_mask: Any,
+              cache: Any) -> None:
+        """Each row's keys and values so far: for its next stretch while it runs, for the visitor's next turn (the
+        prefix cache) once it is answered."""
         import torch
 
         if not reusable(cache):
-            logger.info("this model's cache (%s) cannot be kept between turns; each turn computes its whole prompt",
-                        type(cache).__name__)
-            self.prefixes = None
+            logger.info("this model's cache (%s) cannot be cut into rows: replies are decoded to their end in one "
+                        "batch and each turn computes its whole prompt", type(cache).__name__)
+            self._stretch, self.prefixes = None, None
+            for row in rows:
+                row._past = (0, None)
             return
         width = attention_mask.shape[1]
         computed = cache.get_seq_length() - width  # the last token of the longest reply has no keys and values yet
-        for index, (row, (count, entry)) in enumerate(zip(rows, reused)):
-            prefixes.reused_tokens += count
+        for index, row in enumerate(rows):
             if row.finish_reason == "cancelled":
+                row._past = (0, None)
                 continue
-            generated = min(len(row.tokens), computed)
+            new = min(len(row.tokens) - before[index], computed)
             columns = torch.cat([
                 attention_mask[index].nonzero().flatten(),
-                torch.arange(width, width + generated, device=attention_mask.device),
+                torch.arange(width, width + new, device=attention_mask.device),
             ])
-            ids = row._input_ids + row.tokens[:generated]
-            prefixes.keep(row_prefix(cache, index, columns, row.adapter, ids), replacing=entry)
+            ids = sequences[index] + row.tokens[before[index] : before[index] + new]
+            entry = row_prefix(cache, index, columns, row.adapter, ids)
+            row._past = (len(ids), entry)
+            if row.done and self.prefixes is not None:
+                self.prefixes.keep(entry, replacing=row._reused)
 
 
 def _contiguous_input(module: Any, args: tuple) -> tuple:
@@ -345,7 +382,7 @@ def _row_samplers(rows: list[ReplyRequest]):
     groups = [
         (
             torch.tensor(indices),
-            make_row_sampler([torch.Generator().manual_seed(rows[i].seed) for i in indices], temperature, 1.0),
+            make_row_sampler([rows[i]._generator for i in indices], temperature, 1.0),
         )
         for temperature, indices in by_temperature.items()
     ]

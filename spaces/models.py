@@ -120,7 +120,7 @@ class SideBySideModels:
         def batcher(model: Any, model_tokenizer: Any) -> ReplyBatcher:
             return ReplyBatcher(model, model_tokenizer, max_batch_size=config.max_batch_size,
                                 window=config.batch_window_ms / 1000, max_input_tokens=config.max_input_tokens,
-                                prefix_cache_bytes=config.prefix_cache_mb * 2**20)
+                                join_every=config.join_every_tokens, prefix_cache_bytes=config.prefix_cache_mb * 2**20)
 
         cai = config.cai_model
         if cai is None:

@@ -110,6 +110,25 @@ def test_a_next_turn_reuses_the_keys_and_values_of_the_last_with_unchanged_repli
     assert batcher.prefixes.reused_tokens - reused_before >= 2 * 32  # a later turn of both panels reused its past
 
 
+def test_a_visitor_joins_a_running_batch_without_waiting_for_its_end(space):
+    from gradio_client.utils import Status
+
+    url, batcher, backends = space
+    long_visit, short_visit = ("Talk about doors.", 300, 0.8, 11), ("And keys?", 8, 0.8, 12)
+    expected = [alone(backends, *long_visit), alone(backends, *short_visit)]
+    talker, newcomer = client(url), client(url)
+
+    job = talker.submit(*long_visit, api_name="/chat")
+    while not any(reply(output[0]) not in ("", "…") for output in job.outputs()):
+        threading.Event().wait(0.02)
+    short = newcomer.predict(*short_visit, api_name="/chat")
+    still_talking = job.status().code != Status.FINISHED
+    long = job.result(timeout=300)
+
+    assert still_talking  # the newcomer's reply came while the long one was still being decoded
+    assert [(reply(r[0]), reply(r[1])) for r in (long, short)] == expected  # both as they would be alone
+
+
 def test_reused_keys_and_values_give_the_scores_of_the_whole_prompt(space):
     import torch
 
@@ -159,7 +178,7 @@ def test_a_visitor_who_leaves_mid_stream_stops_only_their_replies(space):
         hook.remove()
     assert notice == ""
     assert (reply(base_history), reply(cai_history)) == expected
-    assert batcher.batch_sizes - before == collections.Counter({4: 1, 2: 1})  # the two visitors shared a batch
+    assert set(batcher.batch_sizes - before) == {4, 2}  # the two visitors shared a batch, the later one another
     assert len(steps) < 500  # not the 1000 steps of the leaver's replies: they stopped when the visitor left
     assert reply(later[0]) and reply(later[1])
 

@@ -51,6 +51,9 @@ class SpaceConfig:
         max_batch_size: Most replies decoded in one generation batch (each chat event asks for one per panel).
         batch_window_ms: How long a batch waits for more requests before it starts, in milliseconds: requests that
             arrive within it share the batch (see :mod:`hf_cai.spaces.batching`).
+        join_every_tokens: While a batch decodes, requests that arrive join it every this many tokens.
+        stream_interval_ms: Least time between two updates of a streaming reply sent to the browser (the first
+            words go at once); every update costs the server the chat's conversion and transfer.
         prefix_cache_mb: Memory for the keys and values of recent conversations, so a visitor's next turn computes
             only its new tokens (see :mod:`hf_cai.spaces.prefix_cache`); 0 turns it off.
         queue_size: Longest queue of waiting events before new visitors are turned away.
@@ -71,6 +74,8 @@ class SpaceConfig:
     concurrency_limit: int = 16
     max_batch_size: int = 32
     batch_window_ms: int = 100
+    join_every_tokens: int = 16
+    stream_interval_ms: int = 200
     prefix_cache_mb: int = 256
     queue_size: int = 64
 
@@ -80,10 +85,10 @@ class SpaceConfig:
                 "no base model: set 'base_model' in space_config.json or the HF_CAI_BASE_MODEL environment variable"
             )
         for name in ("max_prompt_chars", "max_input_tokens", "max_new_tokens", "max_new_tokens_limit",
-                     "num_examples", "concurrency_limit", "max_batch_size", "queue_size"):
+                     "num_examples", "concurrency_limit", "max_batch_size", "join_every_tokens", "queue_size"):
             if getattr(self, name) < 1:
                 raise SpaceConfigError(f"'{name}' must be at least 1, got {getattr(self, name)}")
-        for name in ("batch_window_ms", "prefix_cache_mb"):
+        for name in ("batch_window_ms", "prefix_cache_mb", "stream_interval_ms"):
             if getattr(self, name) < 0:
                 raise SpaceConfigError(f"'{name}' must be 0 or more, got {getattr(self, name)}")
         if self.max_new_tokens > self.max_new_tokens_limit:

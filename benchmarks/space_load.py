@@ -167,8 +167,8 @@ class Space:
 
 def serve(config_file: str, port: int) -> None:
     """The child process: load the models once, serve the Space, and print the batch sizes when terminated."""
-    from hf_cai.spaces.app import create_app
     from hf_cai.hub.space_config import load_space_config
+    from hf_cai.spaces.app import create_app
     from hf_cai.spaces.models import SideBySideModels
 
     config = load_space_config(config_file, environ={})

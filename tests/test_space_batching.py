@@ -12,9 +12,9 @@ import threading
 import pytest
 from test_space_app import build_tiny_adapter, client, launch, reply
 
+from hf_cai.hub.space_config import SpaceConfig
 from hf_cai.spaces.app import EMPTY_PROMPT_NOTICE, TRIMMED_NOTICES, clean_message
 from hf_cai.spaces.batching import TRIMMED_MESSAGE, TRIMMED_TURNS
-from hf_cai.hub.space_config import SpaceConfig
 
 VISITORS = 10
 MAX_INPUT_TOKENS = 200

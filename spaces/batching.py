@@ -281,6 +281,8 @@ class ReplyBatcher:
         sequences = [row._input_ids + row.tokens for row in rows]
         input_ids, attention_mask, cache = batch_inputs(self.model, sequences, [row._past for row in rows],
                                                         self._pad_id)
+        for row in rows:  # the batch's cache holds their keys and values now; a row's own copy would double them
+            row._past = (0, None)
         options: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_row_tracker(rows, self._eos_ids)])}
         if cache is not None:
             options[cache_name()] = cache

@@ -324,16 +324,22 @@ def main() -> None:
     first_ratio = rows[1][1]["p95_first"] / rows[0][1]["p95_first"]
     import torch
 
+    from hf_cai.modeling import DTYPE_VARIABLE, compute_dtype
+
+    setting = f"{DTYPE_VARIABLE}={os.environ[DTYPE_VARIABLE]} " if os.environ.get(DTYPE_VARIABLE) else ""
     model = f"run `{args.run_dir}` (as `hf-cai chat --run-dir` serves it)" if args.run_dir else (
         "embedded SmolLM2-135M-Instruct + a quick random LoRA adapter (all linear layers, r=8)")
     report = (
         f"### Space under load ({datetime.date.today().isoformat()})\n\n"
-        f"Command: `{'python ' + ' '.join(shlex.quote(a) for a in ['benchmarks/space_load.py', *sys.argv[1:]])}`  \n"
+        f"Command: `{setting}{'python ' + ' '.join(shlex.quote(a) for a in ['benchmarks/space_load.py', *sys.argv[1:]])}`  \n"
         f"Machine: {os.cpu_count()} CPU cores, no GPU ({platform.machine()}, torch {torch.__version__}, load average "
         f"{os.getloadavg()[0]:.1f} at the end)  \n"
-        f"Space: {model}; base weights loaded once (the adapter on top), {config.max_new_tokens}-token replies at "
+        f"Space: {model}; base weights loaded once (the adapter on top), in "
+        f"{str(compute_dtype()).removeprefix('torch.')}; {config.max_new_tokens}-token replies at "
         f"temperature {config.temperature}, a seed per turn; max_batch_size {config.max_batch_size}, batch window "
-        f"{config.batch_window_ms} ms, concurrency_limit {config.concurrency_limit}. {args.visitors} visitors × "
+        f"{config.batch_window_ms} ms, join_every_tokens {config.join_every_tokens}, stream_interval_ms "
+        f"{config.stream_interval_ms}, prefix_cache_mb {config.prefix_cache_mb}, concurrency_limit "
+        f"{config.concurrency_limit}. {args.visitors} visitors × "
         f"{args.turns} red-team prompts each (own session, conversation kept). Seconds per turn, from sending the "
         f"prompt; peak RSS of the Space process (after start-up: {idle:.0f} MiB).\n\n"
         "| scenario | turns | errors | replies complete | same replies as alone | first token p50 | first token p95 | "
@@ -343,7 +349,7 @@ def main() -> None:
         f"{first_ratio:.2f}. The {args.visitors} visitors' {args.turns} turns took {crowd_seconds:.1f} s in all "
         f"(CPU time: the Space {space_cpu:.1f} s, the {args.visitors} clients in the benchmark's own process "
         f"{client_cpu:.1f} s); "
-        f"batches decoded (count×replies): {_sizes(sizes)}.{serial_note}\n"
+        f"`generate` calls over the whole run (count×replies): {_sizes(sizes)}.{serial_note}\n"
     )
     print(report)
     if args.results:

@@ -3,8 +3,7 @@
 When the CAI model is a LoRA adapter, one copy of the base is loaded and both panels are decoded in the same batches:
 PEFT's mixed-adapter batches run a base row with the adapter switched off (``"__base__"``) and a CAI row with it on,
 so both replies stream at the same pace from one forward pass per token, without toggling global adapter state between
-concurrent requests. The replies of all visitors whose requests arrive together join those batches
-(:mod:`hf_cai.spaces.batching`). A merged CAI model is a second model with batches of its own, decoded at the same
+concurrent requests. The replies of all visitors join those batches (:mod:`hf_cai.spaces.batching`). A merged CAI model is a second model with batches of its own, decoded at the same
 time. Either way :meth:`SideBySideModels.stream` yields both partial replies after every decoding step.
 """
 
@@ -172,7 +171,8 @@ class SideBySideModels:
             max_new_tokens: Most tokens per reply.
             temperature: Sampling temperature; 0 decodes greedily.
             seed: Seed of the sampled replies (both panels draw with it, so their differences come from the models);
-                ``None`` picks one at random. At the same seed a reply is the same whatever else shares its batch.
+                ``None`` picks one at random. A reply does not depend on the other rows of its batch, up to the
+                rounding of the batch's matrix products (see :mod:`hf_cai.spaces.batching`).
             shared_batches: Join the batches shared with other visitors; ``False`` decodes these replies alone, in
                 threads of this call (for ZeroGPU, where only the calling function may use the GPU).
         """

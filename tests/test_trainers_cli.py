@@ -1,4 +1,4 @@
-"""``hf-cai train sft|dpo|reward --config cfg.yaml [--name value ...]``, on TRL's parser and under TRL's names."""
+"""``hf-cai train sft|dpo|reward|grpo --config cfg.yaml [--name value ...]``, on TRL's parser and under TRL's names."""
 
 from __future__ import annotations
 
@@ -148,3 +148,31 @@ def test_the_earlier_key_names_are_refused_with_trl_s(old, new, tmp_path):
     config_file = _write_config(tmp_path / "new.yaml", model_name_or_path="unused", dataset_name="x")
     with pytest.raises(ValueError, match="command line: eval_split is now dataset_test_split"):
         read_training_config("sft", ["--config", config_file, "--eval_split", "test"])
+
+
+def test_train_grpo_with_a_preference_model_a_feedback_model_and_trl_reward_functions(
+    tiny_model_dir, tiny_reward_model_dir, tmp_path, capsys, one_torch_thread
+):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in preference_rows(split_prompts(2, 0)[0])))
+    grpo = {"per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 4, "max_steps": 1}
+    config = _write_config(tmp_path / "grpo.yaml", model_name_or_path=str(tiny_model_dir), dataset_name=str(data), **grpo)
+    assert main(["train", "grpo", "--config", config]) == 2
+    assert "GRPO needs a reward: set reward_model_name_or_path" in capsys.readouterr().err
+    argv = ["--config", config, "--reward_model_name_or_path", str(tiny_reward_model_dir)]
+    argv += ["--reward_funcs", "think_format_reward", "--output_dir", str(tmp_path / "out")]
+    setup = read_training_config("grpo", argv)
+    assert setup.script_args.reward_funcs == ["think_format_reward"] and setup.config.num_generations == 2
+    assert main(["train", "grpo", *argv]) == 0
+    assert "trained grpo for 1 steps" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "cai_training.json").read_text())
+    assert record["stage"] == "grpo" and record["method"] == "qlora" and record["quantization"] == "nf4"
+    feedback = ["--config", config, "--feedback_model_name_or_path", str(tiny_model_dir)]
+    assert main(["train", "grpo", *feedback]) == 2
+    assert "feedback_model_name_or_path asks the constitution's questions: set `constitution`" in capsys.readouterr().err
+    feedback += ["--constitution", "harmless", "--load_in_4bit", "false", "--output_dir", str(tmp_path / "fb")]
+    assert main(["train", "grpo", *feedback]) == 0
+    record = json.loads((tmp_path / "fb" / "cai_training.json").read_text())
+    assert record["constitution"]["name"] == "harmless" and record["method"] == "lora"
+    assert main(["train", "grpo", "--config", config, "--reward_funcs", "no_such_reward"]) == 2
+    assert "reward_funcs: unknown function 'no_such_reward'" in capsys.readouterr().err

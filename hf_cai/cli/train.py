@@ -1,12 +1,14 @@
-"""``hf-cai train sft | dpo | reward --config cfg.yaml [--key value ...]``: one training stage, on TRL's own parser.
+"""``hf-cai train sft | dpo | reward | grpo --config cfg.yaml [--key value ...]``: one training stage, on TRL's own
+parser.
 
 The settings are those of TRL's training scripts, under TRL's names, parsed by ``trl.TrlParser``: TRL's
-``ScriptArguments`` (``dataset_name``, ``dataset_config``, ``dataset_train_split``, ``dataset_test_split``), the
-stage's config (``CAISFTConfig``, ``CAIDPOConfig``, ``CAIRewardConfig``: every field of TRL's ``SFTConfig`` /
-``DPOConfig`` / ``RewardConfig`` plus ``constitution``, ``qlora_profile``, ``soft_labels``) and ``trl.ModelConfig``
-(``model_name_or_path``, ``use_peft``, ``lora_r``, ``load_in_4bit``, ...). Each can be set in the YAML file and on
-the command line (``--learning_rate 1e-4``), the command line winning; a config written for TRL's ``sft.py`` or
-``dpo.py`` runs unchanged. Unknown keys are an error. Example::
+``ScriptArguments`` (``dataset_name``, ``dataset_config``, ``dataset_train_split``, ``dataset_test_split``; for GRPO
+those of TRL's ``grpo.py``, plus ``feedback_model_name_or_path``: see :mod:`hf_cai.cli.grpo_rewards`), the stage's config
+(``CAISFTConfig``, ``CAIDPOConfig``, ``CAIRewardConfig``, ``CAIGRPOConfig``: every field of TRL's ``SFTConfig`` /
+``DPOConfig`` / ``RewardConfig`` / ``GRPOConfig`` plus ``constitution``, ``qlora_profile``, ``soft_labels``) and
+``trl.ModelConfig`` (``model_name_or_path``, ``use_peft``, ``lora_r``, ``load_in_4bit``, ...). Each can be set in the
+YAML file and on the command line (``--learning_rate 1e-4``), the command line winning; a config written for TRL's
+``sft.py`` or ``dpo.py`` runs unchanged. Unknown keys are an error. Example::
 
     model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct
     dataset_name: runs/demo/sl-cai     # a builder output folder, a saved dataset, a data file or a Hub id
@@ -21,10 +23,11 @@ profile, ``use_peft`` and the quantisation settings mean what they mean in TRL's
 ``trl.get_quantization_config``).
 
 For SFT, ``assistant_only_loss`` defaults to true here (train on the revisions, not on the red-team prompts). The
-train split defaults to ``train_sft`` (SFT) or ``train_prefs`` (DPO, reward) when the dataset has it, else
+train split defaults to ``train_sft`` (SFT) or ``train_prefs`` (DPO, reward, GRPO) when the dataset has it, else
 ``train``; an evaluation split is used when ``dataset_test_split`` is given. ``model_name_or_path`` may be a saved
 adapter, such as the SFT stage's output folder: DPO and reward training then continue it (DPO against a frozen copy
-of it as the reference; see :mod:`hf_cai.trainers.dpo` and :mod:`hf_cai.trainers.reward`).
+of it as the reference; see :mod:`hf_cai.trainers.dpo` and :mod:`hf_cai.trainers.reward`), and GRPO trains it
+further against the reward.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ _DEFAULT_TRAIN_SPLITS = {
     "sft": ("train_sft", "train"),
     "dpo": ("train_prefs", "train"),
     "reward": ("train_prefs", "train"),
+    "grpo": ("train_prefs", "train"),
 }
+STAGES = tuple(_DEFAULT_TRAIN_SPLITS)
 RENAMED_KEYS = {"dataset": "dataset_name", "train_split": "dataset_train_split", "eval_split": "dataset_test_split"}
 """Keys of earlier hf-cai training configs, and the TRL names that replace them."""
 
@@ -98,15 +103,25 @@ class TrainingSetup:
 
 
 def _config_class(stage: str):
-    from hf_cai.trainers import CAIDPOConfig, CAIRewardConfig, CAISFTConfig
+    from hf_cai.trainers import CAIDPOConfig, CAIGRPOConfig, CAIRewardConfig, CAISFTConfig
 
-    return {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig}[stage]
+    return {"sft": CAISFTConfig, "dpo": CAIDPOConfig, "reward": CAIRewardConfig, "grpo": CAIGRPOConfig}[stage]
 
 
 def _trainer_class(stage: str):
-    from hf_cai.trainers import CAIDPOTrainer, CAIRewardTrainer, CAISFTTrainer
+    from hf_cai.trainers import CAIDPOTrainer, CAIGRPOTrainer, CAIRewardTrainer, CAISFTTrainer
 
-    return {"sft": CAISFTTrainer, "dpo": CAIDPOTrainer, "reward": CAIRewardTrainer}[stage]
+    return {"sft": CAISFTTrainer, "dpo": CAIDPOTrainer, "reward": CAIRewardTrainer, "grpo": CAIGRPOTrainer}[stage]
+
+
+def _script_arguments_class(stage: str):
+    if stage == "grpo":
+        from hf_cai.cli.grpo_rewards import GRPORewardArguments
+
+        return GRPORewardArguments
+    from trl import ScriptArguments
+
+    return ScriptArguments
 
 
 def _parser(stage: str):
@@ -115,10 +130,12 @@ def _parser(stage: str):
     ``load_in_4bit`` is a field of both the CAI config and ``ModelConfig``: one option sets it (see
     :func:`read_training_config`).
     """
-    from trl import ModelConfig, ScriptArguments, TrlParser
+    from trl import ModelConfig, TrlParser
 
     return TrlParser(
-        (ScriptArguments, _config_class(stage), ModelConfig), prog=f"hf-cai train {stage}", conflict_handler="resolve"
+        (_script_arguments_class(stage), _config_class(stage), ModelConfig),
+        prog=f"hf-cai train {stage}",
+        conflict_handler="resolve",
     )
 
 
@@ -151,8 +168,9 @@ def read_training_config(stage: str, argv: list[str]) -> TrainingSetup:
     closest valid key, before any setting is checked; hf-cai's earlier names (``dataset``, ``train_split``,
     ``eval_split``) are refused with the TRL name to use.
     """
-    from trl import ModelConfig, ScriptArguments
+    from trl import ModelConfig
 
+    script_arguments = _script_arguments_class(stage)
     argv = list(argv)
     data: dict[str, Any] = {}
     where = "command line"
@@ -164,7 +182,7 @@ def read_training_config(stage: str, argv: list[str]) -> TrainingSetup:
         data = _read_yaml(where)
         del argv[index : index + 2]
     parser = _parser(stage)
-    fields = {f.name for cls in (ScriptArguments, _config_class(stage), ModelConfig) for f in dataclasses.fields(cls)}
+    fields = {f.name for cls in (script_arguments, _config_class(stage), ModelConfig) for f in dataclasses.fields(cls)}
     _refuse_renamed(data, where)
     check_keys([key for key in data if key != "env"], fields, where, error=InputError)
     for name, value in (data.pop("env", None) or {}).items():
@@ -190,7 +208,7 @@ def read_training_config(stage: str, argv: list[str]) -> TrainingSetup:
 
     profile = values.get("qlora_profile")
     try:
-        script_args = ScriptArguments(**given_fields(ScriptArguments))
+        script_args = script_arguments(**given_fields(script_arguments))
         model_args = ModelConfig(**given_fields(ModelConfig))
         # ModelConfig's load_in_4bit is the profile's too; without a profile it becomes TRL's quantization_config.
         config = _config_class(stage)(
@@ -284,6 +302,11 @@ def _train(args: argparse.Namespace) -> int:
     )
     try:
         tokenizer = _load_tokenizer(model_args.model_name_or_path, trust_remote_code=config.trust_remote_code)
+        stage_arguments = {}
+        if args.stage == "grpo":
+            from hf_cai.cli.grpo_rewards import reward_functions
+
+            stage_arguments["reward_funcs"] = reward_functions(script_args, config)
         trainer = _trainer_class(args.stage)(
             model=model_args.model_name_or_path,
             args=config,
@@ -291,6 +314,7 @@ def _train(args: argparse.Namespace) -> int:
             eval_dataset=eval_dataset,
             processing_class=tokenizer,
             **trainer_model_arguments(setup),
+            **stage_arguments,
         )
     except ModelLoadError as error:
         raise CommandError(str(error)) from None
@@ -306,13 +330,14 @@ def _train(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train one CAI stage (SFT, DPO or a reward model) with TRL's settings, from a YAML file and options",
+        help="train one CAI stage (SFT, DPO, a reward model or GRPO) with TRL's settings, from a YAML file and options",
         description="Train one stage with the settings of TRL's training scripts, under TRL's names (TRL's "
-        "ScriptArguments, the stage's config: TRL's plus constitution, qlora_profile, soft_labels, and ModelConfig), "
+        "ScriptArguments (for GRPO: its reward model, reward functions and feedback model), the stage's config: TRL's "
+        "plus constitution, qlora_profile, soft_labels, and ModelConfig), "
         "from a YAML file (--config) and options (--learning_rate 1e-4), the options winning. Unknown keys are "
         "refused with the closest valid key. `hf-cai train sft --help` lists every setting.",
     )
-    parser.add_argument("stage", choices=["sft", "dpo", "reward"], help="the training stage")
+    parser.add_argument("stage", choices=STAGES, help="the training stage")
     parser.add_argument(
         "settings",
         nargs=argparse.REMAINDER,

@@ -1,10 +1,9 @@
 """TRL-compatible Constitutional AI trainers.
 
-``CAISFTTrainer`` / ``CAIDPOTrainer`` / ``CAIRewardTrainer`` subclass TRL's ``SFTTrainer`` / ``DPOTrainer`` /
-``RewardTrainer`` and take the same arguments (plus an optional ``constitution=``); their configs subclass TRL's and
-only add fields. :class:`ConstitutionalReward` is a TRL reward function for ``GRPOTrainer``, ``RLOOTrainer`` and
-``OnlineDPOTrainer``, and ``CAIGRPOConfig`` gives ``GRPOTrainer`` the QLoRA profile's settings. QLoRA presets live in
-:mod:`hf_cai.trainers.qlora`.
+``CAISFTTrainer`` / ``CAIDPOTrainer`` / ``CAIRewardTrainer`` / ``CAIGRPOTrainer`` subclass TRL's ``SFTTrainer`` /
+``DPOTrainer`` / ``RewardTrainer`` / ``GRPOTrainer`` and take the same arguments (plus an optional ``constitution=``);
+their configs subclass TRL's and only add fields. :class:`ConstitutionalReward` is a TRL reward function for
+``GRPOTrainer``, ``RLOOTrainer`` and ``OnlineDPOTrainer``. QLoRA presets live in :mod:`hf_cai.trainers.qlora`.
 
 What a trainer output folder holds
 ----------------------------------
@@ -17,7 +16,7 @@ in the output folder), plus:
 * ``cai_training.json``: a record of the run, read by the model-card builder. Keys (``schema_version`` 1):
 
   - ``schema_version`` (int): 1.
-  - ``stage`` (str): ``"sft"``, ``"dpo"`` or ``"reward"``.
+  - ``stage`` (str): ``"sft"``, ``"dpo"``, ``"reward"`` or ``"grpo"``.
   - ``method`` (str): ``"qlora"`` (adapter on a quantised base), ``"lora"`` or ``"full"``.
   - ``trainer`` (str): trainer class name, e.g. ``"CAIDPOTrainer"``.
   - ``base_model`` (str | null): name or path of the base model.
@@ -36,7 +35,8 @@ in the output folder), plus:
     ``max_length``, ``optim``, ``gradient_checkpointing``, ``bf16``, ``fp16``, ``seed``, and per stage: SFT
     ``assistant_only_loss``, ``completion_only_loss``, ``packing``, ``padding_free``, ``loss_type``; DPO ``beta``,
     ``loss_type``, ``loss_weights``, ``precompute_ref_log_probs``, ``soft_labels``; reward
-    ``center_rewards_coefficient``, ``soft_labels`` (config fields absent from a plain TRL config are left out).
+    ``center_rewards_coefficient``, ``soft_labels``; GRPO ``beta``, ``num_generations``, ``max_completion_length``,
+    ``loss_type``, ``temperature`` (config fields absent from a plain TRL config are left out).
   - ``effective_batch_size`` (int): per-device batch x accumulation x processes.
   - ``soft_labels`` (bool, DPO and reward only): whether the ``chosen_prob`` soft labels were trained on.
   - ``dataset_sizes`` (object): ``train`` and ``eval`` row counts after preprocessing (null when unknown or absent;
@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "CAIRewardConfig": "hf_cai.trainers.reward",
     "CAIRewardTrainer": "hf_cai.trainers.reward",
     "CAIGRPOConfig": "hf_cai.trainers.grpo",
+    "CAIGRPOTrainer": "hf_cai.trainers.grpo",
     "ConstitutionalReward": "hf_cai.trainers.rewards",
     "QLoRAProfile": "hf_cai.trainers.qlora",
     "QLORA_PROFILES": "hf_cai.trainers.qlora",

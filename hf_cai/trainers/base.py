@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +43,9 @@ CAI_TAGS = ["constitutional-ai", "hf-cai"]
 """Model-card tags every CAI trainer adds to TRL's (``lora`` or ``qlora`` is added when an adapter is trained)."""
 
 DATASET_CONSTITUTION_COLUMN = "constitution_sha256"
+
+REFERENCE_ADAPTER = "ref"
+"""The name TRL gives the frozen copy of a continued adapter that serves as the DPO (and GRPO) reference."""
 
 MIN_TRL_VERSION = "1.16"
 """The oldest TRL whose internals the CAI trainers extend: the fused LM head of soft-label DPO came in 1.15, and 1.16 is
@@ -250,12 +254,22 @@ class CAITrainerMixin:
             return super().evaluate(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save as TRL does, plus ``constitution.yaml`` and ``cai_training.json`` (checkpoints included)."""
+        """Save as TRL does, plus ``constitution.yaml`` and ``cai_training.json`` (checkpoints included), without
+        the frozen reference adapter.
+
+        PEFT saves every adapter of a model, so the reference copy TRL makes of a continued adapter (DPO, and GRPO
+        with ``beta > 0``) would land in ``ref/`` of every checkpoint and of the final model: it is the starting
+        adapter, not part of the trained model, and a resumed run rebuilds it from the starting adapter.
+        """
+        folder = Path(output_dir or self.args.output_dir)
         if self.args.should_save:
-            write_training_artifacts(output_dir or self.args.output_dir, self.constitution, self.cai_training_record())
+            write_training_artifacts(folder, self.constitution, self.cai_training_record())
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            name_adapter_base_by_hub_id(output_dir or self.args.output_dir)
+            model = self.accelerator.unwrap_model(self.model)
+            if REFERENCE_ADAPTER in (getattr(model, "peft_config", None) or {}):
+                shutil.rmtree(folder / REFERENCE_ADAPTER, ignore_errors=True)
+            name_adapter_base_by_hub_id(folder)
 
 
 class CAIPreferenceTrainerMixin(CAITrainerMixin):

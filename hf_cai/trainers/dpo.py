@@ -26,9 +26,7 @@ log-probabilities recorded from the same forward passes. Without a ``chosen_prob
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,9 +37,6 @@ from hf_cai.errors import InputError
 from hf_cai.trainers.base import CAI_TAGS, CAIPreferenceTrainerMixin, require_trl
 from hf_cai.trainers.config import CAIPreferenceConfigMixin
 from hf_cai.trainers.data import CHOSEN_PROB
-
-REFERENCE_ADAPTER = "ref"
-"""The name TRL gives the frozen copy of a continued adapter that serves as the DPO reference."""
 
 
 @dataclass
@@ -85,18 +80,6 @@ class CAIDPOTrainer(CAIPreferenceTrainerMixin, DPOTrainer):
                 require_trl(
                     "soft-label DPO reads the log-probs of TRL's fused LM head (trl.trainer.utils.add_fused_lm_head)"
                 )
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save as :class:`~hf_cai.trainers.base.CAITrainerMixin` does, without the frozen reference adapter.
-
-        PEFT saves every adapter of a model, so TRL's reference copy of a continued adapter would land in ``ref/``
-        of every checkpoint and of the final model: it is the starting adapter, not part of the trained model, and a
-        resumed run rebuilds it from the starting adapter.
-        """
-        super().save_model(output_dir, _internal_call)
-        model = self.accelerator.unwrap_model(self.model)
-        if self.args.should_save and REFERENCE_ADAPTER in (getattr(model, "peft_config", None) or {}):
-            shutil.rmtree(Path(output_dir or self.args.output_dir) / REFERENCE_ADAPTER, ignore_errors=True)
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != CHOSEN_PROB})

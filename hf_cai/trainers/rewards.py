@@ -130,9 +130,14 @@ class RewardModelJudge:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, load_in_4bit: bool = False, trust_remote_code: bool = False, **kwargs: Any
+        cls, path: str | Path, *, load_in_4bit: bool | None = None, trust_remote_code: bool = False, **kwargs: Any
     ) -> RewardModelJudge:
-        """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter)."""
+        """Load a preference model folder: full weights, or a PEFT adapter (its base is read from the adapter).
+
+        ``load_in_4bit=None`` and an unset ``max_length`` follow the training record (``cai_training.json``) of a
+        ``CAIRewardTrainer`` output: NF4 exactly when its base was quantised in training, and the ``max_length`` it
+        was trained with; without a record, 16-bit weights and 1024 tokens.
+        """
         from hf_cai.modeling import (
             ModelLoadError,
             adapter_base_model,
@@ -143,6 +148,12 @@ class RewardModelJudge:
         )
         from hf_cai.trainers.qlora import process_device_map
 
+        trained = _training_record(path)
+        if load_in_4bit is None:
+            load_in_4bit = trained.get("quantization") is not None
+        trained_length = (trained.get("hyperparameters") or {}).get("max_length")
+        if trained_length and "max_length" not in kwargs:
+            kwargs["max_length"] = trained_length
         adapter = is_peft_adapter(path)
         base = str(path)
         if adapter:
@@ -236,6 +247,14 @@ class RewardModelJudge:
         return "".join(message["content"] for message in conversation) + reply
 
 
+def _training_record(path: str | Path) -> dict[str, Any]:
+    """The ``cai_training.json`` of a local trainer output folder; empty for a Hub id or a folder without one."""
+    from hf_cai.artifact_files import TRAINING_RECORD
+
+    record = Path(path) / TRAINING_RECORD
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+
+
 class ConstitutionalReward:
     """A TRL reward function: each completion's average win probability against the other completions of its prompt.
 
@@ -284,7 +303,7 @@ class ConstitutionalReward:
 
     @classmethod
     def from_reward_model(
-        cls, path: str | Path, *, load_in_4bit: bool = False, name: str = "constitutional_reward", **kwargs: Any
+        cls, path: str | Path, *, load_in_4bit: bool | None = None, name: str = "constitutional_reward", **kwargs: Any
     ) -> ConstitutionalReward:
         """Judge with a preference model folder (a ``CAIRewardTrainer`` output: adapter or full weights).
 
@@ -292,6 +311,7 @@ class ConstitutionalReward:
             path: The folder or Hub id; an adapter's base model is read from its ``adapter_config.json``.
             load_in_4bit: Load the (base) model NF4-quantised, as a QLoRA profile loads it for training, so the
                 judge takes a quarter of the memory of 16-bit weights; the score head stays in full precision.
+                ``None``: as the model was trained, by its ``cai_training.json`` (16-bit without one).
             name: The function's ``__name__`` in the trainer's logs.
             **kwargs: ``trust_remote_code``, ``batch_size`` and ``max_length`` of :class:`RewardModelJudge`.
         """

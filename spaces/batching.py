@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hf_cai.backends.batching import cache_name, output_cache
+from hf_cai.backends.batching import cache_name, ensure_pad_token, output_cache
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids
 from hf_cai.backends.decoding import greedy_generation_config, make_row_sampler
 from hf_cai.conversation import Conversation
@@ -150,7 +150,7 @@ class ReplyBatcher:
         """The kept keys and values of recent conversations (:mod:`hf_cai.spaces.prefix_cache`); ``None`` when off."""
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._eos_ids = end_of_turn_ids(model, tokenizer)
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._pad_id = ensure_pad_token(tokenizer).pad_token_id
         config = getattr(model, "config", None)
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         context = getattr(text_config, "max_position_embeddings", None)
@@ -281,7 +281,7 @@ class ReplyBatcher:
         self.batch_sizes[len(rows)] += 1
         sequences = [row._input_ids + row.tokens for row in rows]
         input_ids, attention_mask, cache = batch_inputs(self.model, sequences, [row._past for row in rows],
-                                                        self._pad_id)
+                                                        self.tokenizer)
         for row in rows:  # the batch's cache holds their keys and values now; a row's own copy would double them
             row._past = (0, None)
         options: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_row_tracker(rows, self._eos_ids)])}

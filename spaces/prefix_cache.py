@@ -77,7 +77,7 @@ class PrefixCache:
 
 
 def batch_inputs(
-    model: Any, sequences: list[list[int]], reused: list[tuple[int, CachedPrefix | None]], pad_id: int
+    model: Any, sequences: list[list[int]], reused: list[tuple[int, CachedPrefix | None]], tokenizer: Any
 ) -> tuple[Any, Any, Any]:
     """``input_ids``, ``attention_mask`` and the cache of the reused columns for a batch (``None`` when no row reuses
     anything): each row ``[padding][reused][padding][new tokens]``, as the module docstring describes."""
@@ -87,8 +87,9 @@ def batch_inputs(
     device = model.device
     width = max(count for count, _ in reused)
     if width == 0:
-        input_ids, attention_mask = left_pad(sequences, pad_id, device)
+        input_ids, attention_mask = left_pad(sequences, tokenizer, device)
         return input_ids, attention_mask, None
+    pad_id = tokenizer.pad_token_id
     new = max(len(ids) - count for ids, (count, _) in zip(sequences, reused))
     rows, masks = [], []
     for ids, (count, _) in zip(sequences, reused):

@@ -159,8 +159,7 @@ def test_reused_keys_and_values_give_the_scores_of_the_whole_prompt(space):
         kept = output_cache(model(input_ids=torch.tensor([long[:40]]), use_cache=True))
         entry = row_prefix(kept, 0, torch.arange(40), None, long[:40])
         # Row 0 reuses its first 40 tokens; row 1, shorter, reuses nothing: padding before and inside the rows.
-        input_ids, attention_mask, cache = batch_inputs(model, [long, short], [(40, entry), (0, None)],
-                                                        tokenizer.pad_token_id)
+        input_ids, attention_mask, cache = batch_inputs(model, [long, short], [(40, entry), (0, None)], tokenizer)
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1,
                                 do_sample=False, return_dict_in_generate=True, output_logits=True,
                                 pad_token_id=tokenizer.pad_token_id, **{cache_name(): cache})

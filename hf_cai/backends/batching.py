@@ -69,37 +69,47 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return length
 
 
-def left_pad(sequences: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
-    """``input_ids`` and ``attention_mask`` of ``sequences`` padded on their left to the longest, on ``device``."""
-    import torch
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """``tokenizer``, given its end-of-sequence token as pad token when it has none (as TRL's trainers and
+    :func:`hf_cai.modeling.load_tokenizer` do); padded positions are masked, so the choice does not change outputs.
 
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return input_ids.to(device), attention_mask.to(device)
+    Raises:
+        ModelLoadError: The tokenizer has neither a pad nor an end-of-sequence token.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            from hf_cai.modeling import ModelLoadError
+
+            raise ModelLoadError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token first")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
-def prepare_batch(model: Any, sequences: list[list[int]], *, pad_id: int, keeps_logits: bool) -> Batch:
+def left_pad(sequences: list[list[int]], tokenizer: Any, device: Any) -> tuple[Any, Any]:
+    """``input_ids`` and ``attention_mask`` of ``sequences`` padded on their left to the longest (by the tokenizer,
+    which needs a pad token: see :func:`ensure_pad_token`), on ``device``."""
+    padded = tokenizer.pad({"input_ids": sequences}, padding_side="left", return_tensors="pt")
+    return padded["input_ids"].to(device), padded["attention_mask"].to(device)
+
+
+def prepare_batch(model: Any, sequences: list[list[int]], *, tokenizer: Any, keeps_logits: bool) -> Batch:
     """Tensors for a batch, with prefix caching: the longest token prefix shared by every row (the system prompt
     and few-shot demonstrations) is run once and its key/value cache repeated per row; the rows' own suffixes
-    follow it, padded on their left. ``keeps_logits``: the model's forward takes ``logits_to_keep``."""
+    follow it, padded on their left by ``tokenizer``. ``keeps_logits``: the model's forward takes ``logits_to_keep``."""
     import torch
 
     shared = min(common_prefix_length(sequences), min(len(ids) for ids in sequences) - 1)
     device = model.device
     if len(sequences) < 2 or shared < MIN_SHARED_PREFIX:
-        return Batch(*left_pad(sequences, pad_id, device))
+        return Batch(*left_pad(sequences, tokenizer, device))
     prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long, device=device)
     kwargs = {"logits_to_keep": 1} if keeps_logits else {}
     with torch.inference_mode():
         cache = output_cache(model(input_ids=prefix, use_cache=True, **kwargs))
     if not hasattr(cache, "batch_repeat_interleave"):
-        return Batch(*left_pad(sequences, pad_id, device))
+        return Batch(*left_pad(sequences, tokenizer, device))
     cache.batch_repeat_interleave(len(sequences))
-    suffix_ids, suffix_mask = left_pad([ids[shared:] for ids in sequences], pad_id, device)
+    suffix_ids, suffix_mask = left_pad([ids[shared:] for ids in sequences], tokenizer, device)
     return Batch(
         input_ids=torch.cat([prefix.expand(len(sequences), -1), suffix_ids], dim=1),
         attention_mask=torch.cat([torch.ones_like(prefix).expand(len(sequences), -1), suffix_mask], dim=1),

@@ -24,7 +24,7 @@ from hf_cai.backends.base import (
     row_seed,
     rows_finished,
 )
-from hf_cai.backends.batching import Batch, cache_name, length_sorted_batches, prepare_batch
+from hf_cai.backends.batching import Batch, cache_name, ensure_pad_token, length_sorted_batches, prepare_batch
 from hf_cai.backends.chat_tokens import encode_chats, end_of_turn_ids, option_token_ids
 from hf_cai.backends.decoding import finished_generation, greedy_generation_config, make_row_sampler
 from hf_cai.backends.option_scoring import score_options
@@ -119,7 +119,7 @@ class TransformersBackend(DetailedGenerator):
                 if not tokenizer:
                     raise ModelLoadError("the model was passed as an object without a name; pass tokenizer= as well")
         self.tokenizer = _prepare_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
-        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self._pad_id = self.tokenizer.pad_token_id
         self._eos_ids = end_of_turn_ids(self.model, self.tokenizer)
         self._context_length = _context_length(self.model, self.tokenizer)
         self._keeps_logits = "logits_to_keep" in _forward_parameters(self.model)
@@ -261,7 +261,7 @@ class TransformersBackend(DetailedGenerator):
         )
 
     def _prepare_batch(self, sequences: list[list[int]]) -> Batch:
-        return prepare_batch(self.model, sequences, pad_id=self._pad_id, keeps_logits=self._keeps_logits)
+        return prepare_batch(self.model, sequences, tokenizer=self.tokenizer, keeps_logits=self._keeps_logits)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -281,9 +281,7 @@ def _prepare_tokenizer(tokenizer: Any, *, trust_remote_code: bool):
             "the tokenizer has no chat template. Use an instruct/chat model's tokenizer, or set one before use: "
             "`tokenizer.chat_template = open('template.jinja').read()` (hf_cai.tiny.CHAT_TEMPLATE is a ChatML template)."
         )
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
-        raise ModelLoadError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token first")
-    return tokenizer
+    return ensure_pad_token(tokenizer)
 
 
 def _context_length(model: Any, tokenizer: Any) -> int | None:

@@ -19,7 +19,7 @@ from hf_cai.trainers import CAIDPOTrainer, CAISFTTrainer
 pytestmark = pytest.mark.min_versions
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo", "reward"])
+@pytest.mark.parametrize("stage", ["sft", "dpo", "reward", "grpo"])
 def test_the_same_script_trains_identically_with_either_pair(stage, tiny_model_dir, tiny_reward_model_dir, tmp_path):
     model = tiny_reward_model_dir if stage == "reward" else tiny_model_dir
     runs = {}
@@ -32,10 +32,17 @@ def test_the_same_script_trains_identically_with_either_pair(stage, tiny_model_d
         assert record["stage"] == stage and record["qlora_profile"] is None, pair
         assert not (tmp_path / pair / "constitution.yaml").exists(), "none given, none in the data"
     assert not (tmp_path / "trl" / "cai_training.json").exists()
-    losses = {pair: [entry["loss"] for entry in run["log_history"] if "loss" in entry] for pair, run in runs.items()}
-    assert len(losses["trl"]) == 2
-    assert losses["cai"] == pytest.approx(losses["trl"], abs=1e-6)
-    assert losses["swap"] == pytest.approx(losses["trl"], abs=1e-6)
+    # Per step: the loss, the gradient's norm (GRPO's first loss on its own samples is 0 whatever the weights) and,
+    # for GRPO, the mean reward of the sampled completions.
+    logged = ("loss", "grad_norm", "reward") if stage == "grpo" else ("loss", "grad_norm")
+    steps = {
+        pair: [[entry[key] for key in logged] for entry in run["log_history"] if "loss" in entry]
+        for pair, run in runs.items()
+    }
+    assert len(steps["trl"]) == 2 and steps["trl"][0][1] > 0
+    for pair in ("cai", "swap"):
+        for step, expected in zip(steps[pair], steps["trl"], strict=True):
+            assert step == pytest.approx(expected, abs=1e-6), pair
 
 
 def test_a_plain_trl_config_takes_the_constitution_and_soft_labels(tiny_model_dir, tmp_path):

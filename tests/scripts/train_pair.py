@@ -1,6 +1,6 @@
 """A small TRL training script, run unchanged with TRL's trainer/config pair or with hf_cai's (the drop-in test).
 
-    python train_pair.py --pair trl|cai|swap --stage sft|dpo|reward --model DIR --output DIR
+    python train_pair.py --pair trl|cai|swap --stage sft|dpo|reward|grpo --model DIR --output DIR
 
 Only the import of the pair differs; everything below it is plain TRL usage. ``swap`` is a TRL user's script with
 only the trainer class swapped: TRL's config with hf_cai's trainer.
@@ -21,17 +21,24 @@ PAIRS = {
     ("trl", "sft"): ("trl", "SFTConfig", "SFTTrainer"),
     ("trl", "dpo"): ("trl", "DPOConfig", "DPOTrainer"),
     ("trl", "reward"): ("trl", "RewardConfig", "RewardTrainer"),
+    ("trl", "grpo"): ("trl", "GRPOConfig", "GRPOTrainer"),
     ("cai", "sft"): ("hf_cai.trainers", "CAISFTConfig", "CAISFTTrainer"),
     ("cai", "dpo"): ("hf_cai.trainers", "CAIDPOConfig", "CAIDPOTrainer"),
     ("cai", "reward"): ("hf_cai.trainers", "CAIRewardConfig", "CAIRewardTrainer"),
+    ("cai", "grpo"): ("hf_cai.trainers", "CAIGRPOConfig", "CAIGRPOTrainer"),
 }
-SWAPPED_TRAINERS = {"sft": "CAISFTTrainer", "dpo": "CAIDPOTrainer", "reward": "CAIRewardTrainer"}
+SWAPPED_TRAINERS = {"sft": "CAISFTTrainer", "dpo": "CAIDPOTrainer", "reward": "CAIRewardTrainer", "grpo": "CAIGRPOTrainer"}
+
+
+def shorter_is_better(completions, **kwargs):
+    """GRPO's reward: minus each completion's length in characters."""
+    return [-float(len(completion[0]["content"])) for completion in completions]
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pair", choices=["trl", "cai", "swap"], required=True)
-    parser.add_argument("--stage", choices=["sft", "dpo", "reward"], required=True)
+    parser.add_argument("--stage", choices=["sft", "dpo", "reward", "grpo"], required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
@@ -49,8 +56,12 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer
 
     prompts, _ = split_prompts(8, 0)
+    stage_arguments = {}
     if args.stage == "sft":
         rows = [{"messages": row["messages"]} for row in sl_cai_rows(prompts)]
+    elif args.stage == "grpo":
+        rows = [{"prompt": row["prompt"]} for row in preference_rows(prompts)]
+        stage_arguments = {"num_generations": 2, "max_completion_length": 8}
     else:
         rows = preference_rows(prompts)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -65,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
         bf16=False,
         gradient_checkpointing=False,
         seed=7,
+        **stage_arguments,
     )
+    rewards = {"reward_funcs": shorter_is_better} if args.stage == "grpo" else {}
     trainer = Trainer(
         model=args.model,
         args=config,
@@ -77,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             target_modules="all-linear",
             task_type="SEQ_CLS" if args.stage == "reward" else "CAUSAL_LM",
         ),
+        **rewards,
     )
     result = trainer.train()
     trainer.save_model()

@@ -316,6 +316,18 @@ def _fingerprints(tmp_path: Path, **changes) -> dict[str, str]:
     return {stage: pipeline.fingerprint(stage) for stage in stages}
 
 
+@pytest.mark.parametrize(("builder", "stage"), [("critique_revision", "sl_data"), ("ai_feedback", "pref_data")])
+def test_a_new_data_format_makes_its_stage_run_again(builder, stage, tmp_path, monkeypatch):
+    """Data built in an earlier format differs from what the builder makes now: the stage is not up to date."""
+    import importlib
+
+    before = _fingerprints(tmp_path)
+    module = importlib.import_module(f"hf_cai.builders.{builder}")
+    monkeypatch.setattr(module, "FORMAT_VERSION", module.FORMAT_VERSION + 1)
+    after = _fingerprints(tmp_path)
+    assert {name for name in before if after[name] != before[name]} == {stage}
+
+
 def test_fingerprints_hold_every_input_that_changes_an_output_and_nothing_else(tmp_path):
     served = {"endpoint": "http://127.0.0.1:9/v1", "endpoint_model": "policy-1.5b"}
     base = _fingerprints(tmp_path, **served)

@@ -45,11 +45,17 @@ def fingerprint_inputs(context: RunContext, stage: str) -> dict[str, Any]:
     if stage in ("sl_data", "sft", "pref_data", "dpo", "reward", "grpo", "eval"):
         inputs["seed"] = recipe.seed
     if stage == "sl_data":
-        inputs |= {"generator": _base_generator(recipe), "prompts": prompts}
+        from hf_cai.builders.critique_revision import FORMAT_VERSION
+
+        # A build of another format would be reused as if current; the builder's own fingerprint holds it too.
+        inputs |= {"generator": _base_generator(recipe), "prompts": prompts, "format_version": FORMAT_VERSION}
         inputs["helpful_prompts"] = recipe.helpful_prompts
         inputs |= _checks("sl_quality", recipe.sl_quality)
     elif stage == "pref_data":
-        inputs |= {"policy": _policy(recipe, "sft"), "judge": _judge(recipe), "prompts": prompts}
+        from hf_cai.builders.ai_feedback import FORMAT_VERSION
+
+        inputs |= {"policy": _policy(recipe, "sft"), "judge": _judge(recipe), "prompts": prompts,
+                   "format_version": FORMAT_VERSION}
         inputs |= _checks("judge_check", recipe.judge_check)
     elif stage in ("sft", "dpo", "reward", "grpo"):
         inputs |= {"base": _base_model(recipe), "qlora_profile": context.qlora_profile()}

@@ -279,3 +279,27 @@ def test_a_saved_adapter_cannot_take_a_new_adapter_config(tiny_model_dir, tokeni
             processing_class=tokenizer,
             peft_config=_random_adapter(),
         )
+
+
+def test_pairs_the_quality_gates_flagged_are_left_out(tiny_model_dir, tokenizer, tmp_path, caplog):
+    """The SL-CAI train_prefs split carries the gates' flags: a flagged revision is no 'chosen' reply to learn."""
+    from hf_cai.builders import QualityGateError
+
+    flags = [[], ["degenerate"], [], []]
+    rows = [{**row, "quality_flags": row_flags} for row, row_flags in zip(preference_rows(split_prompts(4, 0)[0]), flags)]
+    with caplog.at_level("INFO", logger="hf_cai.trainers"):
+        trainer = CAIDPOTrainer(
+            model=str(tiny_model_dir),
+            args=CAIDPOConfig(**_config(tmp_path)),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+    assert len(trainer.train_dataset) == 3 and trainer.cai_quality.flagged == 1
+    assert "training on 3 of 4 rows (75%): the quality gates flagged 1 (degenerate 1" in caplog.text
+    with pytest.raises(QualityGateError, match=r"kept only 3 of 4 rows \(75%\), less than min_kept_share 90%"):
+        CAIDPOTrainer(
+            model=str(tmp_path / "not-loaded-because-the-check-comes-first"),
+            args=CAIDPOConfig(**_config(tmp_path), min_kept_share=0.9),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )

@@ -34,6 +34,7 @@ from hf_cai.trainers.data import (
     named_splits,
     resolve_soft_labels,
 )
+from hf_cai.trainers.flagged_rows import keep_unflagged_rows
 from hf_cai.trainers.qlora import ModelTask, TrainingStage, count_trainable
 from hf_cai.trainers.training_model import prepare_training_model
 
@@ -278,8 +279,14 @@ class CAIPreferenceTrainerMixin(CAITrainerMixin):
     _cai_conversation_column = "chosen"
     soft_labels: bool
 
+    cai_quality: Any
+    """The quality gates' flags of the training rows (a ``QualityGateResult``; ``None``: the training dataset has no
+    ``quality_flags`` column); ``kept`` of ``total`` rows were trained on."""
+
     def _cai_prepare_stage(self, arguments: dict[str, Any], splits: dict[str, Any]) -> None:
-        """Check the columns and 'chosen_prob' values of every split, and decide whether soft labels are on."""
+        """Leave out the rows the quality gates flagged, check the columns and 'chosen_prob' values of every split,
+        and decide whether soft labels are on."""
+        self.cai_quality = keep_unflagged_rows(arguments, splits)
         for split, dataset in splits.items():
             check_preference_columns(dataset, split=split, stage=self._cai_stage)
         self.soft_labels = resolve_soft_labels(getattr(arguments["args"], "soft_labels", None), splits["train"])

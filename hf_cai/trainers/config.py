@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from hf_cai.artifact_files import CONSTITUTION_FILE, TRAINING_RECORD
 from hf_cai.errors import InputError
+from hf_cai.trainers.flagged_rows import FlaggedRowsConfigMixin
 from hf_cai.trainers.qlora import QLORA_PROFILES, TrainingStage, accelerator_available, apply_profile_defaults
 
 
@@ -114,8 +115,10 @@ class CAIConfigMixin:
 
 
 @dataclass(init=False, repr=False, eq=False)
-class CAIPreferenceConfigMixin(CAIConfigMixin):
-    """The CAI fields of the preference configs (DPO, reward): :class:`CAIConfigMixin`'s plus ``soft_labels``.
+class CAIPreferenceConfigMixin(FlaggedRowsConfigMixin, CAIConfigMixin):
+    """The CAI fields of the preference configs (DPO, reward): :class:`CAIConfigMixin`'s, ``exclude_flagged_rows``
+    and ``min_kept_share`` (:class:`~hf_cai.trainers.flagged_rows.FlaggedRowsConfigMixin`: the SL-CAI
+    ``train_prefs`` split carries the quality gates' flags), and ``soft_labels``.
 
     Parameters:
         soft_labels (`bool`, *optional*):

@@ -23,7 +23,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch_on_two_processes(script: str, *arguments: str, launch_options: tuple[str, ...] = ("--multi_gpu",)) -> None:
+def _launch_on_two_processes(
+    script: str, *arguments: str, launch_options: tuple[str, ...] = ("--multi_gpu",), on_cpu: bool = True
+) -> None:
+    """Run ``script`` on 2 processes; ``on_cpu`` hides the GPUs (DDP over gloo), otherwise one GPU per process."""
     command = [
         sys.executable,
         "-m",
@@ -42,18 +45,20 @@ def _launch_on_two_processes(script: str, *arguments: str, launch_options: tuple
         str(SCRIPTS / script),
         *arguments,
     ]
-    environment = os.environ | {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    environment = os.environ | {"OMP_NUM_THREADS": "1"} | ({"CUDA_VISIBLE_DEVICES": ""} if on_cpu else {})
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_qlora_sft_trains_on_two_processes(tiny_model_dir, tmp_path):
-    _launch_on_two_processes("sft_ddp.py", str(tiny_model_dir), str(tmp_path / "out"))
+    _launch_on_two_processes("sft_distributed.py", str(tiny_model_dir), str(tmp_path / "out"))
     record = json.loads((tmp_path / "out" / "cai_training.json").read_text())
     assert record["hardware"]["num_processes"] == 2
     assert record["effective_batch_size"] == 2 * 2, "the cpu profile's 2 sequences per process, on 2 processes"
     assert record["global_step"] == 3 and record["method"] == "qlora"
+    ranks = [json.loads((tmp_path / "out" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(rank["losses"]) for rank in ranks] == [3, 3], "both processes trained to the end"
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "constitution.yaml").is_file()
 
@@ -103,12 +108,12 @@ FSDP_NEEDS_GPUS = (
 @pytest.mark.skipif("not __import__('torch').cuda.device_count() >= 2", reason=FSDP_NEEDS_GPUS)
 def test_lora_sft_trains_under_the_example_fsdp_config(tiny_model_dir, tmp_path):
     output = tmp_path / "out"
-    _launch_on_two_processes("sft_fsdp.py", str(tiny_model_dir), str(output),
-                             launch_options=("--config_file", str(EXAMPLES / "fsdp.yaml")))
+    _launch_on_two_processes("sft_distributed.py", str(tiny_model_dir), str(output), "--lora",
+                             launch_options=("--config_file", str(EXAMPLES / "fsdp.yaml")), on_cpu=False)
     ranks = [json.loads((output / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for record in ranks:  # both ranks trained to the end, sharded
         assert record["distributed_type"].endswith("FSDP") and record["world_size"] == 2
-        assert len(record["losses"]) == 2 and all(math.isfinite(loss) for loss in record["losses"])
+        assert len(record["losses"]) == 3 and all(math.isfinite(loss) for loss in record["losses"])
     assert (output / "adapter_model.safetensors").is_file() and (output / "adapter_config.json").is_file()
 
 
